@@ -1,0 +1,110 @@
+"""KV caches that let an LMDM reuse context keys/values across denoising steps and blocks.
+
+Rotary positions are fixed to the window: context occupies 1..C, the target C+1..C+B, and the
+timestep token T position 0, exactly as in training. Positions therefore never grow, however
+long the stream runs (hours), so fp32 angles keep their precision. The block-causal cache slides
+by re-rotating its keys by -B once per block; rotations compose, and a key is rotated at most
+w-1 times before it leaves the cache, so the error stays at a few ulps. (Growing absolute
+positions would lose angle precision after ~10^6 frames, about 13 hours.)
+
+EncDecCache (rebuilt every block):
+    prefill(context)   one pass over the C context frames (context sees only context)
+    step(target + T)   B+1 query tokens over [cache | target | T], no mask needed
+
+BlockCausalCache (carried across blocks; holds the w-1 most recent finished chunks):
+    bootstrap(context) one masked pass over the w context chunks (first block, prompt change)
+    fused_step(...)    the just-finished chunk (clean) + the new noisy target + T in one pass;
+                       the finished chunk's K/V enter the cache, the oldest chunk leaves
+    step(target + T)   B+1 query tokens over [cache | target | T], no mask needed
+Per block the block-causal cache processes (N+1)·B+N tokens instead of N·(C+B+1).
+"""
+from __future__ import annotations
+
+import torch
+
+from .errors import StateError
+from .models.dit import DiT, Conditioning
+from .models.patterns import banded, fused_step_mask
+from .nn.attention import KV, apply_rotary
+
+
+def _arange(a: int, b: int, device) -> torch.Tensor:
+    return torch.arange(a, b, device=device)
+
+
+def _target_positions(context_frames: int, block_frames: int, device) -> torch.Tensor:
+    """Target frames at C+1..C+B, then T at 0."""
+    return torch.cat((_arange(context_frames + 1, context_frames + block_frames + 1, device),
+                      torch.zeros(1, dtype=torch.long, device=device)))
+
+
+class _Cache:
+    kv: list[KV] | None = None
+
+    def reset(self) -> None:
+        self.kv = None
+
+    @property
+    def ready(self) -> bool:
+        return self.kv is not None
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        if self.kv is None:
+            return {}
+        return {"cache.k": torch.stack([k for k, _ in self.kv]), "cache.v": torch.stack([v for _, v in self.kv])}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], depth: int) -> None:
+        if "cache.k" not in state:
+            self.kv = None
+            return
+        k, v = state["cache.k"], state["cache.v"]
+        if k.shape[0] != depth or k.shape != v.shape:
+            raise StateError(f"cache has {k.shape[0]} layers of shape {tuple(k.shape[1:])}, model has {depth} layers")
+        self.kv = [(k[i].clone(), v[i].clone()) for i in range(depth)]
+
+
+class EncDecCache(_Cache):
+    def __init__(self, context_frames: int, block_frames: int):
+        self.C, self.B = context_frames, block_frames
+
+    def prefill(self, dit: DiT, context_tokens: torch.Tensor, cond: Conditioning) -> None:
+        if self.C == 0:
+            self.kv = None
+            return
+        _, self.kv = dit.run(context_tokens, _arange(1, self.C + 1, context_tokens.device), cond)
+
+    def step(self, dit: DiT, tokens: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """tokens = [target (B) | T]; returns their hidden states."""
+        h, _ = dit.run(tokens, _target_positions(self.C, self.B, tokens.device), cond, past=self.kv)
+        return h
+
+
+class BlockCausalCache(_Cache):
+    def __init__(self, block_frames: int, context_chunks: int):
+        self.B, self.w = block_frames, context_chunks
+        self.C = block_frames * context_chunks
+
+    def bootstrap(self, dit: DiT, context_tokens: torch.Tensor, cond: Conditioning) -> None:
+        """Fill the cache from the w context chunks (B·w frames) with the banded mask."""
+        dev = context_tokens.device
+        chunk = _arange(0, self.C, dev) // self.B
+        _, kv = dit.run(context_tokens, _arange(1, self.C + 1, dev), cond, mask=banded(chunk, chunk, self.w))
+        self.kv = [(k[:, :, self.B:], v[:, :, self.B:]) for k, v in kv]
+
+    def step(self, dit: DiT, tokens: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        h, _ = dit.run(tokens, _target_positions(self.C, self.B, tokens.device), cond, past=self.kv)
+        return h
+
+    def fused_step(self, dit: DiT, finished_tokens: torch.Tensor, tokens: torch.Tensor,
+                   cond: Conditioning) -> torch.Tensor:
+        """Slide the window by one chunk and run the first denoising step of the new block.
+        finished_tokens: the just-finished chunk as clean context (B frames); tokens: [target | T]."""
+        B, C, dev = self.B, self.C, tokens.device
+        cos, sin = dit.rope(torch.tensor([-B], device=dev))
+        past = [(apply_rotary(k, cos, sin), v) for k, v in self.kv]  # cached chunks now at 1..C-B
+        pos = torch.cat((_arange(C - B + 1, C + 1, dev), _target_positions(C, B, dev)))
+        mask = fused_step_mask(self.w - 1, B, device=dev)
+        h, kv = dit.run(torch.cat((finished_tokens, tokens), 1), pos, cond, past=past, mask=mask)
+        self.kv = [(torch.cat((pk[:, :, B:], k[:, :, :B]), 2), torch.cat((pv[:, :, B:], v[:, :, :B]), 2))
+                   for (pk, pv), (k, v) in zip(past, kv)]
+        return h[:, B:]

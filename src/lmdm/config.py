@@ -1,0 +1,192 @@
+"""Configuration dataclasses, JSON in/out, and the named presets.
+
+Every field is documented where it is declared. `from_dict` rejects unknown fields and wrong
+types with an error naming the field, so a typo in a config file never passes silently.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+PATTERNS = ("bidirectional", "enc-dec", "block-causal")
+
+
+@dataclass
+class DiTConfig:
+    """The latent diffusion transformer, in Stable Audio Open's architecture."""
+
+    io_channels: int = 64            # latent channels in and out
+    width: int = 1024                # model width (SAO-small: 1024)
+    depth: int = 16                  # transformer blocks (SAO-small: 16)
+    heads: int = 8                   # attention heads; head_dim = width // heads
+    cond_token_dim: int = 768        # conditioning token width (T5-base: 768)
+    global_cond_dim: int = 768       # global conditioning vector width; 0 = none
+    project_cond_tokens: bool = True  # conditioning tokens projected to `width` (else kept at cond_token_dim)
+    timestep_features_dim: int = 256  # Fourier timestep features (half cos, half sin)
+    ff_mult: int = 4                 # SwiGLU hidden width = ff_mult * width
+    # Extra input-channel groups of the context router, name -> channels. Each goes through its
+    # own bias-free, zero-initialised Linear added to the token embeddings. "context" is
+    # [mask | clean context latents] = io_channels + 1. Accompaniment/sketch groups reuse this.
+    input_groups: dict[str, int] = field(default_factory=lambda: {"context": 65})
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def rotary_dim(self) -> int:
+        # SAO: RotaryEmbedding(max(dim_heads // 2, 32)), i.e. the first half of a 128-wide head
+        return min(max(self.head_dim // 2, 32), self.head_dim)
+
+    @property
+    def cond_embed_dim(self) -> int:
+        return self.width if self.project_cond_tokens else self.cond_token_dim
+
+    def validate(self) -> None:
+        if self.width % self.heads:
+            raise ConfigError(f"dit.width={self.width} is not divisible by dit.heads={self.heads}")
+        if self.cond_embed_dim % self.head_dim:
+            raise ConfigError(f"conditioning width {self.cond_embed_dim} is not a multiple of head_dim {self.head_dim}")
+        if "context" in self.input_groups and self.input_groups["context"] != self.io_channels + 1:
+            raise ConfigError(f"dit.input_groups['context'] must be io_channels + 1 = {self.io_channels + 1}")
+        for name in ("io_channels", "width", "depth", "heads", "cond_token_dim", "timestep_features_dim"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"dit.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class PatternConfig:
+    """How a window is split into context and target, and who may attend to whom."""
+
+    pattern: str = "block-causal"    # bidirectional (outpainting baseline) | enc-dec | block-causal
+    block_frames: int = 48           # B: latent frames generated per block (48 ≈ 2.23 s at 21.5 Hz)
+    context_frames: int = 192        # C: context frames; block-causal: a whole number w = C/B of chunks
+
+    @property
+    def window_frames(self) -> int:
+        return self.context_frames + self.block_frames
+
+    @property
+    def context_chunks(self) -> int:
+        """w: block-causal context chunks; each chunk attends to itself and the w-1 before it."""
+        return self.context_frames // self.block_frames
+
+    def validate(self) -> None:
+        if self.pattern not in PATTERNS:
+            raise ConfigError(f"pattern must be one of {PATTERNS}, got {self.pattern!r}")
+        if self.block_frames <= 0 or self.context_frames < 0:
+            raise ConfigError(f"block_frames must be > 0 and context_frames >= 0, got "
+                              f"{self.block_frames} and {self.context_frames}")
+        if self.pattern == "block-causal":
+            if self.context_frames % self.block_frames:
+                raise ConfigError(f"block-causal window is not a whole number of chunks: context_frames="
+                                  f"{self.context_frames} is not a multiple of block_frames={self.block_frames}")
+            if self.context_chunks < 2:
+                raise ConfigError(f"block-causal needs at least 2 context chunks, got {self.context_chunks}")
+
+
+@dataclass
+class TextConfig:
+    """Text conditioner. `bytes`: a trainable UTF-8 byte encoder (no download, any size)."""
+
+    kind: str = "bytes"
+    max_tokens: int = 64
+    # SAO's `seconds_total` number conditioner: one extra cross-attention token that is also the
+    # global conditioning vector (needs dit.global_cond_dim == dit.cond_token_dim).
+    seconds_total: bool = False
+
+
+@dataclass
+class ModelConfig:
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    pattern: PatternConfig = field(default_factory=PatternConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    sample_rate: int = 44100
+    downsampling_ratio: int = 2048   # audio samples per latent frame
+    steps: int = 8                   # default denoising steps per block
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.downsampling_ratio / self.sample_rate
+
+    def validate(self) -> "ModelConfig":
+        self.dit.validate()
+        self.pattern.validate()
+        if self.pattern.pattern != "bidirectional" and "context" not in self.dit.input_groups:
+            raise ConfigError(f"pattern {self.pattern.pattern!r} needs the context router: "
+                              "dit.input_groups must contain 'context'")
+        if self.text.kind != "bytes":
+            raise ConfigError(f"text.kind must be 'bytes', got {self.text.kind!r}")
+        if self.text.seconds_total != (self.dit.global_cond_dim > 0) or (
+                self.text.seconds_total and self.dit.global_cond_dim != self.dit.cond_token_dim):
+            raise ConfigError("text.seconds_total provides the global vector: enable it exactly when "
+                              "dit.global_cond_dim > 0, with global_cond_dim == cond_token_dim")
+        if self.steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        return _build(cls, data, "").validate()
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from e
+        return cls.from_dict(data)
+
+
+def _build(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"config{where} must be an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {unknown} in config{where or ' (top level)'}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = _NESTED.get((cls, name))
+        if sub is not None:
+            kwargs[name] = _build(sub, value, f"{where}.{name}")
+            continue
+        default = getattr(cls(), name)
+        if isinstance(default, bool) != isinstance(value, bool) or (
+                isinstance(default, (int, float, str, dict)) and not isinstance(value, type(default))
+                and not (isinstance(default, float) and isinstance(value, int))):
+            raise ConfigError(f"config{where}.{name} must be {type(default).__name__}, got {value!r}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+_NESTED = {(ModelConfig, "dit"): DiTConfig, (ModelConfig, "pattern"): PatternConfig,
+           (ModelConfig, "text"): TextConfig}
+
+
+def preset(name: str, pattern: str = "block-causal") -> ModelConfig:
+    """Named model shapes: `tiny` (tests), `small`, `sao-small` (Stable Audio Open Small's DiT)."""
+    if name == "tiny":
+        dit = DiTConfig(io_channels=8, width=64, depth=2, heads=2, cond_token_dim=32, global_cond_dim=0,
+                        timestep_features_dim=32, input_groups={"context": 9})
+        pat = PatternConfig(pattern, block_frames=4, context_frames=12)
+    elif name == "small":
+        dit = DiTConfig(io_channels=64, width=512, depth=8, heads=8, cond_token_dim=384, global_cond_dim=0)
+        pat = PatternConfig(pattern)
+    elif name == "sao-small":
+        dit, pat = DiTConfig(), PatternConfig(pattern)
+        return ModelConfig(dit=dit, pattern=pat, text=TextConfig(seconds_total=True)).validate()
+    else:
+        raise ConfigError(f"unknown preset {name!r}; choose tiny, small or sao-small")
+    return ModelConfig(dit=dit, pattern=pat).validate()

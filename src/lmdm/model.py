@@ -1,0 +1,45 @@
+"""LiveMusicModel: the DiT and its conditioners under one config; the factory for streams."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .models.conditioners import ByteTextEncoder, NumberConditioner, Prompts, blend, check_prompts
+from .models.dit import DiT
+
+
+class LiveMusicModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config.validate()
+        d = config.dit
+        self.dit = DiT(d)
+        self.text = ByteTextEncoder(d.cond_token_dim, config.text.max_tokens)
+        self.seconds_total = NumberConditioner(d.cond_token_dim) if config.text.seconds_total else None
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def window_seconds(self) -> float:
+        return self.config.pattern.window_frames * self.config.frame_seconds
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Prompts | str, seconds_total: float | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weighted prompts → (conditioning tokens (1, N, cond_dim), global vector (1, dim) or None).
+        Prompts are blended in embedding space with weights normalised to sum 1."""
+        prompts = check_prompts(prompts)
+        tokens = blend(self.text([text for text, _ in prompts]), [w for _, w in prompts])
+        if self.seconds_total is None:
+            return tokens, None
+        seconds = self.window_seconds if seconds_total is None else seconds_total
+        s = self.seconds_total(torch.tensor([seconds], device=tokens.device))
+        return torch.cat((tokens, s.to(tokens.dtype)), 1), s[:, 0]
+
+    def stream(self, prompt: Prompts | str = "", **kwargs):
+        """A new streaming session; see `lmdm.stream.Stream` for the options."""
+        from .stream import Stream
+        return Stream(self, prompt, **kwargs)

@@ -1,0 +1,288 @@
+"""Stream: one endless generation session, one latent block per call.
+
+The stream keeps the clean context window (the last C frames, with a mask saying which frames are
+real), the KV cache of its attention pattern, the blended prompt conditioning and a seeded noise
+source. Noise for block n comes from a generator seeded by (seed, n), so the same seed gives the
+same blocks, and a restored state continues bit-exactly.
+
+Prompt changes take effect at the next block: cross-attention K/V are recomputed at once, so the
+target follows the new prompt immediately. Block-causal context K/V were computed under the old
+prompt; they are recomputed (re-bootstrap) when the dominant prompt changes, and kept when only
+the blend weights move (SPEC §2), so morphing sliders never stall the stream.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from .cache import BlockCausalCache, EncDecCache
+from .config import PatternConfig
+from .errors import ShapeError, StateError
+from .models.conditioners import Prompts, check_prompts, dominant
+from .sampling import guide, sample
+
+STATE_VERSION = 1
+
+
+class Stream:
+    def __init__(self, model, prompt: Prompts | str = "", *, seed: int = 0, steps: int | None = None,
+                 cfg_scale: float = 1.0, sampler: str = "pingpong", guidance: str = "cfg",
+                 context: torch.Tensor | None = None, batch: int = 1, seconds_total: float | None = None,
+                 pattern: PatternConfig | None = None):
+        self.model, self.dit = model, model.dit
+        self.pcfg = pattern or model.config.pattern
+        self.pcfg.validate()
+        self.io, self.B, self.C = model.config.dit.io_channels, self.pcfg.block_frames, self.pcfg.context_frames
+        self.seed, self.steps, self.sampler, self.guidance = seed, steps or model.config.steps, sampler, guidance
+        self.batch, self.seconds_total = batch, seconds_total
+        self.cfg_scale = float(cfg_scale)
+        self.block_index = 0
+        self.trace: list[dict] | None = None  # set to [] to record every denoising call (tests, analysis)
+        self.history = torch.zeros(batch, self.io, self.C)
+        self.history_mask = torch.zeros(batch, 1, self.C)
+        self.pending: torch.Tensor | None = None  # block-causal: finished chunk awaiting its fused step
+        self.cache = self._new_cache()
+        self.needs_bootstrap = True
+        if context is not None:
+            self.set_context(context)
+        self.prompts = check_prompts(prompt)
+        self._encode()
+
+    # -- controls ---------------------------------------------------------------------------
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_scale != 1.0
+
+    def set_prompts(self, prompts: Prompts | str) -> None:
+        """Weighted prompts, applied from the next block on."""
+        prompts = check_prompts(prompts)
+        dominant_changed = dominant(prompts) != dominant(self.prompts)
+        self.prompts = prompts
+        self._encode()
+        if dominant_changed:
+            self.needs_bootstrap = True
+
+    def set_cfg(self, scale: float) -> None:
+        was = self.guided
+        self.cfg_scale = float(scale)
+        if self.guided != was:  # the model batch changes, so do the conditioning and the cache
+            self._condition()
+            self.needs_bootstrap = True
+
+    def set_context(self, latents: torch.Tensor) -> None:
+        """Prime the window with clean latents (io, frames) or (batch, io, frames), right-aligned."""
+        if latents.dim() == 2:
+            latents = latents[None].expand(self.batch, -1, -1)
+        if latents.dim() != 3 or latents.shape[:2] != (self.batch, self.io):
+            raise ShapeError(f"context latents must be ({self.io}, frames) or ({self.batch}, {self.io}, frames), "
+                             f"got {tuple(latents.shape)}")
+        if not torch.isfinite(latents).all():
+            raise ShapeError("context latents contain NaN or infinite values")
+        n = min(latents.shape[-1], self.C)
+        self.history = torch.zeros(self.batch, self.io, self.C)
+        self.history_mask = torch.zeros(self.batch, 1, self.C)
+        if n:
+            self.history[..., self.C - n:] = latents[..., latents.shape[-1] - n:].float()
+            self.history_mask[..., self.C - n:] = 1
+        self.pending, self.needs_bootstrap = None, True
+
+    # -- generation -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def next_latents(self) -> torch.Tensor:
+        """Generate the next block: latents (batch, io, B) in fp32."""
+        noise = self._noise()
+        pattern = self.pcfg.pattern
+        if pattern == "bidirectional":
+            x0 = self._outpaint(noise)
+        elif pattern == "enc-dec":
+            x0 = self._enc_dec(noise)
+        else:
+            x0 = self._block_causal(noise)
+        self._advance(x0)
+        return x0
+
+    def _denoise_fn(self, run_target):
+        """Wrap `run_target(x_model_batch, t_model_batch, step) -> raw v` with CFG and tracing."""
+        def denoise(x, t, i):
+            xin = self._double(x)
+            tin = torch.full((xin.shape[0],), t, dtype=torch.float32)
+            v = run_target(xin, tin, i).float()
+            if self.trace is not None:
+                self.trace.append({"block": self.block_index, "step": i, "x": xin, "t": t, "v": v})
+            if not self.guided:
+                return v, None
+            v_cond, v_uncond = v.chunk(2)
+            return guide(v_cond, v_uncond, self.cfg_scale), v_uncond
+        return denoise
+
+    def _target_tokens(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.cat((self.dit.embed_frames(x), self.dit.timestep_token(t, self.cond)), 1)
+
+    def _context_tokens(self, latents: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.dit.embed_frames(None, {"context": torch.cat((self._double(mask), self._double(latents)), 1)})
+
+    def _block_causal(self, noise):
+        dit, cache = self.dit, self.cache
+        if self.needs_bootstrap or not cache.ready:
+            cache.bootstrap(dit, self._context_tokens(self.history, self.history_mask), self.cond)
+            self.pending, self.needs_bootstrap = None, False
+        pending = self.pending
+
+        def run(x, t, i):
+            tokens = self._target_tokens(x, t)
+            if i == 0 and pending is not None:
+                finished = self._context_tokens(pending, torch.ones(self.batch, 1, self.B))
+                h = cache.fused_step(dit, finished, tokens, self.cond)
+            else:
+                h = cache.step(dit, tokens, self.cond)
+            return dit.unembed(h[:, : self.B])
+
+        x0 = sample(self._denoise_fn(run), noise, self.sampler, self.guidance)
+        self.pending = x0
+        return x0
+
+    def _enc_dec(self, noise):
+        dit, cache = self.dit, self.cache
+        cache.prefill(dit, self._context_tokens(self.history, self.history_mask), self.cond)
+        self.needs_bootstrap = False
+
+        def run(x, t, i):
+            return dit.unembed(cache.step(dit, self._target_tokens(x, t), self.cond)[:, : self.B])
+
+        return sample(self._denoise_fn(run), noise, self.sampler, self.guidance)
+
+    def _outpaint(self, noise):
+        """The baseline: the whole window is re-noised and recomputed at every step."""
+        target_noise, context_noise = noise
+        known, clean = self.history_mask, self.history
+        window_noise = [torch.cat((c, n), -1) for c, n in zip(context_noise, target_noise)]
+
+        def run(x, t, i):
+            ctx, tt = x[..., : self.C], float(t[0])
+            renoised = (1 - tt) * self._double(clean) + tt * self._double(context_noise[i])
+            m = self._double(known)
+            x = torch.cat((m * renoised + (1 - m) * ctx, x[..., self.C:]), -1)
+            return self.dit(x, t, self.cond)
+
+        x0 = sample(self._denoise_fn(run), window_noise, self.sampler, self.guidance)
+        return x0[..., self.C:]
+
+    def _advance(self, x0: torch.Tensor) -> None:
+        keep = self.C
+        hist = torch.cat((self.history, x0), -1)
+        mask = torch.cat((self.history_mask, torch.ones(self.batch, 1, self.B)), -1)
+        self.history, self.history_mask = hist[..., hist.shape[-1] - keep:], mask[..., mask.shape[-1] - keep:]
+        self.block_index += 1
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _new_cache(self):
+        if self.pcfg.pattern == "enc-dec":
+            return EncDecCache(self.C, self.B)
+        if self.pcfg.pattern == "block-causal":
+            return BlockCausalCache(self.B, self.pcfg.context_chunks)
+        return None
+
+    def _double(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat((x, x)) if self.guided else x
+
+    def _encode(self) -> None:
+        dtype = self.dit.dtype
+        tokens, glob = self.model.encode_prompts(self.prompts, self.seconds_total)
+        self.tokens, self.global_cond = tokens.to(dtype), None if glob is None else glob.to(dtype)
+        self._condition()
+
+    @torch.no_grad()
+    def _condition(self) -> None:
+        """Cross-attention K/V for the current prompt blend (and the null prompt under CFG)."""
+        tokens = self.tokens.expand(self.batch, -1, -1)
+        glob = None if self.global_cond is None else self.global_cond.expand(self.batch, -1)
+        if self.guided:  # SAO's null condition: zeroed tokens, same global vector
+            tokens = torch.cat((tokens, torch.zeros_like(tokens)))
+            glob = None if glob is None else torch.cat((glob, glob))
+        self.cond = self.dit.condition(tokens, glob)
+
+    def _noise(self):
+        gen = torch.Generator().manual_seed(hash((self.seed, self.block_index)) % (2 ** 63))
+        target = [torch.randn(self.batch, self.io, self.B, generator=gen) for _ in range(self.steps)]
+        if self.pcfg.pattern != "bidirectional":
+            return target
+        return target, [torch.randn(self.batch, self.io, self.C, generator=gen) for _ in range(self.steps)]
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _meta(self) -> dict:
+        return {"version": STATE_VERSION, "model": self.model.config.to_dict(),
+                "pattern": dataclasses.asdict(self.pcfg), "block_index": self.block_index, "seed": self.seed,
+                "steps": self.steps, "cfg_scale": self.cfg_scale, "sampler": self.sampler,
+                "guidance": self.guidance, "prompts": self.prompts, "batch": self.batch,
+                "seconds_total": self.seconds_total, "needs_bootstrap": self.needs_bootstrap}
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue bit-exactly: {"meta": JSON-able dict, "tensors": {...}}."""
+        tensors = {"history": self.history, "history_mask": self.history_mask, "tokens": self.tokens}
+        if self.global_cond is not None:
+            tensors["global_cond"] = self.global_cond
+        if self.pending is not None:
+            tensors["pending"] = self.pending
+        if self.cache is not None:
+            tensors.update(self.cache.state_dict())
+        return {"meta": self._meta(), "tensors": {k: v.clone() for k, v in tensors.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        try:
+            meta, tensors = state["meta"], state["tensors"]
+        except (KeyError, TypeError) as e:
+            raise StateError("stream state must be a dict with 'meta' and 'tensors'") from e
+        if meta.get("version") != STATE_VERSION:
+            raise StateError(f"stream state version {meta.get('version')!r}, expected {STATE_VERSION}")
+        for key, mine in (("model", self.model.config.to_dict()), ("pattern", dataclasses.asdict(self.pcfg)),
+                          ("batch", self.batch)):
+            if meta.get(key) != mine:
+                raise StateError(f"stream state is from another {key}: {_diff(meta.get(key), mine)}")
+        for key in ("history", "history_mask", "tokens"):
+            if key not in tensors:
+                raise StateError(f"stream state lacks tensor {key!r}")
+        if tensors["history"].shape != self.history.shape:
+            raise StateError(f"stream state history has shape {tuple(tensors['history'].shape)}, "
+                             f"expected {tuple(self.history.shape)}")
+        self.block_index, self.seed, self.steps = meta["block_index"], meta["seed"], meta["steps"]
+        self.cfg_scale, self.sampler, self.guidance = meta["cfg_scale"], meta["sampler"], meta["guidance"]
+        self.prompts, self.seconds_total = check_prompts(meta["prompts"]), meta["seconds_total"]
+        self.needs_bootstrap = meta["needs_bootstrap"]
+        self.history, self.history_mask = tensors["history"].clone(), tensors["history_mask"].clone()
+        self.tokens = tensors["tokens"].clone()
+        self.global_cond = tensors["global_cond"].clone() if "global_cond" in tensors else None
+        self.pending = tensors["pending"].clone() if "pending" in tensors else None
+        if self.cache is not None:
+            self.cache.load_state_dict(tensors, self.model.config.dit.depth)
+        self._condition()
+
+    def save(self, path: str | Path) -> None:
+        """Write the state to one safetensors file (metadata as JSON)."""
+        from safetensors.torch import save_file
+        state = self.state_dict()
+        save_file({k: v.contiguous() for k, v in state["tensors"].items()}, str(path),
+                  metadata={"lmdm_stream": json.dumps(state["meta"])})
+
+    def restore(self, path: str | Path) -> None:
+        from safetensors import safe_open
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = json.loads((f.metadata() or {})["lmdm_stream"])
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises its own error type for corrupt files
+            raise StateError(f"{path} is not an lmdm stream state: {e}") from e
+        self.load_state_dict({"meta": meta, "tensors": tensors})
+
+
+def _diff(theirs, mine) -> str:
+    if isinstance(theirs, dict) and isinstance(mine, dict):
+        keys = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+        return ", ".join(f"{k}: {_diff(theirs.get(k), mine.get(k))}" for k in keys)
+    return f"{theirs!r} != {mine!r}"

@@ -22,6 +22,7 @@ from .cache import BlockCausalCache, EncDecCache
 from .config import PatternConfig
 from .errors import ShapeError, StateError
 from .models.conditioners import Prompts, check_prompts, dominant
+from .nn.fast import pack_linears
 from .sampling import guide, sample
 
 STATE_VERSION = 1
@@ -32,7 +33,7 @@ class Stream:
                  cfg_scale: float = 1.0, sampler: str = "pingpong", guidance: str = "cfg",
                  context: torch.Tensor | None = None, batch: int = 1, seconds_total: float | None = None,
                  pattern: PatternConfig | None = None):
-        self.model, self.dit = model, model.dit
+        self.model, self.dit = model, pack_linears(model.dit)
         self.pcfg = pattern or model.config.pattern
         self.pcfg.validate()
         self.io, self.B, self.C = model.config.dit.io_channels, self.pcfg.block_frames, self.pcfg.context_frames

@@ -1,0 +1,150 @@
+"""Speed measurement of the streaming DiT, every attention pattern side by side in one run.
+
+Timings are taken on the real `Stream` path; the cache methods are wrapped with timers so the
+bootstrap, the fused first step and the subsequent steps are reported separately. Randomly
+initialised weights time the same as trained ones. Speedups are ratios measured in the same
+process, one pattern after another, so machine noise hits them alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from functools import wraps
+
+import torch
+
+from .config import PATTERNS, PatternConfig, preset
+from .model import LiveMusicModel
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def tokens_per_block(pattern: str, C: int, B: int, steps: int) -> int:
+    """Query tokens the DiT processes per block in steady state (T token included)."""
+    if pattern == "bidirectional":
+        return steps * (C + B + 1)
+    if pattern == "enc-dec":
+        return C + steps * (B + 1)
+    return (steps + 1) * B + steps
+
+
+def _timed(store: list[float], fn):
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        store.append(time.perf_counter() - start)
+        return out
+    return wrapper
+
+
+def _stats(seconds: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in seconds)
+    if not ms:
+        return {}
+    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
+    return {"median_ms": round(statistics.median(ms), 2), "p90_ms": round(p90, 2), "n": len(ms)}
+
+
+class _PatternRun:
+    """One pattern's stream with timers around its cache phases."""
+
+    def __init__(self, model: LiveMusicModel, pattern: PatternConfig, steps: int):
+        self.model, self.pattern, self.steps = model, pattern, steps
+        self.stream = model.stream("bench", seed=0, steps=steps, pattern=pattern)
+        self.phases: dict[str, list[float]] = {}
+        cache = self.stream.cache
+        for name in ("bootstrap", "prefill", "fused_step", "step"):
+            if cache is not None and hasattr(cache, name):
+                setattr(cache, name, _timed(self.phases.setdefault(name, []), getattr(cache, name)))
+        self.blocks: list[float] = []
+
+    def block(self) -> float:
+        start = time.perf_counter()
+        self.stream.next_latents()
+        return time.perf_counter() - start
+
+    def report(self, first_block: float) -> dict:
+        C, B = self.pattern.context_frames, self.pattern.block_frames
+        stats = _stats(self.blocks)
+        audio_s = B * self.model.config.frame_seconds
+        out = {"block_ms_median": stats["median_ms"], "block_ms_p90": stats["p90_ms"], "blocks_timed": stats["n"],
+               "first_block_ms": round(first_block * 1000, 2),
+               "tokens_per_block": tokens_per_block(self.pattern.pattern, C, B, self.steps),
+               "realtime_factor": round(audio_s / (stats["median_ms"] / 1000), 3)}
+        for name, times in self.phases.items():
+            if times:
+                out[f"{name}_ms"] = _stats(times)
+        return out
+
+
+def bench_patterns(model: LiveMusicModel, patterns: list[PatternConfig], steps: int, blocks: int,
+                   warmup: int, progress=None) -> dict[str, dict]:
+    """Round-robin: each round runs one block of every pattern, so slow drifts of the machine
+    (thermal, other load) hit all patterns alike and the speedups stay honest."""
+    runs = [_PatternRun(model, p, steps) for p in patterns]
+    first = [run.block() for run in runs]  # includes the block-causal bootstrap
+    for run in runs:
+        for name, times in run.phases.items():
+            if name != "bootstrap":
+                times.clear()
+    for i in range(warmup - 1 + blocks):
+        if progress:
+            progress(f"round {i + 1}/{warmup - 1 + blocks}")
+        for run in runs:
+            elapsed = run.block()
+            if i >= warmup - 1:
+                run.blocks.append(elapsed)
+            else:
+                for name, times in run.phases.items():
+                    if name != "bootstrap":
+                        times.clear()
+    return {run.pattern.pattern: run.report(f) for run, f in zip(runs, first)}
+
+
+def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, blocks: int = 5, warmup: int = 2,
+              patterns: tuple[str, ...] = PATTERNS, block_frames: int | None = None,
+              context_frames: int | None = None, threads: int | None = None, progress=None) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = preset(preset_name)
+    torch.manual_seed(0)
+    model = LiveMusicModel(cfg).to(DTYPES[dtype]).eval()
+    B = block_frames or cfg.pattern.block_frames
+    C = cfg.pattern.context_frames if context_frames is None else context_frames
+    report = {"config": {"preset": preset_name, "dtype": dtype, "steps": steps, "block_frames": B,
+                         "context_frames": C, "block_seconds": round(B * cfg.frame_seconds, 4),
+                         "threads": torch.get_num_threads(), "torch": torch.__version__,
+                         "dit": dataclasses.asdict(cfg.dit),
+                         "dit_parameters": sum(p.numel() for p in model.dit.parameters())},
+              "patterns": {}}
+    pcfgs = [PatternConfig(name, B, C) for name in patterns]
+    for p in pcfgs:
+        p.validate()
+    report["patterns"] = bench_patterns(model, pcfgs, steps, blocks, max(warmup, 1), progress)
+    base = report["patterns"].get("bidirectional")
+    bound_base = tokens_per_block("bidirectional", C, B, steps)
+    for name, row in report["patterns"].items():
+        if base:
+            row["speedup"] = round(base["block_ms_median"] / row["block_ms_median"], 3)
+            row["token_bound"] = round(bound_base / row["tokens_per_block"], 3)
+            row["fraction_of_bound"] = round(row["speedup"] / row["token_bound"], 3)
+    return report
+
+
+def format_table(report: dict) -> str:
+    c = report["config"]
+    lines = [f"lmdm bench: preset={c['preset']} dtype={c['dtype']} steps={c['steps']} C={c['context_frames']} "
+             f"B={c['block_frames']} ({c['block_seconds']} s/block) threads={c['threads']} "
+             f"params={c['dit_parameters'] / 1e6:.1f}M",
+             f"{'pattern':<14}{'block ms':>10}{'p90':>9}{'tokens':>8}{'RTF':>8}{'speedup':>9}{'bound':>7}"
+             f"{'of bound':>9}  phases (median ms)"]
+    for name, r in report["patterns"].items():
+        phases = ", ".join(f"{k[:-3]} {v['median_ms']}" for k, v in r.items() if k.endswith("_ms") and
+                           isinstance(v, dict))
+        lines.append(f"{name:<14}{r['block_ms_median']:>10.1f}{r['block_ms_p90']:>9.1f}{r['tokens_per_block']:>8}"
+                     f"{r['realtime_factor']:>8.2f}{r.get('speedup', float('nan')):>9.2f}"
+                     f"{r.get('token_bound', float('nan')):>7.2f}{r.get('fraction_of_bound', float('nan')):>9.2f}"
+                     f"  {phases}")
+    return "\n".join(lines)

@@ -1,0 +1,57 @@
+"""The `lmdm` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import LMDMError
+
+
+def _bench(args) -> int:
+    from .bench import format_table, run_bench
+    progress = None if args.json else (lambda msg: print(f"lmdm bench: {msg}", file=sys.stderr, flush=True))
+    report = run_bench(args.preset, args.dtype, steps=args.steps, blocks=args.blocks, warmup=args.warmup,
+                       patterns=tuple(args.patterns), block_frames=args.block, context_frames=args.context,
+                       threads=args.threads, progress=progress)
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmdm", description="Live Music Diffusion Models: streaming, "
+                                     "interactive latent audio diffusion.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("bench", help="time the streaming DiT for each attention pattern",
+                       description="Per-block DiT latency of the bidirectional (outpainting) baseline, enc-dec "
+                       "and block-causal patterns, measured side by side in one run with random weights. "
+                       "Reports median/p90 block time, bootstrap/prefill, fused-first-step and subsequent-step "
+                       "times, tokens per block, real-time factor (audio seconds per compute second; >1 is "
+                       "faster than real time) and each pattern's speedup over the baseline.")
+    b.add_argument("--preset", default="tiny", choices=["tiny", "small", "sao-small"], help="model shape")
+    b.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    b.add_argument("--steps", type=int, default=8, help="denoising steps per block (default 8)")
+    b.add_argument("--blocks", type=int, default=5, help="timed blocks per pattern (default 5)")
+    b.add_argument("--warmup", type=int, default=2, help="untimed blocks first, the bootstrap included (default 2)")
+    b.add_argument("--block", type=int, default=None, help="block size B in latent frames (preset default)")
+    b.add_argument("--context", type=int, default=None, help="context size C in latent frames (preset default)")
+    b.add_argument("--patterns", nargs="+", default=["bidirectional", "enc-dec", "block-causal"],
+                   choices=["bidirectional", "enc-dec", "block-causal"])
+    b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    b.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LMDMError as e:
+        print(f"lmdm: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,6 +18,15 @@ def _bench(args) -> int:
     return 0
 
 
+def _convert(args) -> int:
+    from .checkpoints import convert_sao
+    model = convert_sao(args.sao_dir, args.out_dir, args.pattern, args.block, args.context, args.t5)
+    p = model.config.pattern
+    print(f"wrote {args.out_dir}: {p.pattern} LMDM (B={p.block_frames}, C={p.context_frames}), context router "
+          f"zero-initialised; ready for stage-1 fine-tuning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lmdm", description="Live Music Diffusion Models: streaming, "
                                      "interactive latent audio diffusion.")
@@ -41,6 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.set_defaults(func=_bench)
+
+    c = sub.add_parser("convert", help="turn a Stable Audio Open Small directory into an LMDM",
+                       description="Load an official SAO directory (model_config.json + model.safetensors) "
+                       "strictly and write an lmdm directory with the context router added (zero-initialised, "
+                       "so the model starts as the base model) and the chosen attention pattern.")
+    c.add_argument("sao_dir", help="directory with model_config.json and model.safetensors (or model.ckpt)")
+    c.add_argument("out_dir", help="where to write config.json + model.safetensors")
+    c.add_argument("--pattern", default="block-causal", choices=["block-causal", "enc-dec"])
+    c.add_argument("--block", type=int, default=48, help="block size B in latent frames (default 48)")
+    c.add_argument("--context", type=int, default=192, help="context size C in latent frames (default 192)")
+    c.add_argument("--t5", default=None, help="local t5-base directory to record in the config")
+    c.set_defaults(func=_convert)
     return parser
 
 

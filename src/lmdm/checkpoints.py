@@ -1,0 +1,213 @@
+"""Loading and saving models: lmdm's own format, official Stable Audio Open directories, conversion.
+
+lmdm format: a directory with `config.json` (ModelConfig) and `model.safetensors` (every part of
+the model in one file, dtype preserved). SAO format: `model_config.json` plus `model.safetensors`
+(or `model.ckpt`, read with weights_only=True) with keys `model.model.*` (DiT),
+`conditioner.conditioners.*` (number conditioners) and `pretransform.model.*` (autoencoder).
+
+Every load is strict: every key is mapped, every shape checked, every value finite; anything
+missing, unexpected or mismatched is reported as one CheckpointError naming the keys.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import DiTConfig, ModelConfig, PatternConfig, TextConfig
+from .errors import CheckpointError, ConfigError
+from .model import LiveMusicModel
+
+SAO_PREFIXES = {"model.model.": "dit.", "conditioner.conditioners.seconds_total.": "seconds_total.",
+                "pretransform.model.": "autoencoder."}
+WEIGHTS, CONFIG, SAO_CONFIG = "model.safetensors", "config.json", "model_config.json"
+
+
+# -- reading --------------------------------------------------------------------------------
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The state dict in `folder`: model.safetensors, else model.ckpt (weights only)."""
+    st, ckpt = folder / WEIGHTS, folder / "model.ckpt"
+    if st.is_file():
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(st))
+        except Exception as e:  # safetensors raises its own error type on corrupt files
+            raise CheckpointError(f"{st} is not a readable safetensors file: {e}") from e
+    if ckpt.is_file():
+        try:
+            data = torch.load(str(ckpt), map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{ckpt} could not be read as a weights-only checkpoint: {e}") from e
+        data = data.get("state_dict", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+            raise CheckpointError(f"{ckpt} does not hold a state dict of tensors")
+        return data
+    raise CheckpointError(f"no weights in {folder}: expected {WEIGHTS} (or model.ckpt)")
+
+
+def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `state` into `model`, refusing anything but an exact match of keys and shapes."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    nonfinite = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    problems = [(label, keys) for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                ("shape mismatches", mismatched), ("non-finite values in", nonfinite)) if keys]
+    if problems:
+        lines = [f"{label} ({len(keys)}): " + ", ".join(keys[:8]) + (" …" if len(keys) > 8 else "")
+                 for label, keys in problems]
+        raise CheckpointError(f"{source} does not match the model:\n  " + "\n  ".join(lines))
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+
+
+# -- lmdm format ----------------------------------------------------------------------------
+
+def save_pretrained(model: LiveMusicModel, folder: str | Path) -> Path:
+    """Write config.json + model.safetensors atomically (temp files renamed into place)."""
+    from safetensors.torch import save_file
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    for name, write in ((WEIGHTS, lambda p: save_file(state, p, metadata={"format": "lmdm"})),
+                        (CONFIG, lambda p: model.config.save(p))):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, folder / name)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return folder
+
+
+def from_pretrained(folder: str | Path, dtype: torch.dtype | None = None, t5_path: str | None = None
+                    ) -> LiveMusicModel:
+    """Load an lmdm directory (config.json) or an official SAO directory (model_config.json)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"model directory {str(folder)!r} does not exist")
+    if (folder / CONFIG).is_file():
+        config = ModelConfig.from_dict(_read_json(folder / CONFIG))
+        if t5_path and config.text.kind == "t5":
+            config.text.path = t5_path
+        state, source = read_weights(folder), str(folder)
+    elif (folder / SAO_CONFIG).is_file():
+        config = config_from_sao(_read_json(folder / SAO_CONFIG), t5_path or "")
+        state, source = from_sao_keys(read_weights(folder)), f"{folder} (Stable Audio Open layout)"
+    else:
+        raise CheckpointError(f"{folder} has neither {CONFIG} (lmdm) nor {SAO_CONFIG} (Stable Audio Open)")
+    model = LiveMusicModel(config)
+    stored = next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32)
+    model.to(stored)
+    load_strict(model, state, source)
+    return model.to(dtype) if dtype else model.eval()
+
+
+# -- Stable Audio Open ----------------------------------------------------------------------
+
+def from_sao_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename SAO checkpoint keys to lmdm's. Keys under no known prefix are kept as they are, so
+    the strict load reports them as unexpected."""
+    out = {}
+    for key, value in state.items():
+        new = next((ours + key[len(theirs):] for theirs, ours in SAO_PREFIXES.items() if key.startswith(theirs)), key)
+        out[new] = value
+    return out
+
+
+def to_sao_keys(model: LiveMusicModel) -> dict[str, torch.Tensor]:
+    """The model's state dict in SAO's key layout (a plain SAO model only: no context router)."""
+    if model.config.dit.input_groups:
+        raise ConfigError("an LMDM with a context router has no Stable Audio Open equivalent")
+    inverse = {ours: theirs for theirs, ours in SAO_PREFIXES.items()}
+    out = {}
+    for key, value in model.state_dict().items():
+        prefix = next((p for p in inverse if key.startswith(p)), None)
+        if prefix is None:
+            raise ConfigError(f"{key} has no Stable Audio Open counterpart")
+        out[inverse[prefix] + key[len(prefix):]] = value
+    return out
+
+
+def _need(cond: bool, what: str) -> None:
+    if not cond:
+        raise ConfigError(f"unsupported Stable Audio Open config: {what}")
+
+
+def config_from_sao(sao: dict, t5_path: str = "") -> ModelConfig:
+    """ModelConfig for an SAO `model_config.json` (SAO-small's structure; other sizes of it too).
+    The result is the plain bidirectional model: no context router, T at position 0."""
+    try:
+        _need(sao.get("model_type") == "diffusion_cond", f"model_type {sao.get('model_type')!r}")
+        m = sao["model"]
+        diff, dc = m["diffusion"], m["diffusion"]["config"]
+        _need(diff.get("type") == "dit", f"diffusion type {diff.get('type')!r}")
+        _need(dc.get("transformer_type", "continuous_transformer") == "continuous_transformer", "transformer_type")
+        _need(dc.get("global_cond_type", "prepend") == "prepend", "global_cond_type other than 'prepend'")
+        _need(dc.get("patch_size", 1) == 1, "patch_size other than 1")
+        _need(dc.get("attn_kwargs", {}).get("qk_norm") == "ln", "attention without qk_norm='ln'")
+        conds = {c["id"]: c for c in m["conditioning"]["configs"]}
+        _need(set(conds) <= {"prompt", "seconds_total"} and conds.get("prompt", {}).get("type") == "t5",
+              f"conditioners {sorted(conds)} (need a t5 'prompt' and optionally 'seconds_total')")
+        seconds = "seconds_total" in conds
+        _need(diff.get("cross_attention_cond_ids") == (["prompt", "seconds_total"] if seconds else ["prompt"]),
+              f"cross_attention_cond_ids {diff.get('cross_attention_cond_ids')}")
+        _need(diff.get("global_cond_ids", []) == (["seconds_total"] if seconds else []),
+              f"global_cond_ids {diff.get('global_cond_ids')}")
+        seconds_max = 256.0
+        if seconds:
+            sc = conds["seconds_total"]["config"]
+            _need(sc.get("min_val", 0) == 0, "seconds_total min_val other than 0")
+            seconds_max = float(sc.get("max_val", 1))
+        dit = DiTConfig(io_channels=dc["io_channels"], width=dc["embed_dim"], depth=dc["depth"],
+                        heads=dc["num_heads"], cond_token_dim=dc["cond_token_dim"],
+                        global_cond_dim=dc.get("global_cond_dim", 0) if seconds else 0,
+                        project_cond_tokens=dc.get("project_cond_tokens", True),
+                        timestep_features_dim=dc.get("timestep_features_dim", 256), input_groups={})
+        text = TextConfig(kind="t5", max_tokens=conds["prompt"]["config"].get("max_length", 128), path=t5_path,
+                          seconds_total=seconds, seconds_max=seconds_max)
+        pre = m.get("pretransform")
+        autoencoder = None
+        if pre is not None:
+            from .models.autoencoder import AutoencoderConfig
+            autoencoder = AutoencoderConfig.from_sao(pre).to_dict()
+        ratio = pre["config"]["downsampling_ratio"] if pre else 1
+        frames = sao.get("sample_size", 524288) // ratio
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"Stable Audio Open config lacks {e}") from e
+    return ModelConfig(dit=dit, pattern=PatternConfig("bidirectional", block_frames=frames, context_frames=0),
+                       text=text, autoencoder=autoencoder, sample_rate=sao.get("sample_rate", 44100),
+                       downsampling_ratio=ratio, steps=8).validate()
+
+
+def convert_sao(sao_folder: str | Path, out_folder: str | Path, pattern: str = "block-causal",
+                block_frames: int = 48, context_frames: int = 192, t5_path: str | None = None) -> LiveMusicModel:
+    """SAO → LMDM ready for stage-1 fine-tuning: the context router is added zero-initialised, so
+    before fine-tuning the model reproduces the base model's output for a fully noisy window."""
+    base = from_pretrained(sao_folder, t5_path=t5_path)
+    if base.config.dit.input_groups:
+        raise ConfigError(f"{sao_folder} is already an LMDM")
+    config = ModelConfig.from_dict(base.config.to_dict())
+    config.dit.input_groups = {"context": config.dit.io_channels + 1}
+    config.pattern = PatternConfig(pattern, block_frames, context_frames)
+    config.validate()
+    model = LiveMusicModel(config).to(next(base.parameters()).dtype)
+    state = base.state_dict()
+    state["dit.input_groups.context.weight"] = torch.zeros_like(model.dit.input_groups["context"].weight)
+    load_strict(model, state, str(sao_folder))
+    save_pretrained(model, out_folder)
+    return model

@@ -23,3 +23,7 @@ class StateError(LMDMError, ValueError):
 
 class CheckpointError(LMDMError):
     """A checkpoint file is missing, corrupt, or does not match the model."""
+
+
+class DataError(LMDMError, ValueError):
+    """A dataset, manifest or audio file is missing, unreadable or inconsistent."""

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -29,3 +31,53 @@ def _deterministic():
     torch.use_deterministic_algorithms(True)
     yield
     torch.use_deterministic_algorithms(False)
+
+
+# SAO-small's model_config.json structure at reduced width (head_dim 64 as in SAO: rotary on 32).
+SAO_CONFIG = {
+    "model_type": "diffusion_cond", "sample_size": 512 * 32, "sample_rate": 44100, "audio_channels": 2,
+    "model": {
+        "pretransform": {"type": "autoencoder", "iterate_batch": True, "config": {
+            "encoder": {"type": "oobleck", "config": {"in_channels": 2, "channels": 4, "c_mults": [1, 2],
+                                                      "strides": [4, 8], "latent_dim": 16, "use_snake": True}},
+            "decoder": {"type": "oobleck", "config": {"out_channels": 2, "channels": 4, "c_mults": [1, 2],
+                                                      "strides": [4, 8], "latent_dim": 8, "use_snake": True,
+                                                      "final_tanh": False}},
+            "bottleneck": {"type": "vae"}, "latent_dim": 8, "downsampling_ratio": 32, "io_channels": 2}},
+        "conditioning": {"configs": [
+            {"id": "prompt", "type": "t5", "config": {"t5_model_name": "t5-base", "max_length": 8}},
+            {"id": "seconds_total", "type": "number", "config": {"min_val": 0, "max_val": 256}}],
+            "cond_dim": 64},
+        "diffusion": {"cross_attention_cond_ids": ["prompt", "seconds_total"], "global_cond_ids": ["seconds_total"],
+                      "diffusion_objective": "rf_denoiser", "type": "dit",
+                      "config": {"io_channels": 8, "embed_dim": 128, "depth": 2, "num_heads": 2,
+                                 "cond_token_dim": 64, "global_cond_dim": 64,
+                                 "transformer_type": "continuous_transformer", "attn_kwargs": {"qk_norm": "ln"}}},
+        "io_channels": 8}}
+
+
+def make_sao_dir(folder):
+    """A randomly initialised SAO-layout directory, as Stability AI ships one."""
+    from lmdm.checkpoints import config_from_sao, to_sao_keys
+    from safetensors.torch import save_file
+    model = randomized(lmdm.LiveMusicModel(config_from_sao(SAO_CONFIG)), seed=1)
+    folder.mkdir(parents=True)
+    (folder / "model_config.json").write_text(json.dumps(SAO_CONFIG))
+    save_file(to_sao_keys(model), str(folder / "model.safetensors"))
+    return folder
+
+
+def make_tiny_t5(folder, d_model: int):
+    """A real (randomly initialised) T5 encoder + tokenizer saved locally: the same loading path
+    as t5-base, without a download."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
+    words = ["<pad>", "</s>", "<unk>", "warm", "piano", "dub", "techno", "drums", "bass"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(folder)
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=len(words), d_model=d_model, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+    T5EncoderModel(cfg).save_pretrained(folder)
+    return folder

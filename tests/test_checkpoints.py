@@ -11,41 +11,12 @@ from safetensors.torch import load_file, save_file
 import lmdm
 from lmdm.checkpoints import (config_from_sao, convert_sao, from_pretrained, save_pretrained, to_sao_keys)
 from lmdm.errors import CheckpointError, ConfigError
-from conftest import randomized, tiny_model
+from conftest import SAO_CONFIG, make_sao_dir, tiny_model
 import sao_reference
-
-# SAO-small's model_config.json structure at reduced width (head_dim 64 as in SAO: rotary on 32).
-SAO_CONFIG = {
-    "model_type": "diffusion_cond", "sample_size": 16 * 32, "sample_rate": 44100, "audio_channels": 2,
-    "model": {
-        "pretransform": {"type": "autoencoder", "iterate_batch": True, "config": {
-            "encoder": {"type": "oobleck", "config": {"in_channels": 2, "channels": 4, "c_mults": [1, 2],
-                                                      "strides": [4, 8], "latent_dim": 16, "use_snake": True}},
-            "decoder": {"type": "oobleck", "config": {"out_channels": 2, "channels": 4, "c_mults": [1, 2],
-                                                      "strides": [4, 8], "latent_dim": 8, "use_snake": True,
-                                                      "final_tanh": False}},
-            "bottleneck": {"type": "vae"}, "latent_dim": 8, "downsampling_ratio": 32, "io_channels": 2}},
-        "conditioning": {"configs": [
-            {"id": "prompt", "type": "t5", "config": {"t5_model_name": "t5-base", "max_length": 8}},
-            {"id": "seconds_total", "type": "number", "config": {"min_val": 0, "max_val": 256}}],
-            "cond_dim": 64},
-        "diffusion": {"cross_attention_cond_ids": ["prompt", "seconds_total"], "global_cond_ids": ["seconds_total"],
-                      "diffusion_objective": "rf_denoiser", "type": "dit",
-                      "config": {"io_channels": 8, "embed_dim": 128, "depth": 2, "num_heads": 2,
-                                 "cond_token_dim": 64, "global_cond_dim": 64,
-                                 "transformer_type": "continuous_transformer", "attn_kwargs": {"qk_norm": "ln"}}},
-        "io_channels": 8}}
-
 
 @pytest.fixture
 def sao_dir(tmp_path):
-    """A randomly initialised SAO-layout directory, as Stability AI ships one."""
-    model = randomized(lmdm.LiveMusicModel(config_from_sao(SAO_CONFIG)), seed=1)
-    folder = tmp_path / "sao"
-    folder.mkdir()
-    (folder / "model_config.json").write_text(json.dumps(SAO_CONFIG))
-    save_file(to_sao_keys(model), str(folder / "model.safetensors"))
-    return folder
+    return make_sao_dir(tmp_path / "sao")
 
 
 def _inputs(seed=0, n=16):

@@ -3,26 +3,14 @@ import pytest
 import torch
 
 from lmdm.errors import CheckpointError, ConfigError
+from conftest import make_tiny_t5
 from lmdm.models.conditioners import (ByteTextEncoder, NumberConditioner, PretrainedTextEncoder, blend,
                                       check_prompts, dominant)
 
 
 @pytest.fixture(scope="module")
 def tiny_t5_dir(tmp_path_factory):
-    """A real (randomly initialised) T5 encoder + tokenizer saved locally: the same loading path
-    as t5-base, without a download."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-    words = ["<pad>", "</s>", "<unk>", "warm", "piano", "dub", "techno", "drums", "bass"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    folder = tmp_path_factory.mktemp("t5")
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(folder)
-    torch.manual_seed(0)
-    cfg = T5Config(vocab_size=len(words), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
-    T5EncoderModel(cfg).save_pretrained(folder)
-    return folder
+    return make_tiny_t5(tmp_path_factory.mktemp("t5"), d_model=32)
 
 
 def test_t5_from_local_directory_zeroes_padding_and_keeps_length(tiny_t5_dir):

@@ -147,4 +147,14 @@ def format_table(report: dict) -> str:
                      f"{r['realtime_factor']:>8.2f}{r.get('speedup', float('nan')):>9.2f}"
                      f"{r.get('token_bound', float('nan')):>7.2f}{r.get('fraction_of_bound', float('nan')):>9.2f}"
                      f"  {phases}")
+    ae = report.get("autoencoder")
+    if ae:
+        lines.append(f"autoencoder (decoder delay {ae['decoder_delay_ms']:.1f} ms): compute seconds per audio second "
+                     f"(lower is faster), {ae['block_frames']}-frame streaming blocks")
+        for dtype, row in ae["dtypes"].items():
+            snr = row.get("decode_snr_db")
+            lines.append(f"  {dtype}: decode offline {row['decode_offline_s_per_s']:.3f}, streaming "
+                         f"{row['decode_stream_s_per_s']:.3f}; encode offline {row['encode_offline_s_per_s']:.3f}, "
+                         f"streaming {row['encode_stream_s_per_s']:.3f}"
+                         + (f"; decode SNR vs fp32 {snr:.1f} dB" if snr is not None else ""))
     return "\n".join(lines)

@@ -49,7 +49,7 @@ def bench_autoencoder(config: AutoencoderConfig | None = None, seconds: float = 
     """Time offline and streaming (blocks of `block_frames` latent frames) decoding of `seconds` of
     audio, and with `encoder` the same for encoding (streamed in blocks of the same duration).
 
-    Reported per dtype: `*_rtf` = seconds of compute per second of audio (median of `repeats`;
+    Reported per dtype: `*_s_per_s` = seconds of compute per second of audio (median of `repeats`;
     below 1 is faster than real time); `stream_max_abs_diff` between the streamed and the offline
     decode in that dtype; and for dtypes other than fp32 the signal-to-noise ratio against fp32 of
     the offline decode (`decode_snr_db`), the streamed decode (`decode_stream_snr_db`) and the
@@ -83,8 +83,8 @@ def bench_autoencoder(config: AutoencoderConfig | None = None, seconds: float = 
         model = base if name == "fp32" else copy.deepcopy(base).to(DTYPES[name])
         decoder = model.streaming_decoder()
         row: dict[str, Any] = {
-            "decode_offline_rtf": _median_seconds(lambda: model.decode(latents), repeats) / audio_seconds,
-            "decode_stream_rtf": _median_seconds(lambda: _stream_all(decoder, latents, block_frames),
+            "decode_offline_s_per_s": _median_seconds(lambda: model.decode(latents), repeats) / audio_seconds,
+            "decode_stream_s_per_s": _median_seconds(lambda: _stream_all(decoder, latents, block_frames),
                                                  repeats) / audio_seconds,
         }
         offline, streamed = model.decode(latents), _stream_all(decoder, latents, block_frames)
@@ -95,8 +95,8 @@ def bench_autoencoder(config: AutoencoderConfig | None = None, seconds: float = 
         if encoder:
             live = model.streaming_encoder()
             block = block_frames * ratio
-            row["encode_offline_rtf"] = _median_seconds(lambda: model.encode(reference_audio), repeats) / audio_seconds
-            row["encode_stream_rtf"] = _median_seconds(lambda: _stream_all(live, reference_audio, block),
+            row["encode_offline_s_per_s"] = _median_seconds(lambda: model.encode(reference_audio), repeats) / audio_seconds
+            row["encode_stream_s_per_s"] = _median_seconds(lambda: _stream_all(live, reference_audio, block),
                                                        repeats) / audio_seconds
             if name != "fp32":
                 row["encode_snr_db"] = _snr_db(reference_latents, model.encode(reference_audio))

@@ -14,7 +14,40 @@ def _bench(args) -> int:
     report = run_bench(args.preset, args.dtype, steps=args.steps, blocks=args.blocks, warmup=args.warmup,
                        patterns=tuple(args.patterns), block_frames=args.block, context_frames=args.context,
                        threads=args.threads, progress=progress)
+    if args.autoencoder:
+        from .bench_autoencoder import bench_autoencoder
+        from .models.autoencoder import AutoencoderConfig
+        ae = (AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[2, 4], latent_dim=8) if args.preset == "tiny"
+              else AutoencoderConfig())
+        if progress:
+            progress("autoencoder")
+        report["autoencoder"] = bench_autoencoder(ae, dtypes=(args.dtype,) if args.dtype == "fp32" else ("fp32", args.dtype))
     print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
+def _generate(args) -> int:
+    import soundfile as sf
+    import torch
+
+    from .checkpoints import from_pretrained
+    from .errors import CheckpointError
+    if args.model is None:
+        raise CheckpointError("no embedded default model ships with this version yet: pass --model DIR "
+                              "(an lmdm directory or a Stable Audio Open directory)")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    model = from_pretrained(args.model, dtype=dtype, t5_path=args.t5)
+    peak = 0.0
+    with sf.SoundFile(args.output, "w", samplerate=model.sample_rate, channels=model.autoencoder.config.audio_channels,
+                      subtype="PCM_16") as out:
+        def write(chunk):
+            nonlocal peak
+            peak = max(peak, float(chunk.abs().max()) if chunk.numel() else 0.0)
+            out.write(chunk.clamp(-1, 1).T.numpy())
+        model.generate(args.prompt, args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
+                       progress=not args.quiet, on_audio=write)
+    print(f"wrote {args.output}: {args.seconds} s at {model.sample_rate} Hz, peak {peak:.3f}"
+          + (" (clipped to ±1)" if peak > 1 else ""))
     return 0
 
 
@@ -48,8 +81,27 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--patterns", nargs="+", default=["bidirectional", "enc-dec", "block-causal"],
                    choices=["bidirectional", "enc-dec", "block-causal"])
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    b.add_argument("--autoencoder", action="store_true",
+                   help="also time the autoencoder (SAO-small's shape; tiny: a toy one): offline and streaming "
+                   "decode/encode, and the bf16-vs-fp32 decode SNR")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.set_defaults(func=_bench)
+
+    g = sub.add_parser("generate", help="render music from a text prompt to a WAV file",
+                       description="Generate audio for a prompt. An LMDM streams blocks to the file as they are "
+                       "decoded (progress shows the real-time factor); a plain Stable Audio Open directory samples "
+                       "one window offline (8 ping-pong steps), as SAO does.")
+    g.add_argument("prompt", help='text prompt, e.g. "warm lo-fi piano, 80 BPM"')
+    g.add_argument("-o", "--output", default="out.wav", help="WAV file to write (default out.wav)")
+    g.add_argument("--model", default=None, help="model directory (lmdm or Stable Audio Open)")
+    g.add_argument("--t5", default=None, help="local t5-base directory, for models conditioned on T5")
+    g.add_argument("--seconds", type=float, default=10.0, help="length of the result (default 10)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--steps", type=int, default=None, help="denoising steps per block (model default: 8)")
+    g.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    g.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=_generate)
 
     c = sub.add_parser("convert", help="turn a Stable Audio Open Small directory into an LMDM",
                        description="Load an official SAO directory (model_config.json + model.safetensors) "

@@ -53,6 +53,17 @@ class LiveMusicModel(nn.Module):
         s = self.seconds_total(torch.tensor([seconds], device=tokens.device))
         return torch.cat((tokens, s.to(tokens.dtype)), 1), s[:, 0]
 
+    def generate(self, prompt: Prompts | str, seconds: float, *, seed: int = 0, steps: int | None = None,
+                 cfg_scale: float = 1.0, progress: bool = False, on_audio=None) -> torch.Tensor:
+        """Audio (channels, samples) of exactly `seconds`, float32.
+
+        A plain SAO model (bidirectional, no context) samples one window offline, as SAO does,
+        with `seconds_total` set to the request. An LMDM streams blocks through `Stream`.
+        `on_audio(chunk)` receives each piece of audio as soon as it is decoded."""
+        from .generate import generate
+        return generate(self, prompt, seconds, seed=seed, steps=steps, cfg_scale=cfg_scale, progress=progress,
+                        on_audio=on_audio)
+
     def stream(self, prompt: Prompts | str = "", **kwargs):
         """A new streaming session; see `lmdm.stream.Stream` for the options."""
         from .stream import Stream

@@ -20,7 +20,7 @@ import torch
 
 from .cache import BlockCausalCache, EncDecCache
 from .config import PatternConfig
-from .errors import ShapeError, StateError
+from .errors import ConfigError, ShapeError, StateError
 from .models.conditioners import Prompts, check_prompts, dominant
 from .nn.fast import pack_linears
 from .sampling import guide, sample
@@ -47,6 +47,7 @@ class Stream:
         self.pending: torch.Tensor | None = None  # block-causal: finished chunk awaiting its fused step
         self.cache = self._new_cache()
         self.needs_bootstrap = True
+        self._decoder = None
         if context is not None:
             self.set_context(context)
         self.prompts = check_prompts(prompt)
@@ -106,6 +107,30 @@ class Stream:
             x0 = self._block_causal(noise)
         self._advance(x0)
         return x0
+
+    # -- audio ------------------------------------------------------------------------------
+
+    @property
+    def decoder(self):
+        """The streaming decoder of the model's autoencoder, created on first use."""
+        if self._decoder is None:
+            if self.model.autoencoder is None:
+                raise ConfigError("this model has no autoencoder: use next_latents() for latent blocks")
+            self._decoder = self.model.autoencoder.streaming_decoder()
+        return self._decoder
+
+    def next_block(self) -> torch.Tensor:
+        """Generate and decode the next block: audio (batch, channels, samples), float32.
+
+        Decoding is streamed: every sample equals the offline decode of the whole latent stream.
+        The decoder holds back `decoder.delay_samples` samples (its look-ahead), so the first
+        block is that much shorter and `finish()` returns the held-back tail."""
+        decoder = self.decoder
+        return decoder.push(self.next_latents().to(self.model.autoencoder.dtype)).float()
+
+    def finish(self) -> torch.Tensor:
+        """End of stream: the decoder's held-back tail (as if the stream stopped here)."""
+        return self.decoder.flush().float()
 
     def _denoise_fn(self, run_target):
         """Wrap `run_target(x_model_batch, t_model_batch, step) -> raw v` with CFG and tracing."""

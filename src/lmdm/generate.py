@@ -1,0 +1,66 @@
+"""Rendering a piece of given length: offline SAO windows or an LMDM stream, with progress."""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from .errors import ConfigError
+from .models.conditioners import Prompts
+
+
+def generate(model, prompt: Prompts | str, seconds: float, *, seed: int = 0, steps: int | None = None,
+             cfg_scale: float = 1.0, progress: bool = False, on_audio=None) -> torch.Tensor:
+    if model.autoencoder is None:
+        raise ConfigError("this model has no autoencoder, so it cannot make audio")
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigError(f"seconds must be a positive number, got {seconds}")
+    total = round(seconds * model.sample_rate)
+    p = model.config.pattern
+    if p.pattern == "bidirectional" and p.context_frames == 0:
+        return _offline_window(model, prompt, seconds, total, seed, steps, cfg_scale, on_audio)
+    stream = model.stream(prompt, seed=seed, steps=steps, cfg_scale=cfg_scale)
+    block_seconds = p.block_frames * model.config.frame_seconds
+    pieces, have = [], 0
+    bar = _progress(total / model.sample_rate, progress)
+    start = time.perf_counter()
+    while have < total:
+        audio = stream.next_block()[0]
+        if have + audio.shape[-1] >= total:  # the decoder's held-back tail completes the request
+            audio = torch.cat((audio, stream.finish()[0]), -1)
+        audio = audio[:, : total - have]
+        have += audio.shape[-1]
+        pieces.append(audio)
+        if on_audio:
+            on_audio(audio)
+        if bar:
+            elapsed = time.perf_counter() - start
+            bar.set_postfix(rtf=f"{stream.block_index * block_seconds / elapsed:.2f}x")
+            bar.update(audio.shape[-1] / model.sample_rate)
+    if bar:
+        bar.close()
+    return torch.cat(pieces, -1)
+
+
+def _offline_window(model, prompt, seconds, total, seed, steps, cfg_scale, on_audio) -> torch.Tensor:
+    p = model.config.pattern
+    frames = math.ceil(total / model.config.downsampling_ratio)
+    if frames > p.block_frames:
+        raise ConfigError(f"this model generates one window of at most {p.block_frames * model.config.frame_seconds:.2f} s"
+                          f" offline; asked for {seconds} s (convert it to an LMDM to stream longer pieces)")
+    stream = model.stream(prompt, seed=seed, steps=steps, cfg_scale=cfg_scale, seconds_total=seconds)
+    latents = stream.next_latents()
+    with torch.no_grad():
+        audio = model.autoencoder.decode(latents.to(model.autoencoder.dtype)).float()[0, :, :total]
+    if on_audio:
+        on_audio(audio)
+    return audio
+
+
+def _progress(total_seconds: float, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=round(total_seconds, 2), unit="s audio", desc="generating",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}{postfix}]")

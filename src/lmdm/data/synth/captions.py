@@ -16,8 +16,6 @@ ROLE = {"drums": "{}", "bass": "{} line", "chords": "{} chords", "melody": "{} m
 PLURAL = ("chords", "arpeggios", "drums", "percussion", "strings")
 PACE = {"slow": "slow", "mid-tempo": "moderate", "upbeat": "lively", "fast": "fast"}
 ARPEGGIO_STYLES = ("ambient", "chiptune")
-INTRO_WORDS = {"drums": "the drums", "bass": "the bass", "chords": "the chords", "pad": "the pad",
-               "melody": "the melody"}
 
 
 def tempo_word(bpm: float) -> str:
@@ -76,7 +74,8 @@ def captions(meta: dict, seed: int | None = None, count: int = 6) -> list[str]:
     def structure():
         bits = []
         if intro and intro["stems"] and len(intro["stems"]) < len(meta["stems"]):
-            bits.append(f"It opens with just {_join([INTRO_WORDS[s] for s in intro['stems']])}")
+            names = dict.fromkeys(meta["stems"][s]["description"] for s in intro["stems"])
+            bits.append(f"It opens with just the {_join(list(names))}")
         if has_break:
             bits.append(rng.choice(("a stripped-back break gives it room to breathe",
                                     "a breakdown midway thins the arrangement")))

@@ -1,0 +1,109 @@
+"""`lmdm data …`: synth (built-in corpus), manifest (index a folder of audio), encode (latents).
+
+`add_data_parser(subparsers)` registers the commands on the main `lmdm` parser; each sets
+`func(args) -> exit code`. Nothing heavy is imported until a command runs. Also runnable alone:
+`python -m lmdm.data.cli synth --hours 0.05 --out /tmp/synth`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _synth(args) -> int:
+    from .synth import format_summary, generate_corpus
+    summary = generate_corpus(args.out, hours=args.hours, seed=args.seed, styles=args.styles, stems=args.stems,
+                              clip_seconds=args.clip_seconds, backend=args.backend, workers=args.workers,
+                              audio_format=args.format, progress=not args.quiet)
+    print(format_summary(summary))
+    print(f"\nwrote {args.out}/manifest.jsonl")
+    return 0
+
+
+def _manifest(args) -> int:
+    from .dataset import build_manifest
+    report = build_manifest(args.dir, args.out, progress=not args.quiet)
+    hours = sum(e["duration"] for e in report.entries) / 3600
+    captioned = sum(bool(e["captions"]) for e in report.entries)
+    print(f"indexed {len(report.entries)} clips ({hours:.2f} h, {captioned} with captions) -> {report.manifest}")
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} unreadable file(s):")
+        for path, reason in report.skipped:
+            print(f"  {path}: {reason}")
+    return 0
+
+
+def _encode(args) -> int:
+    from ..checkpoints import from_pretrained
+    from ..errors import DataError
+    from .dataset import encode_dataset
+    model = from_pretrained(args.model)
+    if getattr(model, "autoencoder", None) is None:
+        raise DataError(f"the model in {args.model} has no autoencoder (config.autoencoder is empty), so it "
+                        "cannot encode audio; use a model directory that includes one")
+    path = encode_dataset(args.manifest, model.autoencoder.eval(), args.out, stems=not args.no_stems,
+                          controls=not args.no_controls, chunk_seconds=args.chunk_seconds, progress=not args.quiet)
+    print(f"wrote {path}")
+    return 0
+
+
+def add_data_parser(subparsers) -> argparse.ArgumentParser:
+    from .synth.styles import STYLES
+    d = subparsers.add_parser("data", help="build, index and encode training data",
+                              description="Training data: the built-in synthetic corpus, manifests for your own "
+                              "audio, and pre-encoding to latents.")
+    sub = d.add_subparsers(dest="data_command", required=True)
+
+    s = sub.add_parser("synth", help="render the built-in multi-track corpus",
+                       description="Compose pieces procedurally in several styles and render them with a General "
+                       "MIDI soundfont to a stereo mix (and optionally stems), with MIDI, metadata and captions, "
+                       "indexed by manifest.jsonl. Deterministic from --seed.")
+    s.add_argument("--hours", type=float, default=2.0, help="hours of audio to make (default 2)")
+    s.add_argument("--out", default="data/synth", help="output folder (default data/synth)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--styles", nargs="+", choices=list(STYLES), default=None, help="default: all styles, in turn")
+    s.add_argument("--stems", action="store_true", help="also write each piece's stems (mix == sum of stems)")
+    s.add_argument("--clip-seconds", type=float, default=30.0, help="length of each piece (default 30)")
+    s.add_argument("--backend", default="tinysoundfont", choices=["tinysoundfont", "fluidsynth"],
+                   help="tinysoundfont + pretty_midi's TimGM6mb (default) or fluidsynth + FluidR3_GM (Debian)")
+    s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    s.add_argument("--format", default="flac", choices=["flac", "wav"], help="16-bit audio files (default flac)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_synth)
+
+    m = sub.add_parser("manifest", help="index a folder of your own audio",
+                       description="Write manifest.jsonl for every audio file under DIR. Captions come from a "
+                       "same-name .txt (one per line) or .json sidecar. Unreadable files are listed and skipped.")
+    m.add_argument("dir")
+    m.add_argument("--out", default=None, help="manifest path (default DIR/manifest.jsonl)")
+    m.add_argument("--quiet", action="store_true")
+    m.set_defaults(func=_manifest)
+
+    e = sub.add_parser("encode", help="pre-encode a manifest to latents with a model's autoencoder",
+                       description="Encode every clip (and its stems) to latents in safetensors shards, with "
+                       "sketch controls at the latent frame rate, for `lmdm train`.")
+    e.add_argument("manifest")
+    e.add_argument("--model", required=True, help="lmdm or Stable Audio Open model directory with an autoencoder")
+    e.add_argument("--out", required=True, help="output folder for latents.jsonl, latents.json and shards")
+    e.add_argument("--chunk-seconds", type=float, default=60.0, help="encode longer clips in chunks (default 60)")
+    e.add_argument("--no-stems", action="store_true", help="skip the stems")
+    e.add_argument("--no-controls", action="store_true", help="skip the sketch controls")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=_encode)
+    return d
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import LMDMError
+    parser = argparse.ArgumentParser(prog="lmdm")
+    add_data_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["data", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except LMDMError as e:
+        print(f"lmdm: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

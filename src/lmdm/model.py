@@ -39,19 +39,33 @@ class LiveMusicModel(nn.Module):
     def window_seconds(self) -> float:
         return self.config.pattern.window_frames * self.config.frame_seconds
 
+    def text_conditioning(self, texts: list[str], seconds_total: float | list[float] | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One conditioning per text: tokens (B, N, cond_dim) and global vector (B, dim) or None.
+        Differentiable through trainable encoders (training uses this directly). An empty text
+        gives the null condition: all-zero tokens, as SAO's classifier-free dropout does."""
+        tokens = self.text(list(texts)).to(self.dit.dtype)
+        empty = torch.tensor([t == "" for t in texts], device=tokens.device)
+        tokens = torch.where(empty[:, None, None], torch.zeros_like(tokens), tokens)
+        if self.seconds_total is None:
+            return tokens, None
+        seconds = self.window_seconds if seconds_total is None else seconds_total
+        values = torch.tensor(seconds if isinstance(seconds, list) else [seconds] * len(texts), device=tokens.device)
+        s = self.seconds_total(values).to(tokens.dtype)
+        return torch.cat((tokens, s), 1), s[:, 0]
+
     @torch.no_grad()
     def encode_prompts(self, prompts: Prompts | str, seconds_total: float | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Weighted prompts → (conditioning tokens (1, N, cond_dim), global vector (1, dim) or None).
         Prompts are blended in embedding space with weights normalised to sum 1."""
         prompts = check_prompts(prompts)
-        embedded = self.text([text for text, _ in prompts])
-        tokens = blend(embedded.to(self.dit.dtype), [w for _, w in prompts])
-        if self.seconds_total is None:
-            return tokens, None
-        seconds = self.window_seconds if seconds_total is None else seconds_total
-        s = self.seconds_total(torch.tensor([seconds], device=tokens.device))
-        return torch.cat((tokens, s.to(tokens.dtype)), 1), s[:, 0]
+        tokens, glob = self.text_conditioning([text for text, _ in prompts], seconds_total)
+        n_text = tokens.shape[1] - (0 if glob is None else 1)
+        blended = blend(tokens[:, :n_text], [w for _, w in prompts])
+        if glob is None:
+            return blended, None
+        return torch.cat((blended, tokens[:1, n_text:]), 1), glob[:1]
 
     def generate(self, prompt: Prompts | str, seconds: float, *, seed: int = 0, steps: int | None = None,
                  cfg_scale: float = 1.0, progress: bool = False, on_audio=None) -> torch.Tensor:

@@ -60,3 +60,18 @@ def test_generate_rejects_bad_requests(dirs):
         model.generate("piano", seconds=60)
     with pytest.raises(ConfigError, match="positive"):
         model.generate("piano", seconds=-1)
+
+
+def test_restored_audio_stream_continues_bit_exactly(dirs, tmp_path):
+    _, _, lmdm_dir = dirs
+    model = from_pretrained(lmdm_dir)
+    s = model.stream("piano", seed=9)
+    for _ in range(5):
+        s.next_block()
+    s.save(tmp_path / "session.safetensors")
+    want = [s.next_block() for _ in range(4)] + [s.finish()]
+    again = model.stream("other")
+    again.restore(tmp_path / "session.safetensors")
+    got = [again.next_block() for _ in range(4)] + [again.finish()]
+    for a, b in zip(want, got):
+        assert torch.equal(a, b)

@@ -258,6 +258,8 @@ class Stream:
             tensors["pending"] = self.pending
         if self.cache is not None:
             tensors.update(self.cache.state_dict())
+        if self._decoder is not None:
+            tensors.update({f"decoder.{k}": v for k, v in self._decoder.state_dict().items()})
         return {"meta": self._meta(), "tensors": {k: v.clone() for k, v in tensors.items()}}
 
     def load_state_dict(self, state: dict) -> None:
@@ -287,6 +289,10 @@ class Stream:
         self.pending = tensors["pending"].clone() if "pending" in tensors else None
         if self.cache is not None:
             self.cache.load_state_dict(tensors, self.model.config.dit.depth)
+        decoder_state = {k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")}
+        self._decoder = None
+        if decoder_state:
+            self.decoder.load_state_dict(decoder_state)
         self._condition()
 
     def save(self, path: str | Path) -> None:

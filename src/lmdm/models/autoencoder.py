@@ -411,6 +411,20 @@ class _Streamer:
         self.consumed = 0  # input frames (decoder) / samples (encoder) pushed since the last reset
         self.produced = 0  # output samples (decoder) / frames (encoder) returned since the last reset
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """Everything pushed so far that still matters, as tensors: load it into a fresh streamer
+        of the same model and the stream continues bit-exactly."""
+        if self._batch is None:
+            return {}
+        counters = torch.tensor([self._batch, self.consumed, self.produced])
+        return {"counters": counters, **self._twin.state("twin.")}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.reset()
+        if "counters" in state:
+            self._batch, self.consumed, self.produced = (int(v) for v in state["counters"])
+            self._twin.load_state(state, "twin.")
+
     def _out_tensor(self, y: Tensor | None) -> Tensor:
         if y is None:
             return torch.zeros(self._batch or 0, self._out, 0, dtype=self._dtype, device=self.model.device)

@@ -212,6 +212,13 @@ def _join(a: Tensor, b: Tensor) -> Tensor:
     return torch.cat((a, b), dim=-1, out=out)
 
 
+def _restore(x: Tensor | None) -> Tensor | None:
+    """A saved piece of state back in the layout the twins compute in (channels-last when 4-D)."""
+    if x is None:
+        return None
+    return x.clone().contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.clone()
+
+
 class StreamingConv1d:
     def __init__(self, conv: WNConv1d):
         if conv.span < conv.stride:
@@ -221,6 +228,12 @@ class StreamingConv1d:
 
     def reset(self) -> None:
         self.buf: Tensor | None = None  # input not yet consumed (starts as the left zero padding)
+
+    def state(self, prefix: str) -> dict[str, Tensor]:
+        return {} if self.buf is None else {prefix + "buf": self.buf}
+
+    def load_state(self, state: dict[str, Tensor], prefix: str) -> None:
+        self.buf = _restore(state.get(prefix + "buf"))
 
     def _run(self, buf: Tensor) -> Tensor | None:
         c = self.conv
@@ -254,6 +267,14 @@ class StreamingConvTranspose1d:
         self.tail: Tensor | None = None  # last `stride` samples of the full output, bias not yet added
         self.to_skip = self.conv.padding  # the offline crop at the start
 
+    def state(self, prefix: str) -> dict[str, Tensor]:
+        out = {prefix + "to_skip": torch.tensor(self.to_skip)}
+        return out if self.tail is None else {**out, prefix + "tail": self.tail}
+
+    def load_state(self, state: dict[str, Tensor], prefix: str) -> None:
+        self.tail = _restore(state.get(prefix + "tail"))
+        self.to_skip = int(state[prefix + "to_skip"])
+
     def _emit(self, y: Tensor) -> Tensor | None:
         skip = min(self.to_skip, y.shape[-1])
         self.to_skip -= skip
@@ -286,6 +307,12 @@ class StreamingPointwise:
     def reset(self) -> None:
         pass
 
+    def state(self, prefix: str) -> dict[str, Tensor]:
+        return {}
+
+    def load_state(self, state: dict[str, Tensor], prefix: str) -> None:
+        pass
+
     def step(self, x: Tensor) -> Tensor | None:
         return self.module(x) if x.shape[-1] else None
 
@@ -300,6 +327,13 @@ class StreamingSequential:
     def reset(self) -> None:
         for layer in self.layers:
             layer.reset()
+
+    def state(self, prefix: str) -> dict[str, Tensor]:
+        return {k: v for i, layer in enumerate(self.layers) for k, v in layer.state(f"{prefix}{i}.").items()}
+
+    def load_state(self, state: dict[str, Tensor], prefix: str) -> None:
+        for i, layer in enumerate(self.layers):
+            layer.load_state(state, f"{prefix}{i}.")
 
     def step(self, x: Tensor) -> Tensor | None:
         for layer in self.layers:
@@ -329,6 +363,17 @@ class StreamingResidual:
     def reset(self) -> None:
         self.branch.reset()
         self.pending: list[Tensor] = []  # inputs (views) not yet matched by branch output
+
+    def state(self, prefix: str) -> dict[str, Tensor]:
+        out = self.branch.state(prefix + "branch.")
+        if self.pending:  # one piece holds the same samples: the skip adds them one by one anyway
+            out[prefix + "pending"] = torch.cat(self.pending, dim=-1)
+        return out
+
+    def load_state(self, state: dict[str, Tensor], prefix: str) -> None:
+        self.branch.load_state(state, prefix + "branch.")
+        pending = _restore(state.get(prefix + "pending"))
+        self.pending = [] if pending is None else [pending]
 
     def _add(self, y: Tensor | None) -> Tensor | None:
         if y is None:

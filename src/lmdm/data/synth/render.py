@@ -4,7 +4,8 @@ Backends: `tinysoundfont` (default; the TimGM6mb General MIDI soundfont that shi
 pretty_midi, pure in-process C, deterministic) and `fluidsynth` (the `fluidsynth` program with
 FluidR3_GM from Debian's fluid-soundfont-gm; optional, reverb and chorus off so stems stay dry).
 
-Mixing (numpy, vectorised over blocks): each stem is levelled to a per-stem target with a little
+Mixing (numpy, vectorised over blocks): each stem gets its own send into one small algorithmic
+room per piece (the soundfont synths are dry), is levelled to a per-stem target with a little
 random variation and panned; the sum is normalised, gently bus-compressed and peak-limited to
 -1 dBFS. The compressor and limiter compute ONE gain curve from the sum and apply it to every
 stem, so the stored stems are post-processing and `mix == sum(stems)` holds exactly (up to
@@ -28,7 +29,11 @@ SAMPLE_RATE = 44100
 FLUID_SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2")
 # Active-RMS target per stem (dBFS) before the bus; drums and bass carry the groove.
 STEM_LEVEL = {"drums": -20.0, "bass": -22.0, "chords": -25.0, "melody": -22.0, "pad": -28.0}
-STEM_PAN = {"drums": 0.0, "bass": 0.0, "chords": 0.4, "melody": 0.25, "pad": 0.0}
+STEM_PAN = {"drums": 0.0, "bass": 0.0, "chords": 0.6, "melody": 0.4, "pad": 0.0}
+# Reverb send range per stem: bass stays dry, pads swim.
+STEM_SEND = {"drums": (0.05, 0.15), "bass": (0.0, 0.0), "chords": (0.15, 0.3), "melody": (0.15, 0.3), "pad": (0.25, 0.45)}
+COMBS = (1116, 1277, 1422, 1557)     # Freeverb's comb delays (samples at 44.1 kHz)
+ALLPASSES = (556, 341)
 BLOCK = 256                    # samples per gain-curve block (5.8 ms at 44.1 kHz)
 CEILING = 10 ** (-1.0 / 20)    # -1 dBFS
 
@@ -138,8 +143,12 @@ def render_piece(piece, backend: str = "tinysoundfont", sample_rate: int = SAMPL
 
 
 def mixdown(raw: dict[str, np.ndarray], rng: random.Random, sample_rate: int = SAMPLE_RATE):
-    """Level, pan, bus-compress and limit. Returns (stems, mix, info) with mix == sum(stems)."""
+    """Reverb, level, pan, bus-compress and limit. Returns (stems, mix, info) with mix == sum(stems)."""
     stems, info = {}, {}
+    decay = rng.uniform(0.8, 2.0)     # one room per piece: RT60 in seconds
+    sends = {name: rng.uniform(*STEM_SEND.get(name, (0.1, 0.2))) for name in raw}
+    wet = reverb(np.stack([raw[n] * np.float32(sends[n]) for n in raw]), decay, sample_rate)
+    raw = {n: raw[n] + wet[i] for i, n in enumerate(raw)}
     for name, audio in raw.items():
         level = STEM_LEVEL.get(name, -24.0) + rng.uniform(-2.0, 2.0)
         gain = 10 ** (level / 20) / max(_active_rms(audio), 1e-6)
@@ -147,7 +156,7 @@ def mixdown(raw: dict[str, np.ndarray], rng: random.Random, sample_rate: int = S
         theta = (pan + 1) * np.pi / 4      # equal-power balance, unity at the centre
         lr = np.array([np.cos(theta), np.sin(theta)], np.float32)[:, None] * np.sqrt(2)
         stems[name] = audio * (gain * lr).astype(np.float32)
-        info[name] = {"gain_db": round(20 * np.log10(gain), 2), "pan": round(pan, 3)}
+        info[name] = {"gain_db": round(20 * np.log10(gain), 2), "pan": round(pan, 3), "reverb": round(sends[name], 3)}
     if not stems:
         raise DataError("nothing to mix: the piece has no notes")
     mix = sum(stems.values())
@@ -165,6 +174,46 @@ def mixdown(raw: dict[str, np.ndarray], rng: random.Random, sample_rate: int = S
         stems = {k: v * np.float32(CEILING / peak) for k, v in stems.items()}
         mix = sum(stems.values())
     return stems, mix.astype(np.float32), info
+
+
+def reverb(x: np.ndarray, rt60: float, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Schroeder reverberator on (..., 2, samples) -> the wet signal, same shape. The send is
+    folded to mono, darkened (two 5-tap box filters: -3 dB near 4 kHz, so running the tank at half
+    the sample rate loses nothing audible), diffused by two all-passes and fed to four parallel
+    feedback combs; left = c1 + c2 + c3 + c4 and right = c1 - c2 + c3 - c4 decorrelate the
+    channels. Recursions with delay D are evaluated D samples at a time."""
+    n = x.shape[-1]
+    mono = x.mean(axis=-2)
+    for _ in range(2):
+        padded = np.pad(mono, [(0, 0)] * (mono.ndim - 1) + [(4, 0)])
+        mono = sum(padded[..., i:i + n] for i in range(5)) * np.float32(0.2)
+    mono, rate = np.ascontiguousarray(mono[..., ::2]), sample_rate / 2
+    for delay in ALLPASSES:
+        mono = _recursive(mono, int(delay * rate / 44100), 0.5, -0.5)
+    combs = [_recursive(mono, d, 10 ** (-3 * d / (rt60 * rate)), 0.0)
+             for d in (int(delay * rate / 44100) for delay in COMBS)]
+    wet = np.stack([combs[0] + combs[1] + combs[2] + combs[3], combs[0] - combs[1] + combs[2] - combs[3]], axis=-2)
+    wet = np.repeat(wet * np.float32(0.25), 2, axis=-1)[..., :n]
+    wet[..., 1:] = 0.5 * (wet[..., 1:] + wet[..., :-1])    # linear-ish interpolation back to full rate
+    return wet
+
+
+def _recursive(x: np.ndarray, d: int, g: float, direct: float) -> np.ndarray:
+    """y[n] = direct * x[n] + (x[n-d] if direct else x[n]) + g * y[n-d]: a comb (direct=0) or a
+    Schroeder all-pass (direct=-g), computed one block of d samples at a time."""
+    n = x.shape[-1]
+    blocks = -(-n // d)
+    xp = np.zeros(x.shape[:-1] + (blocks * d,), np.float32)
+    xp[..., :n] = x
+    xb = xp.reshape(x.shape[:-1] + (blocks, d))
+    y = np.empty_like(xb)
+    prev_x = np.zeros_like(xb[..., 0, :])
+    prev_y = np.zeros_like(prev_x)
+    for k in range(blocks):
+        cur = xb[..., k, :]
+        y[..., k, :] = (direct * cur + prev_x if direct else cur) + g * prev_y
+        prev_x, prev_y = cur, y[..., k, :]
+    return y.reshape(x.shape[:-1] + (blocks * d,))[..., :n]
 
 
 def _active_rms(audio: np.ndarray) -> float:

@@ -22,3 +22,33 @@ def test_cli_errors_are_clean():
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert "whole number of chunks" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bench_end_to_end_batch_and_compare(tmp_path):
+    def bench(*extra):
+        out = subprocess.run([sys.executable, "-m", "lmdm", "bench", "--preset", "tiny", "--blocks", "2", "--warmup",
+                              "1", "--json", "--patterns", "enc-dec", "block-causal", *extra],
+                             capture_output=True, text=True, check=True)
+        return out.stdout
+    (tmp_path / "a.json").write_text(bench())
+    e2e = json.loads(bench("--end-to-end", "--batch", "2"))
+    assert e2e["config"]["end_to_end"] and e2e["config"]["batch"] == 2
+    assert e2e["prompt_change_ms"]["median_ms"] > 0 and e2e["config"]["decoder_delay_ms"] > 0
+    assert e2e["gflop_per_audio_second"]["magenta-rt-v1"] > e2e["gflop_per_audio_second"]["block-causal"]
+    assert "block_ms_p99" in e2e["patterns"]["block-causal"] and e2e["peak_rss_mb"] > 0
+    (tmp_path / "b.json").write_text(json.dumps(e2e))
+    out = subprocess.run([sys.executable, "-m", "lmdm", "bench", "--compare", str(tmp_path / "a.json"),
+                          str(tmp_path / "b.json")], capture_output=True, text=True, check=True).stdout
+    assert "block-causal" in out and "B/A" in out
+
+
+def test_flops_counts_are_consistent():
+    from lmdm.config import preset
+    from lmdm.flops import MagentaRT, dit_flops_per_block
+    cfg = preset("sao-small").dit
+    bidi = dit_flops_per_block(cfg, "bidirectional", 192, 48, 8)
+    bc = dit_flops_per_block(cfg, "block-causal", 192, 48, 8)
+    # matmul FLOPs scale with tokens: close to the 4.4x token bound (attention makes it a bit more)
+    assert 4.0 < bidi / bc < 5.5
+    # Magenta RT v1: ~0.8 B parameters, ~1800 tokens per 2 s chunk (decoder x2 for CFG)
+    assert 0.8e12 < MagentaRT().flops_per_audio_second() < 1.6e12

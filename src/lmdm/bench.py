@@ -3,11 +3,15 @@
 Timings are taken on the real `Stream` path; the cache methods are wrapped with timers so the
 bootstrap, the fused first step and the subsequent steps are reported separately. Randomly
 initialised weights time the same as trained ones. Speedups are ratios measured in the same
-process, one pattern after another, so machine noise hits them alike.
+process, round-robin, so machine noise hits them alike. `end_to_end` times whole audio blocks
+(DiT + streaming decode) and the text encoding of a prompt change; `batch` runs that many
+streams at once (real-time factor counts all of them).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import resource
 import statistics
 import time
 from functools import wraps
@@ -15,6 +19,7 @@ from functools import wraps
 import torch
 
 from .config import PATTERNS, PatternConfig, preset
+from .flops import comparison, dit_flops_per_block
 from .model import LiveMusicModel
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -43,16 +48,18 @@ def _stats(seconds: list[float]) -> dict[str, float]:
     ms = sorted(s * 1000 for s in seconds)
     if not ms:
         return {}
-    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
-    return {"median_ms": round(statistics.median(ms), 2), "p90_ms": round(p90, 2), "n": len(ms)}
+    def pct(q):
+        return round(ms[min(len(ms) - 1, int(round(q * (len(ms) - 1))))], 2)
+    return {"median_ms": round(statistics.median(ms), 2), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "n": len(ms)}
 
 
 class _PatternRun:
     """One pattern's stream with timers around its cache phases."""
 
-    def __init__(self, model: LiveMusicModel, pattern: PatternConfig, steps: int):
-        self.model, self.pattern, self.steps = model, pattern, steps
-        self.stream = model.stream("bench", seed=0, steps=steps, pattern=pattern)
+    def __init__(self, model: LiveMusicModel, pattern: PatternConfig, steps: int, end_to_end: bool, batch: int):
+        self.model, self.pattern, self.steps, self.batch = model, pattern, steps, batch
+        self.stream = model.stream("bench", seed=0, steps=steps, pattern=pattern, batch=batch)
+        self.generate = self.stream.next_block if end_to_end else self.stream.next_latents
         self.phases: dict[str, list[float]] = {}
         cache = self.stream.cache
         for name in ("bootstrap", "prefill", "fused_step", "step"):
@@ -62,17 +69,20 @@ class _PatternRun:
 
     def block(self) -> float:
         start = time.perf_counter()
-        self.stream.next_latents()
+        self.generate()
         return time.perf_counter() - start
 
     def report(self, first_block: float) -> dict:
         C, B = self.pattern.context_frames, self.pattern.block_frames
         stats = _stats(self.blocks)
-        audio_s = B * self.model.config.frame_seconds
-        out = {"block_ms_median": stats["median_ms"], "block_ms_p90": stats["p90_ms"], "blocks_timed": stats["n"],
+        audio_s = B * self.model.config.frame_seconds * self.batch
+        flops = dit_flops_per_block(self.model.config.dit, self.pattern.pattern, C, B, self.steps) * self.batch
+        out = {"block_ms_median": stats["median_ms"], "block_ms_p90": stats["p90_ms"],
+               "block_ms_p99": stats["p99_ms"], "blocks_timed": stats["n"],
                "first_block_ms": round(first_block * 1000, 2),
                "tokens_per_block": tokens_per_block(self.pattern.pattern, C, B, self.steps),
-               "realtime_factor": round(audio_s / (stats["median_ms"] / 1000), 3)}
+               "realtime_factor": round(audio_s / (stats["median_ms"] / 1000), 3),
+               "dit_gflop_per_block": round(flops / 1e9, 2)}
         for name, times in self.phases.items():
             if times:
                 out[f"{name}_ms"] = _stats(times)
@@ -80,10 +90,10 @@ class _PatternRun:
 
 
 def bench_patterns(model: LiveMusicModel, patterns: list[PatternConfig], steps: int, blocks: int,
-                   warmup: int, progress=None) -> dict[str, dict]:
+                   warmup: int, progress=None, end_to_end: bool = False, batch: int = 1) -> dict[str, dict]:
     """Round-robin: each round runs one block of every pattern, so slow drifts of the machine
     (thermal, other load) hit all patterns alike and the speedups stay honest."""
-    runs = [_PatternRun(model, p, steps) for p in patterns]
+    runs = [_PatternRun(model, p, steps, end_to_end, batch) for p in patterns]
     first = [run.block() for run in runs]  # includes the block-causal bootstrap
     for run in runs:
         for name, times in run.phases.items():
@@ -103,12 +113,29 @@ def bench_patterns(model: LiveMusicModel, patterns: list[PatternConfig], steps: 
     return {run.pattern.pattern: run.report(f) for run, f in zip(runs, first)}
 
 
+def _prompt_change_ms(model: LiveMusicModel, repeats: int = 5) -> dict:
+    """Text encoding + cross-attention K/V of a prompt change (what a live control costs)."""
+    stream = model.stream("bench")
+    times = []
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        stream.set_prompts([(f"prompt {i}", 1.0), ("bench", 0.5)])
+        times.append(time.perf_counter() - start)
+    return _stats(times[1:])
+
+
 def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, blocks: int = 5, warmup: int = 2,
               patterns: tuple[str, ...] = PATTERNS, block_frames: int | None = None,
-              context_frames: int | None = None, threads: int | None = None, progress=None) -> dict:
+              context_frames: int | None = None, threads: int | None = None, progress=None,
+              end_to_end: bool = False, batch: int = 1) -> dict:
     if threads:
         torch.set_num_threads(threads)
     cfg = preset(preset_name)
+    if end_to_end:  # with an autoencoder: SAO-small's for the SAO shape, a toy one for tiny
+        from .models.autoencoder import AutoencoderConfig
+        ae = AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[4, 8], latent_dim=cfg.dit.io_channels) \
+            if preset_name == "tiny" else AutoencoderConfig(latent_dim=cfg.dit.io_channels)
+        cfg.autoencoder, cfg.downsampling_ratio = ae.to_dict(), ae.downsampling_ratio
     torch.manual_seed(0)
     model = LiveMusicModel(cfg).to(DTYPES[dtype]).eval()
     B = block_frames or cfg.pattern.block_frames
@@ -116,16 +143,22 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
     report = {"config": {"preset": preset_name, "dtype": dtype, "steps": steps, "block_frames": B,
                          "context_frames": C, "block_seconds": round(B * cfg.frame_seconds, 4),
                          "threads": torch.get_num_threads(), "torch": torch.__version__,
-                         "dit": dataclasses.asdict(cfg.dit),
+                         "dit": dataclasses.asdict(cfg.dit), "end_to_end": end_to_end, "batch": batch,
                          "dit_parameters": sum(p.numel() for p in model.dit.parameters())},
               "patterns": {}}
     pcfgs = [PatternConfig(name, B, C) for name in patterns]
     for p in pcfgs:
         p.validate()
-    report["patterns"] = bench_patterns(model, pcfgs, steps, blocks, max(warmup, 1), progress)
+    report["patterns"] = bench_patterns(model, pcfgs, steps, blocks, max(warmup, 1), progress, end_to_end, batch)
+    if end_to_end:
+        report["prompt_change_ms"] = _prompt_change_ms(model)
+        report["config"]["decoder_delay_ms"] = round(model.autoencoder.streaming_decoder().delay_ms, 1)
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    report["gflop_per_audio_second"] = comparison(cfg.dit, C, B, steps, cfg.frame_seconds, patterns)
     base = report["patterns"].get("bidirectional")
     bound_base = tokens_per_block("bidirectional", C, B, steps)
     for name, row in report["patterns"].items():
+        row["achieved_gflops"] = round(row["dit_gflop_per_block"] / (row["block_ms_median"] / 1000), 1)
         if base:
             row["speedup"] = round(base["block_ms_median"] / row["block_ms_median"], 3)
             row["token_bound"] = round(bound_base / row["tokens_per_block"], 3)
@@ -135,9 +168,10 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
 
 def format_table(report: dict) -> str:
     c = report["config"]
+    what = "end to end (DiT + streaming decode)" if c.get("end_to_end") else "DiT only"
     lines = [f"lmdm bench: preset={c['preset']} dtype={c['dtype']} steps={c['steps']} C={c['context_frames']} "
              f"B={c['block_frames']} ({c['block_seconds']} s/block) threads={c['threads']} "
-             f"params={c['dit_parameters'] / 1e6:.1f}M",
+             f"params={c['dit_parameters'] / 1e6:.1f}M batch={c.get('batch', 1)} — {what}",
              f"{'pattern':<14}{'block ms':>10}{'p90':>9}{'tokens':>8}{'RTF':>8}{'speedup':>9}{'bound':>7}"
              f"{'of bound':>9}  phases (median ms)"]
     for name, r in report["patterns"].items():
@@ -147,6 +181,14 @@ def format_table(report: dict) -> str:
                      f"{r['realtime_factor']:>8.2f}{r.get('speedup', float('nan')):>9.2f}"
                      f"{r.get('token_bound', float('nan')):>7.2f}{r.get('fraction_of_bound', float('nan')):>9.2f}"
                      f"  {phases}")
+    lines.append("p99 block ms: " + ", ".join(f"{n} {r['block_ms_p99']}" for n, r in report["patterns"].items())
+                 + "; achieved GFLOP/s: " + ", ".join(f"{n} {r['achieved_gflops']}"
+                                                       for n, r in report["patterns"].items()))
+    if "prompt_change_ms" in report:
+        lines.append(f"prompt change (text encoding + cross-attention K/V): median "
+                     f"{report['prompt_change_ms']['median_ms']} ms; decoder look-ahead {c['decoder_delay_ms']} ms")
+    lines.append("analytic GFLOP per second of audio: " + ", ".join(
+        f"{k} {v}" for k, v in report["gflop_per_audio_second"].items()) + f"; peak RSS {report['peak_rss_mb']} MB")
     ae = report.get("autoencoder")
     if ae:
         lines.append(f"autoencoder (decoder delay {ae['decoder_delay_ms']:.1f} ms): compute seconds per audio second "
@@ -157,4 +199,18 @@ def format_table(report: dict) -> str:
                          f"{row['decode_stream_s_per_s']:.3f}; encode offline {row['encode_offline_s_per_s']:.3f}, "
                          f"streaming {row['encode_stream_s_per_s']:.3f}"
                          + (f"; decode SNR vs fp32 {snr:.1f} dB" if snr is not None else ""))
+    return "\n".join(lines)
+
+
+def compare(path_a: str, path_b: str) -> str:
+    """Ratios B/A of the per-pattern timings of two `lmdm bench --json` reports."""
+    a, b = (json.loads(open(p).read()) for p in (path_a, path_b))
+    lines = [f"{'pattern':<14}{'metric':<18}{'A':>10}{'B':>10}{'B/A':>8}"]
+    for name in a.get("patterns", {}):
+        if name not in b.get("patterns", {}):
+            continue
+        for key in ("block_ms_median", "block_ms_p90", "realtime_factor", "achieved_gflops"):
+            va, vb = a["patterns"][name].get(key), b["patterns"][name].get(key)
+            if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va:
+                lines.append(f"{name:<14}{key:<18}{va:>10.2f}{vb:>10.2f}{vb / va:>8.2f}")
     return "\n".join(lines)

@@ -9,11 +9,14 @@ from .errors import LMDMError
 
 
 def _bench(args) -> int:
-    from .bench import format_table, run_bench
+    from .bench import compare, format_table, run_bench
+    if args.compare:
+        print(compare(*args.compare))
+        return 0
     progress = None if args.json else (lambda msg: print(f"lmdm bench: {msg}", file=sys.stderr, flush=True))
     report = run_bench(args.preset, args.dtype, steps=args.steps, blocks=args.blocks, warmup=args.warmup,
                        patterns=tuple(args.patterns), block_frames=args.block, context_frames=args.context,
-                       threads=args.threads, progress=progress)
+                       threads=args.threads, progress=progress, end_to_end=args.end_to_end, batch=args.batch)
     if args.autoencoder:
         from .bench_autoencoder import bench_autoencoder
         from .models.autoencoder import AutoencoderConfig
@@ -81,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--patterns", nargs="+", default=["bidirectional", "enc-dec", "block-causal"],
                    choices=["bidirectional", "enc-dec", "block-causal"])
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    b.add_argument("--end-to-end", action="store_true",
+                   help="time whole audio blocks (DiT + streaming decode with SAO-small's autoencoder shape; tiny: "
+                   "a toy one) and the cost of a prompt change")
+    b.add_argument("--batch", type=int, default=1, help="concurrent streams generated as one batch (default 1)")
+    b.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="print B/A ratios of two --json reports")
     b.add_argument("--autoencoder", action="store_true",
                    help="also time the autoencoder (SAO-small's shape; tiny: a toy one): offline and streaming "
                    "decode/encode, and the bf16-vs-fp32 decode SNR")

@@ -126,7 +126,7 @@ def arrange(rng: random.Random, bars: int, stems: list[str], st: Style) -> list[
     grooves = 0
     while sections[-1].start_bar + sections[-1].bars < bars:
         at = sections[-1].start_bar + sections[-1].bars
-        active = full - {"melody"} if grooves == 0 and rng.random() < 0.5 else full
+        active = full - {"melody"} if grooves == 0 and rng.random() < 0.3 else full
         sections.append(Section("groove", at, rng.choice((4, 8)), active, grooves % max(1, len(st.grooves))))
         grooves += 1
         at += sections[-1].bars
@@ -341,12 +341,20 @@ def _vel(rng: random.Random, v: float) -> int:
 
 
 def _humanize(rng, notes, jitter, seconds):
-    """Timing jitter, then drop what starts after the end and cut what rings past it."""
+    """Timing jitter; drop what starts after the end, cut what rings past it, and end each note
+    before the next one of the same pitch starts (a note-off must not silence its successor)."""
     out = []
     for pitch, start, end, vel in sorted(notes, key=lambda n: (n[1], n[0])):
         if jitter:
             d = max(-2.5 * jitter, min(2.5 * jitter, rng.gauss(0.0, jitter)))
             start, end = max(0.0, start + d), end + d
         if start < seconds - 0.05:
-            out.append((pitch, round(start, 5), round(min(end, seconds), 5), vel))
-    return out
+            out.append([pitch, start, min(end, seconds), vel])
+    last: dict[int, list] = {}
+    for note in sorted(out, key=lambda n: (n[1], n[0])):
+        prev = last.get(note[0])
+        if prev is not None and prev[2] > note[1] - 0.005:
+            prev[2] = max(prev[1] + 0.01, note[1] - 0.005)
+        last[note[0]] = note
+    return [(p, round(s, 5), round(e, 5), v) for p, s, e, v in sorted(out, key=lambda n: (n[1], n[0]))
+            if e > s]

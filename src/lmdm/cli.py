@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--context", type=int, default=192, help="context size C in latent frames (default 192)")
     c.add_argument("--t5", default=None, help="local t5-base directory to record in the config")
     c.set_defaults(func=_convert)
+
+    from .data.cli import add_data_parser
+    add_data_parser(sub)
     return parser
 
 

@@ -156,3 +156,18 @@ def test_fluidsynth_backend_when_installed():
     _, stems, mix, meta = synth_piece("rock", 2, 4.0, backend="fluidsynth")
     assert mix.shape == (2, 4 * SR) and np.sqrt(np.mean(mix ** 2)) > 1e-3
     np.testing.assert_allclose(sum(stems.values()), mix, atol=1e-6)
+
+
+def test_cli_synth_and_worker_independence(tmp_path, capsys):
+    from lmdm.data.cli import main
+    from lmdm.data.dataset import load_audio, read_manifest
+    args = ["synth", "--hours", str(2 * 4 / 3600), "--clip-seconds", "4", "--styles", "chiptune", "dnb", "--quiet"]
+    assert main(args + ["--out", str(tmp_path / "one"), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "2 pieces" in out and "hours per style" in out and "tempo histogram" in out and "chiptune" in out
+    assert main(args + ["--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    one, two = read_manifest(tmp_path / "one" / "manifest.jsonl"), read_manifest(tmp_path / "two" / "manifest.jsonl")
+    assert [e["captions"] for e in one] == [e["captions"] for e in two]
+    for a, b in zip(one, two):
+        assert np.array_equal(load_audio(tmp_path / "one" / a["path"]), load_audio(tmp_path / "two" / b["path"]))
+    assert main(["synth", "--hours", "0", "--out", str(tmp_path / "x"), "--quiet"]) == 2

@@ -27,3 +27,7 @@ class CheckpointError(LMDMError):
 
 class DataError(LMDMError, ValueError):
     """A dataset, manifest or audio file is missing, unreadable or inconsistent."""
+
+
+class TrainingError(LMDMError):
+    """A training run cannot go on: a non-finite loss, a bad batch, an inconsistent resume."""

@@ -1,0 +1,198 @@
+"""Training configuration: dataclasses with every field documented, JSON files, `--set` overrides.
+
+A config file is validated field by field: an unknown name or a value of the wrong type is a
+ConfigError naming the dotted field (`optim.lr`), so a typo never trains silently with a default.
+`--set key.sub=value` parses value as JSON when it can (numbers, true/false, lists) and as a plain
+string otherwise, then goes through the same validation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and the learning-rate schedule."""
+
+    lr: float = 5e-5                 # peak learning rate (after warm-up)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW (beta1, beta2)
+    weight_decay: float = 0.0        # AdamW decoupled weight decay
+    eps: float = 1e-8                # AdamW epsilon
+    schedule: str = "cosine"         # cosine (to min_lr_ratio·lr at run.steps) | inverse | constant
+    warmup_steps: int = 0            # linear warm-up from 0 over this many optimizer steps
+    min_lr_ratio: float = 0.1        # cosine: final lr as a fraction of lr
+    inv_gamma: float = 1e6           # inverse: lr · (1 + step / inv_gamma) ** -inv_power
+    inv_power: float = 0.5           # inverse: decay exponent
+    grad_clip: float = 1.0           # max global gradient norm; 0 = no clipping
+
+
+@dataclass
+class RunConfig:
+    """The loop itself: length, batch, precision, logging, checkpoints."""
+
+    out_dir: str = "runs/train"      # checkpoints, metrics.jsonl, demos/ and the exported model go here
+    steps: int = 1000                # optimizer steps in total
+    batch_size: int = 8              # GLOBAL batch per optimizer step (all processes, all micro-steps)
+    accumulate: int = 1              # micro-steps per optimizer step; batch_size % (world·accumulate) == 0
+    precision: str = "fp32"          # fp32 | bf16 | fp16 (autocast; fp16 also uses a gradient scaler)
+    seed: int = 0                    # model init, data order, crops, noise and dropout all derive from it
+    ema_decay: float = 0.0           # exponential moving average of trained weights; 0 = off
+    log_every: int = 10              # metrics.jsonl / TensorBoard interval (optimizer steps)
+    checkpoint_every: int = 500      # checkpoint interval; a final checkpoint is always written
+    keep_checkpoints: int = 3        # keep the last K checkpoints
+    demo_every: int = 0              # audio demo interval; 0 = off (skipped when there is no autoencoder)
+    eval_every: int = 0              # held-out evaluation interval (objectives that have one); 0 = off
+    progress: bool = True            # tqdm progress bar on rank 0
+    threads: int = 0                 # torch threads per process; 0 = leave torch's default
+    export: bool = True              # write an lmdm model directory (EMA weights if on, LoRA merged) at the end
+
+
+@dataclass
+class FinetuneConfig:
+    """Stage-1 LMDM fine-tuning (SPEC §3): rectified-flow velocity MSE on the target frames."""
+
+    init: str = "preset:tiny"        # an lmdm/SAO directory (e.g. from `lmdm convert`) or preset:<tiny|small|sao-small>
+    pattern: str = ""                # presets only: attention pattern (block-causal | enc-dec); "" = preset default
+    model: dict | None = None        # a full ModelConfig dict to build from scratch (overrides init)
+    latents: str = ""                # latent directory from `lmdm data encode` (latents.jsonl + shards)
+    short_clips: str = "skip"        # clips shorter than the window: skip (counted, warned) | error
+    p_uncond: float = 0.2            # per item: drop all context (mask 0, latents 0)
+    p_partial: float = 0.3           # per item: zero a random number of leading block-size chunks
+    p_text_drop: float = 0.1         # per item: caption -> "" (the null condition) for CFG
+    timesteps: str = "logit-normal"  # logit-normal | logsnr-uniform (logSNR ~ U[-6, 2], t = sigmoid(-logSNR))
+    logit_mean: float = 0.0          # logit-normal: mean of the normal
+    logit_std: float = 1.0           # logit-normal: std of the normal
+    trainable: list[str] = field(default_factory=lambda: ["dit.*"])  # fnmatch patterns of trained parameters
+    lora_rank: int = 0               # >0: LoRA adapters on attention / feed-forward Linears (base frozen)
+    lora_alpha: float = 0.0          # LoRA scale alpha/rank; 0 = alpha = rank
+    demo_prompt: str = "warm lo-fi piano"  # text for audio demos
+    demo_seconds: float = 4.0        # length of each audio demo
+
+
+@dataclass
+class AutoencoderTrainConfig:
+    """Oobleck VAE training: multi-resolution STFT + KL + adversarial (STFT discriminator)."""
+
+    model: dict = field(default_factory=dict)  # AutoencoderConfig dict (empty = SAO-small's shape)
+    init: str = ""                   # optional autoencoder safetensors to start from
+    manifest: str = ""               # audio manifest (manifest.jsonl) of training clips
+    heldout_clips: int = 2           # the manifest's last N clips are held out for evaluation
+    crop_seconds: float = 1.0        # random training crop length
+    kl_weight: float = 1e-4          # weight of the VAE KL term
+    stft_weight: float = 1.0         # weight of the multi-resolution STFT loss
+    adv_weight: float = 0.1          # weight of the generator's adversarial loss; 0 = no discriminator
+    fm_weight: float = 1.0           # weight of discriminator feature matching (when adv_weight > 0)
+    adv_start: int = 0               # optimizer step at which the adversarial terms switch on
+    adv_loss: str = "hinge"          # hinge | lsgan
+    disc_lr: float = 1e-4            # discriminator learning rate (AdamW, betas 0.5, 0.9)
+    disc_channels: int = 32          # STFT discriminator width
+    fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])  # STFT loss / disc scales
+
+
+@dataclass
+class TrainConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    autoencoder: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
+
+    def validate(self) -> "TrainConfig":
+        r, o, f, a = self.run, self.optim, self.finetune, self.autoencoder
+        checks = [
+            (r.steps >= 1, "run.steps must be >= 1"), (r.batch_size >= 1, "run.batch_size must be >= 1"),
+            (r.accumulate >= 1, "run.accumulate must be >= 1"),
+            (r.precision in ("fp32", "bf16", "fp16"), "run.precision must be fp32, bf16 or fp16"),
+            (0 <= r.ema_decay < 1, "run.ema_decay must be in [0, 1)"),
+            (r.keep_checkpoints >= 1, "run.keep_checkpoints must be >= 1"),
+            (r.checkpoint_every >= 1 and r.log_every >= 1, "run.checkpoint_every and run.log_every must be >= 1"),
+            (o.lr > 0, "optim.lr must be > 0"), (len(o.betas) == 2, "optim.betas must have two values"),
+            (o.schedule in ("cosine", "inverse", "constant"), "optim.schedule must be cosine, inverse or constant"),
+            (o.warmup_steps >= 0 and o.grad_clip >= 0, "optim.warmup_steps and optim.grad_clip must be >= 0"),
+            (all(0 <= p <= 1 for p in (f.p_uncond, f.p_partial, f.p_text_drop)),
+             "finetune.p_uncond, p_partial and p_text_drop must be probabilities"),
+            (f.p_uncond + f.p_partial <= 1, "finetune.p_uncond + finetune.p_partial must be <= 1"),
+            (f.timesteps in ("logit-normal", "logsnr-uniform"), "finetune.timesteps must be logit-normal or logsnr-uniform"),
+            (f.short_clips in ("skip", "error"), "finetune.short_clips must be skip or error"),
+            (f.lora_rank >= 0, "finetune.lora_rank must be >= 0"),
+            (a.adv_loss in ("hinge", "lsgan"), "autoencoder.adv_loss must be hinge or lsgan"),
+            (a.crop_seconds > 0, "autoencoder.crop_seconds must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return build(cls, data, "").validate()
+
+
+def build(cls, data: Any, where: str):
+    """A dataclass from a dict, checking every name and type; nested dataclasses recurse."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config{where or ''} must be an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {unknown} in {where.lstrip('.') or 'the top level'}; "
+                          f"known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint, path = hints[name], f"{where}.{name}".lstrip(".")
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = build(hint, value, f"{where}.{name}")
+            continue
+        default = getattr(cls(), name)
+        ok = (value is None and default is None) or (
+            isinstance(default, bool) == isinstance(value, bool) and (
+                isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
+                or (default is None and isinstance(value, dict))))
+        if not ok:
+            kind = "object or null" if default is None else type(default).__name__
+            raise ConfigError(f"config field {path} must be {kind}, got {value!r}")
+        kwargs[name] = float(value) if isinstance(default, float) else value
+    return cls(**kwargs)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `key.sub=value` strings to a config dict (value: JSON if it parses, else a string)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key.sub=value, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node, parts = data, key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    data: dict = {}
+    if path:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot read training config {path}: {e}") from e
+        data.pop("_comment", None)
+        for section in data.values():
+            if isinstance(section, dict):
+                section.pop("_comment", None)
+    return TrainConfig.from_dict(apply_overrides(data, list(overrides)))

@@ -90,8 +90,8 @@ class Session:
 
 
 class Engine:
-    def __init__(self, model, *, max_sessions: int = 8):
-        self.model = model
+    def __init__(self, model, *, max_sessions: int = 8, threads: int | None = None):
+        self.model, self.threads = model, threads
         self.sample_rate = model.sample_rate
         self.channels = model.autoencoder.config.audio_channels if model.autoencoder else 0
         if model.autoencoder is None:
@@ -152,6 +152,8 @@ class Engine:
     # -- the generation thread --------------------------------------------------------------
 
     def _run(self) -> None:
+        if self.threads:  # set here: torch's intra-op thread count is per calling thread
+            torch.set_num_threads(self.threads)
         while True:
             with self._cond:
                 if self._stop:

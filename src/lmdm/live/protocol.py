@@ -141,6 +141,7 @@ class LoadState(_Msg):
 Control = Annotated[Union[Start, Stop, SetPrompts, SetWeights, SetCfg, SetSteps, SetSeed, SetMode, SetMix,
                           Reset, SaveState, LoadState], Field(discriminator="type")]
 _control = TypeAdapter(Control)
+_TAGS = {m.model_fields["type"].annotation.__args__[0] for m in Control.__origin__.__args__}
 
 
 def parse_control(text: str | bytes) -> Control:
@@ -160,7 +161,8 @@ def parse_control(text: str | bytes) -> Control:
 def _describe(e: ValidationError) -> str:
     parts = []
     for err in e.errors()[:4]:
-        where = ".".join(str(p) for p in err["loc"]) or "message"
+        loc = err["loc"][1:] if err["loc"] and err["loc"][0] in _TAGS else err["loc"]  # drop the union tag
+        where = ".".join(str(p) for p in loc) or "message"
         if err["type"] == "json_invalid":
             parts.append(f"malformed JSON: {err['msg']}")
         elif err["type"] == "extra_forbidden":

@@ -177,3 +177,23 @@ def test_two_process_gloo_equals_one_process(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), (k, (a[k] - b[k]).abs().max())
+
+
+@pytest.mark.parametrize("name", ["tiny-smoke", "default-model", "sao-small-gpus"])
+def test_example_configs_validate(name):
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "train" / f"{name}.json")
+    if cfg.finetune.model is not None:
+        from lmdm.config import ModelConfig
+        ModelConfig.from_dict(cfg.finetune.model)
+
+
+def test_tiny_smoke_config_runs_with_lora_and_exports(tmp_path):
+    from lmdm.checkpoints import from_pretrained
+    from lmdm.train.finetune import finetune
+    lat = make_latent_dir(tmp_path / "lat")
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "train" / "tiny-smoke.json",
+                      [f"run.out_dir={tmp_path / 'run'}", "run.steps=3", "run.progress=false",
+                       f"finetune.latents={lat}", "finetune.lora_rank=2", 'finetune.trainable=["dit.input_groups.*"]'])
+    finetune(cfg)
+    model = from_pretrained(tmp_path / "run" / "model")
+    assert not any("lora" in k for k in model.state_dict())

@@ -135,8 +135,9 @@ def arrange(rng: random.Random, bars: int, stems: list[str], st: Style) -> list[
             sections.append(Section("break", at, rng.choice((2, 4)), pick(BREAKS), rng.randrange(4)))
         elif r < 0.75 and "drums" in full:
             sections.append(Section("fill", at, 1, full, sections[-1].variant))
-    last = sections[-1]
-    last.bars = min(last.bars, bars - last.start_bar)
+    sections = [s for s in sections if s.start_bar < bars]   # the loop may overshoot the end
+    for s in sections:
+        s.bars = min(s.bars, bars - s.start_bar)
     return sections
 
 
@@ -188,8 +189,8 @@ def _drums(rng, piece, grid, stem):
                                   _vel(rng, VELOCITY[ch] * gain)))
         if fill_from < spb:   # a roll down the toms (or snare) into the next section
             voices = rng.choice((("snare",), ("tom_hi", "tom_mid", "tom_lo", "tom_floor"), ("snare", "tom_lo")))
-            for i, step in enumerate(range(fill_from, spb, rng.choice((1, 2)))):
-                v = voices[min(len(voices) - 1, i * len(voices) // (spb - fill_from))]
+            for step in range(fill_from, spb, rng.choice((1, 2))):
+                v = voices[(step - fill_from) * len(voices) // (spb - fill_from)]
                 t = grid.time(bar, step)
                 notes.append((DRUMS[v], t, t + 0.12, _vel(rng, (70 + 40 * (step - fill_from) / (spb - fill_from)) * gain)))
         if bar == sec.start_bar and sec.name == "groove" and sec.start_bar > 0 and st.drum_level >= 1:

@@ -1,0 +1,64 @@
+"""The browser UI in a real Chromium (Debian's, driven by playwright): play, move a weight, no underruns.
+
+The screenshot is kept as a test artifact: $LMDM_TEST_ARTIFACTS/live-ui.png (default: the system
+temp dir's lmdm-live-test/live-ui.png)."""
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+
+from lmdm.live.engine import Engine  # noqa: E402
+from lmdm.live.server import LiveServer  # noqa: E402
+from lmdm.live.testmodel import tiny_live_model  # noqa: E402
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--autoplay-policy=no-user-gesture-required", "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream"]
+
+
+def artifact_dir() -> Path:
+    d = Path(os.environ.get("LMDM_TEST_ARTIFACTS", Path(tempfile.gettempdir()) / "lmdm-live-test"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def test_browser_plays_without_underruns():
+    with LiveServer(Engine(tiny_live_model(steps=4), threads=1)) as srv, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 620})
+            console = []
+            page.on("console", lambda m: console.append(m.text))
+            page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
+            page.goto(srv.url + "/")
+            page.wait_for_function("window.lmdmStats && window.lmdmStats.sampleRate > 0", timeout=15000)
+            page.fill("#new-prompt", "dub techno, 120 BPM")
+            page.click("#add-form button")
+            page.click("#play")
+            page.wait_for_function("window.lmdmStats.blocksReceived > 5", timeout=20000)
+            # move the second prompt's weight slider as a user would (input events while dragging)
+            page.eval_on_selector_all(".weight", """els => { const w = els[1];
+                for (const v of [0.6, 0.9, 1.4]) { w.value = v; w.dispatchEvent(new Event('input')); } }""")
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                page.wait_for_timeout(1000)
+            stats = page.evaluate("window.lmdmStats")
+            page.screenshot(path=str(artifact_dir() / "live-ui.png"))
+            page.click("#stop")
+        finally:
+            browser.close()
+    assert not [c for c in console if "pageerror" in c], console
+    assert stats["blocksReceived"] > 100, stats      # 15 s at ~93 ms per block is ~160
+    assert stats["lastBlockIndex"] == stats["blocksReceived"] - 1, stats
+    assert stats["acks"] >= 3 and stats["errors"] == 0, stats
+    assert stats["underruns"] == 0, stats
+    assert stats["rtf"] > 1, stats

@@ -165,8 +165,8 @@ def serve(engine: Engine, host: str, port: int, osc_port: int | None = None, log
     bridge = None
     if osc_port is not None:
         from .osc import OSCBridge
-        bridge = OSCBridge(f"ws://{host}:{port}/ws", "127.0.0.1" if host in ("0.0.0.0", "::") else host,
-                           osc_port).start()
+        bridge = OSCBridge(engine, host, osc_port).start()
+        print(f"lmdm live: OSC on udp://{bridge.host}:{bridge.port} (/lmdm/prompt, /lmdm/cfg, …)", flush=True)
     try:
         uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_BYTES,
                     ws="websockets-sansio", lifespan="off")

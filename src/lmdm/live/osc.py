@@ -1,0 +1,93 @@
+"""OSC bridge: the session controls as OSC addresses over UDP (python-osc), for Max, Pd, TouchOSC…
+
+    /lmdm/prompt   text weight [text weight …]   weighted prompts (weight optional for one prompt)
+    /lmdm/weights  w1 [w2 …]                      new weights for the current prompts, in order
+    /lmdm/cfg      scale          /lmdm/steps n          /lmdm/seed n
+    /lmdm/play     /lmdm/stop     /lmdm/reset
+    /lmdm/session  id             send to one session only (0: every session, the default)
+
+Messages go through the same validation as WebSocket controls and reach the engine the same
+way, so they apply at the next block boundary and the WebSocket client sees the ack. A rejected
+message is answered to the sender as `/lmdm/error <text>`.
+"""
+from __future__ import annotations
+
+import threading
+
+from . import protocol as P
+from .engine import Engine
+
+
+class OSCBridge:
+    def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 9000):
+        from pythonosc.dispatcher import Dispatcher
+        from pythonosc.osc_server import ThreadingOSCUDPServer
+        self.engine, self.target = engine, 0
+        self.errors: list[str] = []
+        d = Dispatcher()
+        for name in ("prompt", "weights", "cfg", "steps", "seed", "play", "stop", "reset", "session"):
+            d.map(f"/lmdm/{name}", self._handler(name), needs_reply_address=True)
+        d.set_default_handler(self._unknown, needs_reply_address=True)
+        self.server = ThreadingOSCUDPServer((host, port), d)
+        self.host, self.port = self.server.server_address[:2]
+        self._thread = threading.Thread(target=self.server.serve_forever, name="lmdm-live-osc", daemon=True)
+
+    def start(self) -> "OSCBridge":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handler(self, name: str):
+        def handle(client, address, *args):
+            try:
+                if name == "session":
+                    self.target = int(_one(args, address))
+                    return
+                msg = _message(name, args)
+                sessions = [s for s in list(self.engine.sessions) if self.target in (0, s.id)]
+                if not sessions:
+                    raise P.ProtocolError(f"no live session{f' with id {self.target}' if self.target else ''} "
+                                          "to control: open the page or connect a client first")
+                for s in sessions:
+                    s.submit(msg)
+            except (P.ProtocolError, ValueError, TypeError) as e:
+                self._reply_error(client, f"{address}: {e}")
+        return handle
+
+    def _unknown(self, client, address, *args):
+        self._reply_error(client, f"unknown OSC address {address!r}; see /lmdm/prompt, /lmdm/weights, /lmdm/cfg, "
+                          "/lmdm/steps, /lmdm/seed, /lmdm/play, /lmdm/stop, /lmdm/reset, /lmdm/session")
+
+    def _reply_error(self, client, text: str) -> None:
+        from pythonosc.osc_message_builder import OscMessageBuilder
+        self.errors.append(text)
+        builder = OscMessageBuilder("/lmdm/error")
+        builder.add_arg(text[:1000])
+        self.server.socket.sendto(builder.build().dgram, client)
+
+
+def _one(args, address):
+    if len(args) != 1:
+        raise P.ProtocolError(f"expects one value, got {len(args)}")
+    return args[0]
+
+
+def _message(name: str, args: tuple):
+    """OSC arguments → a validated control message (the same pydantic models as the WebSocket)."""
+    import json
+    if name == "prompt":
+        if len(args) == 1:
+            args = (args[0], 1.0)
+        if len(args) % 2:
+            raise P.ProtocolError("expects text weight pairs")
+        body = {"type": "prompts", "prompts": [{"text": str(t), "weight": w} for t, w in zip(args[::2], args[1::2])]}
+    elif name == "weights":
+        body = {"type": "weights", "weights": list(args)}
+    elif name in ("cfg", "steps", "seed"):
+        body = {"type": name, {"cfg": "scale"}.get(name, name): _one(args, name)}
+    else:
+        body = {"type": {"play": "start"}.get(name, name)}
+    return P.parse_control(json.dumps(body))

@@ -59,8 +59,8 @@ def params(t: Trainer) -> dict:
 
 
 def test_loss_falls_on_structured_latents(tmp_path):
-    cfg = tiny_cfg(tmp_path, make_latent_dir(tmp_path / "lat"), steps=100, batch_size=8, checkpoint_every=1000)
-    cfg.optim.lr = 3e-3
+    cfg = tiny_cfg(tmp_path, make_latent_dir(tmp_path / "lat"), steps=60, batch_size=8, checkpoint_every=1000)
+    cfg.optim.lr = 5e-3
     t = trainer(cfg)
     # per-step losses are dominated by the random t; judge on one fixed batch of 16 draws
     fixed = t.obj.load_batch([0, 1, 2, 3] * 4, [0] * 16, list(range(10 ** 6, 10 ** 6 + 16)))
@@ -71,7 +71,7 @@ def test_loss_falls_on_structured_latents(tmp_path):
         after = float(t.obj.loss("model", fixed, 0)[0])
     assert after < 0.7 * before, (before, after)
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 100 and {"loss", "model_lr", "frames_per_s", "audio_s_per_s"} <= json.loads(lines[-1]).keys()
+    assert len(lines) == 60 and {"loss", "model_lr", "frames_per_s", "audio_s_per_s"} <= json.loads(lines[-1]).keys()
 
 
 def test_resume_is_bit_exact(tmp_path):

@@ -27,12 +27,12 @@ def make_manifest(folder, seconds=(0.5, 0.5, 0.5, 0.5)):
 
 def cfg_for(tmp, manifest, **ae):
     return TrainConfig.from_dict({
-        "run": {"out_dir": str(tmp / "run"), "steps": 4, "batch_size": 2, "progress": False, "log_every": 1,
-                "eval_every": 4, "demo_every": 4, "checkpoint_every": 4},
+        "run": {"out_dir": str(tmp / "run"), "steps": 3, "batch_size": 2, "progress": False, "log_every": 1,
+                "eval_every": 3, "demo_every": 3, "checkpoint_every": 3},
         "optim": {"lr": 1e-3},
         "autoencoder": {"model": {"audio_channels": 1, "channels": 4, "c_mults": [1, 2], "strides": [2, 4],
                                   "latent_dim": 4, "sample_rate": SR},
-                        "manifest": str(manifest), "heldout_clips": 1, "crop_seconds": 0.1, "adv_start": 2,
+                        "manifest": str(manifest), "heldout_clips": 1, "crop_seconds": 0.1, "adv_start": 1,
                         "disc_channels": 4, "fft_sizes": [128, 64, 32], **ae}})
 
 
@@ -40,12 +40,12 @@ def test_autoencoder_gan_steps_metrics_and_export(tmp_path):
     last = train_autoencoder(cfg_for(tmp_path, make_manifest(tmp_path / "audio")))
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [x for x in lines if "generator_loss" in x]
-    assert len(train) == 4 and "adv" not in train[1] and {"adv", "fm", "stft", "kl"} <= train[2].keys()
+    assert len(train) == 3 and "adv" not in train[0] and {"adv", "fm", "stft", "kl"} <= train[1].keys()
     assert all(np.isfinite(x["generator_loss"]) and np.isfinite(x["discriminator_loss"]) for x in train)
     evals = [x for x in lines if "heldout_si_sdr_db" in x]
     assert len(evals) == 1 and np.isfinite(evals[0]["heldout_mrstft"])
-    assert (tmp_path / "run" / "demos" / "step-00000004-recon.wav").is_file()
-    assert (tmp_path / "run" / "model" / "autoencoder.safetensors").is_file() and last["step"] == 4
+    assert (tmp_path / "run" / "demos" / "step-00000003-recon.wav").is_file()
+    assert (tmp_path / "run" / "model" / "autoencoder.safetensors").is_file() and last["step"] == 3
 
 
 def test_reconstruction_metrics():

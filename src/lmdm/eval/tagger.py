@@ -117,7 +117,7 @@ class Tagger(nn.Module):
     def load(cls, path: str | Path = SHIPPED) -> tuple["Tagger", dict]:
         from safetensors import safe_open
         if not Path(path).is_file():
-            raise CheckpointError(f"no tagger at {path}: train one with `lmdm eval train-tagger`")
+            raise CheckpointError(f"no tagger at {path}: train one with `lmdm tagger --manifest CORPUS/manifest.jsonl`")
         with safe_open(str(path), "pt") as f:
             meta = f.metadata()
             state = {k: f.get_tensor(k) for k in f.keys()}

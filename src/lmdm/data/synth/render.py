@@ -147,8 +147,10 @@ def mixdown(raw: dict[str, np.ndarray], rng: random.Random, sample_rate: int = S
     stems, info = {}, {}
     decay = rng.uniform(0.8, 2.0)     # one room per piece: RT60 in seconds
     sends = {name: rng.uniform(*STEM_SEND.get(name, (0.1, 0.2))) for name in raw}
-    wet = reverb(np.stack([raw[n] * np.float32(sends[n]) for n in raw]), decay, sample_rate)
-    raw = {n: raw[n] + wet[i] for i, n in enumerate(raw)}
+    wet_names = [n for n in raw if sends[n] > 0]
+    if wet_names:
+        wet = reverb(np.stack([raw[n] * np.float32(sends[n]) for n in wet_names]), decay, sample_rate)
+        raw = {**raw, **{n: raw[n] + wet[i] for i, n in enumerate(wet_names)}}
     for name, audio in raw.items():
         level = STEM_LEVEL.get(name, -24.0) + rng.uniform(-2.0, 2.0)
         gain = 10 ** (level / 20) / max(_active_rms(audio), 1e-6)
@@ -188,19 +190,23 @@ def reverb(x: np.ndarray, rt60: float, sample_rate: int = SAMPLE_RATE) -> np.nda
     left, right = x[..., 0, :end], x[..., 1, :end]
     mono = (left[..., 0::2] + left[..., 1::2] + right[..., 0::2] + right[..., 1::2]) * np.float32(0.25)
     for _ in range(2):
-        padded = np.pad(mono, [(0, 0)] * (mono.ndim - 1) + [(2, 0)])
-        mono = (padded[..., 2:] + padded[..., 1:-1] + padded[..., :-2]) * np.float32(1 / 3)
+        box = mono.copy()
+        box[..., 1:] += mono[..., :-1]
+        box[..., 2:] += mono[..., :-2]
+        mono = box * np.float32(1 / 3)
     rate = sample_rate / 2
     for delay in ALLPASSES:
         mono = _recursive(mono, int(delay * rate / 44100), 0.5, -0.5)
     c = [_recursive(mono, d, 10 ** (-3 * d / (rt60 * rate)), 0.0) * np.float32(0.25)
          for d in (int(delay * rate / 44100) for delay in COMBS)]
-    half = np.stack([c[0] + c[1] + c[2] + c[3], c[0] - c[1] + c[2] - c[3]], axis=-2)
-    wet = np.empty(half.shape[:-1] + (2 * half.shape[-1],), np.float32)
-    wet[..., 0::2] = half                                        # back to full rate: linear interpolation
-    wet[..., 1:-1:2] = 0.5 * (half[..., :-1] + half[..., 1:])
-    wet[..., -1] = half[..., -1]
-    return np.pad(wet, [(0, 0)] * (wet.ndim - 1) + [(0, n - wet.shape[-1])])
+    half = np.empty(mono.shape[:-1] + (2, mono.shape[-1]), np.float32)
+    half[..., 0, :] = c[0] + c[1] + c[2] + c[3]
+    half[..., 1, :] = c[0] - c[1] + c[2] - c[3]
+    wet = np.zeros(half.shape[:-1] + (n,), np.float32)
+    wet[..., 0:end:2] = half                                     # back to full rate: linear interpolation
+    wet[..., 1:end - 1:2] = 0.5 * (half[..., :-1] + half[..., 1:])
+    wet[..., end - 1] = half[..., -1]
+    return wet
 
 
 def _recursive(x: np.ndarray, d: int, g: float, direct: float) -> np.ndarray:

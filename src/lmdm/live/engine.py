@@ -131,6 +131,8 @@ class Engine:
         self._thread.join(timeout=10)
 
     def open(self, loop: asyncio.AbstractEventLoop | None, max_queue: int = 4) -> Session:
+        """A new session. `loop`: the event loop whose queue receives the output (None: a plain
+        thread-safe queue, for in-process use)."""
         with self._cond:
             if len(self.sessions) >= self.max_sessions:
                 raise LMDMError(f"server is full: {self.max_sessions} sessions")

@@ -1,0 +1,68 @@
+"""`lmdm live`: the argparse subcommand. Wire it with `add_live_parser(subparsers)` in lmdm.cli."""
+from __future__ import annotations
+
+import sys
+
+
+def add_live_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "live", help="play the model live: browser UI, WebSocket, OSC, or a scripted headless session",
+        description="Start the live server (FastAPI + WebSocket) and open http://HOST:PORT in a browser. "
+        "One generation thread serves all sessions; each streams raw PCM blocks generated just ahead of "
+        "the playhead. With --headless, run a scripted session to a WAV file instead.")
+    p.add_argument("--model", default=None, help="model directory (lmdm or Stable Audio Open)")
+    p.add_argument("--test-model", action="store_true",
+                   help="use a small random model (noise; to try the UI and the protocol without weights)")
+    p.add_argument("--t5", default=None, help="local t5-base directory, for models conditioned on T5")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of the generation thread (default 1: fastest on a small shared CPU; "
+                   "raise it for big models on a machine of their own)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP/WebSocket port (default 8000)")
+    p.add_argument("--osc-port", type=int, default=None, help="also listen for OSC on this UDP port (e.g. 9000)")
+    p.add_argument("--max-sessions", type=int, default=8)
+    h = p.add_argument_group("headless")
+    h.add_argument("--headless", action="store_true", help="no server: run --script and write --out")
+    h.add_argument("--out", default="session.wav", help="WAV file of the headless session (default session.wav)")
+    h.add_argument("--script", nargs="+", default=["0:"],
+                   help='prompt changes "SECONDS:prompt", weighted as "SECONDS:a@1;b@0.5" (default: empty prompt)')
+    h.add_argument("--seconds", type=float, default=30.0, help="length of the headless session (default 30)")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--steps", type=int, default=None, help="denoising steps per block (model default)")
+    h.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.set_defaults(func=run_live)
+
+
+def load_model(args):
+    import torch
+
+    from ..errors import CheckpointError
+    if args.test_model:
+        from .testmodel import tiny_live_model
+        return tiny_live_model()
+    if args.model is None:
+        raise CheckpointError("no embedded default model ships with this version yet: pass --model DIR "
+                              "(an lmdm directory or a Stable Audio Open directory), or --test-model")
+    from ..checkpoints import from_pretrained
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    return from_pretrained(args.model, dtype=dtype, t5_path=args.t5)
+
+
+def run_live(args) -> int:
+    model = load_model(args)
+    if args.headless:
+        from .headless import run_headless
+        log = lambda msg: print(f"lmdm live: {msg}", file=sys.stderr, flush=True)  # noqa: E731
+        report = run_headless(model, args.out, args.script, args.seconds, seed=args.seed, steps=args.steps,
+                              cfg=args.cfg, threads=args.threads, progress=log)
+        print(f"wrote {report['out']}: {report['seconds']:.2f} s at {model.sample_rate} Hz, "
+              f"real-time factor {report['rtf']:.2f}")
+        return 0
+    from .engine import Engine
+    from .server import serve
+    engine = Engine(model, max_sessions=args.max_sessions, threads=args.threads)
+    print(f"lmdm live: open http://{args.host}:{args.port}/ (block {engine.block_seconds * 1000:.0f} ms, "
+          f"{model.sample_rate} Hz)", flush=True)
+    serve(engine, args.host, args.port, args.osc_port)
+    return 0

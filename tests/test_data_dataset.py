@@ -165,3 +165,19 @@ def test_cli_manifest_and_encode_without_autoencoder(folder, tmp_path, capsys):
     assert main(["encode", str(folder / "manifest.jsonl"), "--model", str(tmp_path / "model"),
                  "--out", str(tmp_path / "z"), "--quiet"]) == 2
     assert "has no autoencoder" in capsys.readouterr().err
+
+
+def test_cli_encode_with_a_model_autoencoder(folder, tmp_path, capsys):
+    import lmdm
+    from lmdm.checkpoints import save_pretrained
+    from lmdm.data.cli import main
+    build_manifest(folder)
+    cfg = lmdm.preset("tiny")
+    cfg.autoencoder = {"channels": 4, "c_mults": [1, 2], "strides": [4, 8], "latent_dim": cfg.dit.io_channels}
+    save_pretrained(lmdm.LiveMusicModel(cfg), tmp_path / "model")
+    assert main(["encode", str(folder / "manifest.jsonl"), "--model", str(tmp_path / "model"), "--out",
+                 str(tmp_path / "z"), "--quiet", "--chunk-seconds", "0.5"]) == 0
+    info = json.loads((tmp_path / "z" / "latents.json").read_text())
+    assert info["downsampling_ratio"] == 32 and info["latent_dim"] == cfg.dit.io_channels and info["clips"] == 3
+    ds = LatentDataset(tmp_path / "z", crop_frames=64, controls=True)
+    assert ds[0]["latents"].shape == (cfg.dit.io_channels, 64) and ds[0]["controls"].shape == (4, 64)

@@ -13,6 +13,12 @@ def _bench(args) -> int:
     if args.compare:
         print(compare(*args.compare))
         return 0
+    if args.train:
+        from .train.bench import bench_training
+        result = bench_training(args.preset, args.dtype, steps=args.blocks, warmup=max(args.warmup, 1))
+        print(json.dumps(result, indent=2) if args.json else
+              "lmdm bench --train: " + ", ".join(f"{k}={v}" for k, v in result.items()))
+        return 0
     progress = None if args.json else (lambda msg: print(f"lmdm bench: {msg}", file=sys.stderr, flush=True))
     report = run_bench(args.preset, args.dtype, steps=args.steps, blocks=args.blocks, warmup=args.warmup,
                        patterns=tuple(args.patterns), block_frames=args.block, context_frames=args.context,
@@ -115,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time whole audio blocks (DiT + streaming decode with SAO-small's autoencoder shape; tiny: "
                    "a toy one) and the cost of a prompt change")
     b.add_argument("--batch", type=int, default=1, help="concurrent streams generated as one batch (default 1)")
+    b.add_argument("--train", action="store_true",
+                   help="instead: stage-1 training throughput (ms/step, latent frames/s, audio s/s) at batch 2 "
+                   "with random data; --blocks sets the timed steps")
     b.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="print B/A ratios of two --json reports")
     b.add_argument("--autoencoder", action="store_true",
                    help="also time the autoencoder (SAO-small's shape; tiny: a toy one): offline and streaming "

@@ -110,7 +110,8 @@ def voice(chord: tuple[int, ...], previous: list[int] | None, low: int, high: in
 class Grid:
     """Maps (bar, step) to seconds. `steps` per beat is 4 (sixteenths); swing delays the off-beat
     of each pair of `swing_unit` notes (8 = swung eighths, 16 = swung sixteenths) so that it sits
-    at `swing` of the pair's span (0.5 straight, 0.67 triplet feel)."""
+    at `swing` of the pair's span (0.5 straight, 0.67 triplet feel). Time is warped piecewise
+    linearly inside each pair, so fractional steps (note ends) move with the notes they end."""
 
     def __init__(self, bpm: float, beats_per_bar: int, swing: float = 0.5, swing_unit: int = 8):
         self.bpm, self.beats_per_bar = bpm, beats_per_bar
@@ -123,6 +124,6 @@ class Grid:
     def time(self, bar: int, step: float) -> float:
         pair = 2 if self.swing_unit == 16 else 4    # steps spanned by one swung pair
         base, within = divmod(step, pair)
-        if self.swing != 0.5 and abs(within - pair / 2) < 1e-9:
-            within = pair * self.swing
+        half, cut = pair / 2, pair * self.swing
+        within = within * cut / half if within <= half else cut + (within - half) * (pair - cut) / half
         return bar * self.bar + (base * pair + within) * self.step

@@ -55,7 +55,8 @@ def test_metadata_fields(pieces):
     for name, (piece, stems, mix, meta) in pieces.items():
         lo, hi = STYLES[name].tempo
         assert meta["style"] == name and lo <= meta["tempo"] <= hi
-        assert meta["meter"] in ("4/4", "3/4") and re.fullmatch(r"[A-G][#b]? (major|minor|dorian|mixolydian)", meta["key"])
+        assert meta["meter"] in ("4/4", "3/4")
+        assert re.fullmatch(r"[A-G][#b]? (major|minor|dorian|mixolydian)", meta["key"])
         assert set(meta["stems"]) == set(stems) and meta["stems"]
         for info in meta["stems"].values():
             assert info["instrument"] and info["description"] and "gain_db" in info and -1 <= info["pan"] <= 1
@@ -140,7 +141,8 @@ def test_corpus_files_and_manifest(tmp_path):
         import pretty_midi
         pm = pretty_midi.PrettyMIDI(str(tmp_path / e["midi"]))
         assert {i.name for i in pm.instruments} == set(e["stems"])
-        assert pm.get_tempo_changes()[1][0] == pytest.approx(e["metadata"]["tempo"], rel=1e-3)   # MIDI stores µs per beat
+        # MIDI stores microseconds per beat
+        assert pm.get_tempo_changes()[1][0] == pytest.approx(e["metadata"]["tempo"], rel=1e-3)
     # the same seed gives the same corpus
     again = tmp_path / "again"
     generate_corpus(again, hours=6 / 3600, clip_seconds=6, seed=1, styles=["waltz", "reggae"], workers=1,

@@ -88,7 +88,10 @@ def load_audio(path: str | Path, sample_rate: int | None = None, channels: int |
         raise DataError(f"cannot read audio {path}: {e}") from e
     audio = audio.T
     if sample_rate and sr != sample_rate:
-        from scipy.signal import resample_poly
+        try:
+            from scipy.signal import resample_poly
+        except ImportError as e:
+            raise DataError(f"{path} is at {sr} Hz; resampling to {sample_rate} Hz needs scipy") from e
         g = math.gcd(sr, sample_rate)
         audio = resample_poly(audio, sample_rate // g, sr // g, axis=1).astype(np.float32)
     if channels and audio.shape[0] != channels:

@@ -94,7 +94,8 @@ def captions(meta: dict, seed: int | None = None, count: int = 6) -> list[str]:
         return s[0].upper() + s[1:]
 
     long_templates = [
-        lambda: f"{cap(_article(m := mood()))} {m} {style_name()} track at {bpm} BPM in {key}, featuring {instruments()}.",
+        lambda: f"{cap(_article(m := mood()))} {m} {style_name()} track at {bpm} BPM in {key}, "
+                f"featuring {instruments()}.",
         lambda: f"{cap(style_name())} instrumental in {key} with {instruments()}. The pace is {PACE[tempo_word(bpm)]}, "
                 f"around {bpm} BPM.{structure()}",
         lambda: f"This is {_article(m := mood())} {m} {style_name()} piece{meter_phrase()}. You can hear "

@@ -192,7 +192,8 @@ def _drums(rng, piece, grid, stem):
             for step in range(fill_from, spb, rng.choice((1, 2))):
                 v = voices[(step - fill_from) * len(voices) // (spb - fill_from)]
                 t = grid.time(bar, step)
-                notes.append((DRUMS[v], t, t + 0.12, _vel(rng, (70 + 40 * (step - fill_from) / (spb - fill_from)) * gain)))
+                rise = (step - fill_from) / (spb - fill_from)   # crescendo through the fill
+                notes.append((DRUMS[v], t, t + 0.12, _vel(rng, (70 + 40 * rise) * gain)))
         if bar == sec.start_bar and sec.name == "groove" and sec.start_bar > 0 and st.drum_level >= 1:
             notes.append((DRUMS["crash"], grid.time(bar, 0), grid.time(bar, 0) + 1.0, _vel(rng, 100)))
     return notes

@@ -31,7 +31,8 @@ FLUID_SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfon
 STEM_LEVEL = {"drums": -20.0, "bass": -22.0, "chords": -25.0, "melody": -22.0, "pad": -28.0}
 STEM_PAN = {"drums": 0.0, "bass": 0.0, "chords": 0.6, "melody": 0.4, "pad": 0.0}
 # Reverb send range per stem: bass stays dry, pads swim.
-STEM_SEND = {"drums": (0.05, 0.15), "bass": (0.0, 0.0), "chords": (0.15, 0.3), "melody": (0.15, 0.3), "pad": (0.25, 0.45)}
+STEM_SEND = {"drums": (0.05, 0.15), "bass": (0.0, 0.0), "chords": (0.15, 0.3), "melody": (0.15, 0.3),
+             "pad": (0.25, 0.45)}
 COMBS = (1116, 1277, 1422, 1557)     # Freeverb's comb delays (samples at 44.1 kHz)
 ALLPASSES = (556, 341)
 BLOCK = 256                    # samples per gain-curve block (5.8 ms at 44.1 kHz)

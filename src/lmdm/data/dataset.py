@@ -271,7 +271,8 @@ def encode_dataset(manifest_path: str | Path, autoencoder, out_dir: str | Path, 
 class LatentDataset(torch.utils.data.Dataset):
     """Random crops of `crop_frames` latent frames with one of the clip's captions (chosen at
     random; "" when it has none), and optionally the stems' latents and the controls over the same
-    frames. Every latent is loaded into memory and checked to be finite when the dataset is built.
+    frames. The latents it serves (stems and controls only when asked for) are loaded into memory and
+    checked to be finite when the dataset is built.
 
     `short`: what to do with clips shorter than the crop: "skip" (default; counted in
     `self.skipped` and warned about) or "error" (DataError naming them).
@@ -280,7 +281,7 @@ class LatentDataset(torch.utils.data.Dataset):
 
     def __init__(self, latent_dir: str | Path, crop_frames: int, stems: bool = False, controls: bool = False,
                  short: str = "skip", seed: int | None = None):
-        from safetensors.torch import load_file
+        from safetensors import safe_open
         if short not in ("skip", "error"):
             raise DataError(f"short must be 'skip' or 'error', got {short!r}")
         if crop_frames <= 0:
@@ -300,17 +301,22 @@ class LatentDataset(torch.utils.data.Dataset):
         if not self.records:
             raise DataError(f"no clip in {self.folder} is at least {self.crop} frames long")
         self.tensors: dict[str, torch.Tensor] = {}
-        for shard in sorted({r["shard"] for r in self.records}):
+        by_shard: dict[str, list[dict]] = {}
+        for r in self.records:
+            by_shard.setdefault(r["shard"], []).append(r)
+        for shard, records in sorted(by_shard.items()):
             path = self.folder / shard
             if not path.is_file():
                 raise DataError(f"latent shard {path} is missing")
-            self.tensors.update(load_file(str(path)))
-        for r in self.records:
-            for key in self._keys(r):
-                if key not in self.tensors:
-                    raise DataError(f"{r['shard']} has no tensor {key!r} (clip {r['path']})")
-                if not torch.isfinite(self.tensors[key]).all():
-                    raise DataError(f"non-finite latents for clip {r['path']} (tensor {key!r} in {r['shard']})")
+            with safe_open(str(path), framework="pt") as f:   # only the tensors this dataset serves
+                present = set(f.keys())
+                for r in records:
+                    for key in self._keys(r):
+                        if key not in present:
+                            raise DataError(f"{shard} has no tensor {key!r} (clip {r['path']})")
+                        t = self.tensors[key] = f.get_tensor(key)
+                        if not torch.isfinite(t).all():
+                            raise DataError(f"non-finite latents for clip {r['path']} (tensor {key!r} in {shard})")
 
     def _keys(self, r: dict) -> list[str]:
         keys = [r["latents"]]

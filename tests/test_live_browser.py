@@ -56,6 +56,7 @@ def test_browser_plays_without_underruns():
             page.click("#stop")
         finally:
             browser.close()
+    print("browser stats:", stats)
     assert not [c for c in console if "pageerror" in c], console
     assert stats["blocksReceived"] > 100, stats      # 15 s at ~93 ms per block is ~160
     assert stats["lastBlockIndex"] == stats["blocksReceived"] - 1, stats

@@ -186,6 +186,11 @@ class Engine:
     def _generate(self, s: Session) -> None:
         if s.stream is None:
             s.stream = self._new_stream(s)
+        now = time.monotonic()
+        if s.pace == "realtime" and s.audio_out < now - s.t0:
+            # we fell behind (the listener has underrun and re-buffers): restart the clock from here,
+            # or we would race ahead afterwards and the listener's latency would grow for good
+            s.t0 = now - s.audio_out
         t = time.perf_counter()
         with torch.no_grad():
             audio = s.stream.next_block()[0].numpy() * s.wet  # batch 1 → (channels, samples)

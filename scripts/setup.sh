@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install lmdm and everything it uses, on a fresh machine. `--test` adds the test tools.
+#   bash scripts/setup.sh          # the package, its extras, the pinned CPU torch
+#   bash scripts/setup.sh --test   # + pytest, playwright, Debian chromium for the browser test
+# torch is installed first and pinned: an unpinned `torch` would pull gigabytes of CUDA wheels.
+# tinysoundfont is installed without dependencies: it declares pyaudio, which lmdm does not use
+# (it renders offline) and which does not build without PortAudio headers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="all"
+apt_packages="fluidsynth fluid-soundfont-gm"
+if [ "${1:-}" = "--test" ]; then
+  extras="all,test"
+  apt_packages="$apt_packages chromium chromium-driver"
+fi
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=$(for p in $apt_packages; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+  if [ -n "$missing" ]; then
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+else
+  echo "setup: not root; skipping Debian packages ($apt_packages) — install them yourself if you need them" >&2
+fi
+python3 -m pip install -q torch==2.13.0
+python3 -m pip install -q --no-deps tinysoundfont==0.3.7
+python3 -m pip install -q -e ".[$extras]"

@@ -94,15 +94,9 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..errors import LMDMError
-    parser = argparse.ArgumentParser(prog="lmdm")
-    add_data_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["data", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except LMDMError as e:
-        print(f"lmdm: error: {e}", file=sys.stderr)
-        return 2
+    """`python -m lmdm.data.cli …` (e.g. under torchrun) = `lmdm data …`."""
+    from ..cli import main as lmdm_main
+    return lmdm_main(["data", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ import argparse
 import json
 import sys
 
-from ..errors import LMDMError
-
 
 def _run(args) -> int:
     from .config import load_config
@@ -52,14 +50,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lmdm")
-    add_train_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except LMDMError as e:
-        print(f"lmdm train: error: {e}", file=sys.stderr)
-        return 2
+    """`python -m lmdm.train.cli …` (e.g. under torchrun) = `lmdm train …`."""
+    from ..cli import main as lmdm_main
+    return lmdm_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

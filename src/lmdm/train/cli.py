@@ -1,4 +1,4 @@
-"""`lmdm train finetune|autoencoder --config FILE [--set key.sub=value ...] [--resume]`.
+"""`lmdm train finetune|arc-forcing|autoencoder --config FILE [--set key.sub=value ...] [--resume]`.
 
 The same command runs on one process or under torchrun:
     torchrun --nproc_per_node 4 -m lmdm.train.cli finetune --config configs/train/sao-small-gpus.json
@@ -20,6 +20,9 @@ def _run(args) -> int:
     if args.objective == "finetune":
         from .finetune import finetune
         last = finetune(cfg, resume=args.resume, stop_at=args.stop_at)
+    elif args.objective == "arc-forcing":
+        from .arc_forcing import arc_forcing
+        last = arc_forcing(cfg, resume=args.resume, stop_at=args.stop_at)
     else:
         from .autoencoder import train_autoencoder
         last = train_autoencoder(cfg, resume=args.resume, stop_at=args.stop_at)
@@ -30,10 +33,12 @@ def _run(args) -> int:
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `train` with its `finetune` and `autoencoder` subcommands on an argparse subparsers object."""
-    train = subparsers.add_parser("train", help="train: stage-1 LMDM fine-tuning or an autoencoder")
+    """Register `train` with its `finetune`, `arc-forcing` and `autoencoder` subcommands on an argparse subparsers object."""
+    train = subparsers.add_parser("train", help="train: stage-1 LMDM fine-tuning, stage-2 ARC-Forcing or an autoencoder")
     kinds = train.add_subparsers(dest="objective", required=True)
     for name, text in (("finetune", "stage-1 fine-tuning: context-router objective on pre-encoded latents"),
+                       ("arc-forcing", "stage-2 ARC-Forcing: adversarial relativistic-contrastive post-training "
+                                       "on the model's own rollouts (configure the arc section)"),
                        ("autoencoder", "train an Oobleck VAE: multi-resolution STFT + KL + adversarial")):
         p = kinds.add_parser(name, help=text, description=text)
         p.add_argument("--config", help="training config JSON (see configs/train/); fields not given keep "

@@ -97,11 +97,37 @@ class AutoencoderTrainConfig:
 
 
 @dataclass
+class ArcConfig:
+    """Stage-2 ARC-Forcing (SPEC §3): adversarial relativistic-contrastive post-training on the
+    model's own rollouts. The generator is built from the finetune section (init/model/pattern,
+    latents, trainable, lora); its optimizer is `optim` (set lr 1e-6, betas [0.9, 0.95], wd 0.01)."""
+
+    chunks: int = 12                 # K: chunks rolled out per item (block-causal 12, enc-dec 4)
+    max_steps: int = 6               # S: ping-pong schedule length; exit step k ~ U{1..S-1} per chunk
+    p_uncond: float = 0.25           # per item: drop all context
+    p_partial: float = 0.1           # per item: zero a random number of leading block-size chunks
+    disc_init: str = ""              # base bidirectional model directory for the discriminator; "" = the generator's DiT
+    disc_layers: int = 12            # keep the first N transformer blocks of the base DiT
+    head_channels: int = 128         # ConvNeXt head width
+    head_strides: list[int] = field(default_factory=lambda: [1, 2, 2])   # per-stage time strides
+    head_mults: list[int] = field(default_factory=lambda: [1, 2, 4])     # per-stage channel multipliers
+    head_blocks: int = 2             # ConvNeXt blocks per stage
+    contrastive_weight: float = 2.0  # weight of softplus(-(D(real, c) - D(real, c')))
+    r1_weight: float = 0.0           # approximate R1 on real: mean (D(x) - D(x + sigma·eps))^2; 0 = off
+    r2_weight: float = 0.0           # approximate R2, the same on fake
+    r_sigma: float = 0.01            # perturbation scale of the approximate R1/R2
+    disc_lr: float = 1e-6            # discriminator AdamW learning rate
+    disc_betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # discriminator AdamW betas
+    disc_weight_decay: float = 0.01  # discriminator AdamW weight decay
+
+
+@dataclass
 class TrainConfig:
     run: RunConfig = field(default_factory=RunConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     autoencoder: AutoencoderTrainConfig = field(default_factory=AutoencoderTrainConfig)
+    arc: ArcConfig = field(default_factory=ArcConfig)
 
     def validate(self) -> "TrainConfig":
         r, o, f, a = self.run, self.optim, self.finetune, self.autoencoder
@@ -123,6 +149,11 @@ class TrainConfig:
             (f.lora_rank >= 0, "finetune.lora_rank must be >= 0"),
             (a.adv_loss in ("hinge", "lsgan"), "autoencoder.adv_loss must be hinge or lsgan"),
             (a.crop_seconds > 0, "autoencoder.crop_seconds must be > 0"),
+            (self.arc.chunks >= 1 and self.arc.max_steps >= 2, "arc.chunks must be >= 1 and arc.max_steps >= 2"),
+            (0 <= self.arc.p_uncond and 0 <= self.arc.p_partial and self.arc.p_uncond + self.arc.p_partial <= 1,
+             "arc.p_uncond and arc.p_partial must be probabilities summing to <= 1"),
+            (self.arc.disc_layers >= 1 and self.arc.head_blocks >= 0, "arc.disc_layers must be >= 1"),
+            (len(self.arc.disc_betas) == 2 and self.arc.disc_lr > 0, "arc.disc_betas needs two values, arc.disc_lr > 0"),
         ]
         for ok, message in checks:
             if not ok:

@@ -1,0 +1,231 @@
+"""ARC-Forcing: rollouts equal Stream, one gradient step per chunk, detached caches, mismatched
+prompts, loss formulas, the discriminator, and a short run that trains."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import tiny_model
+from lmdm.errors import ConfigError, TrainingError
+from lmdm.models.discriminator import ConvNeXtBlock1d, Discriminator
+from lmdm.train import arc_forcing as arc
+from lmdm.train.config import TrainConfig, load_config
+from test_train import make_latent_dir
+
+PATTERNS = ["block-causal", "enc-dec"]
+
+
+def stream_reference(model, context, blocks, seed=3, prompt="dub techno"):
+    """Stream's blocks and the per-block noise it drew (its `_noise()` is a function of (seed, block))."""
+    stream = model.stream(prompt, seed=seed, steps=model.config.steps, context=context)
+    noises, outs = [], []
+    for _ in range(blocks):
+        noises.append(stream._noise())
+        outs.append(stream.next_latents())
+    return stream, noises, torch.cat(outs, -1)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_rollout_with_last_exit_equals_stream(pattern):
+    model = tiny_model(pattern)
+    C, K, S = model.config.pattern.context_frames, 3, model.config.steps
+    context = torch.randn(1, model.config.dit.io_channels, C, generator=torch.Generator().manual_seed(1))
+    stream, noises, want = stream_reference(model, context, K)
+    with torch.no_grad():
+        got = arc.rollout(model.dit, model.config.pattern, context, torch.ones(1, 1, C), stream.cond, noises, [S] * K)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_rollout_early_exit_is_streams_x0_prediction(pattern):
+    """With exit step k < S each chunk is the x0 prediction x − t·v of Stream's k-th call on that
+    chunk, when Stream runs with the same (truncated) chunks as context — checked on chunk 0 via
+    Stream.trace, and for later chunks by restarting Stream from the rollout's own history."""
+    model = tiny_model(pattern)
+    C, B, S = model.config.pattern.context_frames, model.config.pattern.block_frames, model.config.steps
+    context = torch.randn(1, model.config.dit.io_channels, C, generator=torch.Generator().manual_seed(2))
+    stream = model.stream("dub techno", seed=5, context=context)
+    stream.trace = []
+    noise = stream._noise()
+    stream.next_latents()
+    k = 3
+    from lmdm.sampling import sao_schedule
+    t = sao_schedule(S)[k - 1]
+    call = stream.trace[k - 1]
+    want = call["x"] - t * call["v"]
+    with torch.no_grad():
+        got = arc.rollout(model.dit, model.config.pattern, context, torch.ones(1, 1, C), stream.cond, [noise], [k])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_exactly_one_step_per_chunk_has_gradient(pattern):
+    model = tiny_model(pattern)
+    model.train()
+    C, B, io = model.config.pattern.context_frames, model.config.pattern.block_frames, model.config.dit.io_channels
+    K, S, b = 3, 6, 2
+    gen = torch.Generator().manual_seed(0)
+    noise = [[torch.randn(b, io, B, generator=gen) for _ in range(S)] for _ in range(K)]
+    cond = model.dit.condition(*model.text_conditioning(["a", "b"]))
+    calls = []   # an independent count: forward calls of the first block while autograd records
+    hook = model.dit.transformer.layers[0].register_forward_hook(
+        lambda m, i, o: calls.append(torch.is_grad_enabled()))
+    trace, exits = [], [2, 5, 1]
+    try:
+        out = arc.rollout(model.dit, model.config.pattern, torch.randn(b, io, C, generator=gen),
+                          torch.ones(b, 1, C), cond, noise, exits, trace=trace)
+    finally:
+        hook.remove()
+    context_passes = 1 if pattern == "block-causal" else K   # bootstrap once / prefill per chunk, no_grad
+    assert sum(calls) == K and len(calls) == sum(exits) + context_passes
+    assert [(c["chunk"], c["step"]) for c in trace if c["grad"]] == [(j, k - 1) for j, k in enumerate(exits)]
+    assert out.shape == (b, io, K * B) and out.requires_grad
+    # each chunk's gradient reaches the weights, and only through its own exit step: chunk j's
+    # output does not depend (in the graph) on earlier chunks' outputs, whose K/V were detached
+    for j in range(K):
+        g = torch.autograd.grad(out[..., j * B:(j + 1) * B].square().sum(), list(model.dit.parameters()),
+                                retain_graph=True, allow_unused=True)
+        assert any(x is not None and x.abs().sum() > 0 for x in g)
+    # the whole rollout's graph holds exactly K DiT passes (one self- and one cross-attention per
+    # layer each): one per chunk, nothing from the no-grad steps or the cache
+    def count(fn, seen):
+        if fn is None or fn in seen:
+            return 0
+        seen.add(fn)
+        name = type(fn).__name__
+        return ("Attention" in name or "Softmax" in name) + sum(count(f, seen) for f, _ in fn.next_functions)
+    assert count(out.sum().grad_fn, set()) == K * 2 * model.config.dit.depth
+
+
+def test_rollout_without_grad_keeps_no_graph():
+    model = tiny_model("block-causal")
+    C, B, io = model.config.pattern.context_frames, model.config.pattern.block_frames, model.config.dit.io_channels
+    noise = [[torch.randn(1, io, B) for _ in range(4)] for _ in range(2)]
+    with torch.no_grad():
+        out = arc.rollout(model.dit, model.config.pattern, torch.randn(1, io, C), torch.ones(1, 1, C),
+                          model.dit.condition(*model.text_conditioning(["x"])), noise, [2, 3])
+    assert not out.requires_grad
+
+
+def test_exit_steps_range_and_determinism():
+    ks = arc.exit_steps(0, 7, 200, 6)
+    assert set(ks) == {1, 2, 3, 4, 5}
+    assert ks == arc.exit_steps(0, 7, 200, 6) and ks != arc.exit_steps(0, 8, 200, 6)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_mismatched_prompts_differ(n):
+    captions = [f"caption {i}" for i in range(n)]
+    before = list(captions)
+    idx = arc.mismatched_indices(captions)
+    assert captions == before
+    assert all(i != j and captions[i] != captions[j] for j, i in enumerate(idx))
+    # repeated captions: still another item, and another text when one exists
+    dup = ["a", "a", "b"][:n] if n == 3 else ["a"] * (n - 1) + ["b"]
+    idx = arc.mismatched_indices(dup)
+    assert all(i != j and dup[i] != dup[j] for j, i in enumerate(idx))
+
+
+def test_mismatched_prompts_reject_batch_of_one():
+    with pytest.raises(TrainingError, match="at least 2 items"):
+        arc.mismatched_indices(["only"])
+
+
+def test_loss_formulas_on_hand_computed_scores():
+    real, fake = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.0, 1.0, 0.5])
+    sp = lambda x: torch.log1p(torch.exp(torch.tensor(x)))
+    want_g = (sp(1.0) + sp(-3.0) + sp(0.0)) / 3
+    want_d = (sp(-1.0) + sp(3.0) + sp(0.0)) / 3
+    torch.testing.assert_close(arc.generator_loss(real, fake), want_g)
+    torch.testing.assert_close(arc.discriminator_loss(real, fake), want_d)
+    torch.testing.assert_close(arc.contrastive_loss(real, fake), want_d)
+    assert float(arc.generator_loss(torch.tensor([0.0]), torch.tensor([0.0]))) == pytest.approx(0.6931471805599453)
+
+
+def test_discriminator_shape_cut_and_head():
+    model = tiny_model("block-causal")
+    d = Discriminator(model.dit, layers=1, channels=16, strides=(1, 2, 2), mults=(1, 2, 4), blocks=2)
+    assert len(d.dit.transformer.layers) == 1 and len(d.dit.input_groups) == 0
+    assert len(d.head.stages) == 3 and all(len(s) == 3 for s in d.head.stages)
+    assert [s[0].out_channels for s in d.head.stages] == [16, 32, 64] and [s[0].stride[0] for s in d.head.stages] == [1, 2, 2]
+    # a copy: training it leaves the generator alone
+    with torch.no_grad():
+        d.dit.transformer.layers[0].self_attn.to_qkv.weight.add_(1)
+    assert not torch.equal(d.dit.transformer.layers[0].self_attn.to_qkv.weight,
+                           model.dit.transformer.layers[0].self_attn.to_qkv.weight)
+    cond = d.condition(*model.text_conditioning(["a", "b"]))
+    s = d(torch.randn(2, 8, 12), torch.tensor([0.3, 0.7]), cond)
+    assert s.shape == (2,) and torch.isfinite(s).all()
+    with pytest.raises(ConfigError, match="layers"):
+        Discriminator(model.dit, layers=3)
+    blk = ConvNeXtBlock1d(4)
+    for p in (blk.pw2.weight, blk.pw2.bias):
+        torch.nn.init.zeros_(p)
+    x = torch.randn(1, 4, 9)
+    torch.testing.assert_close(blk(x), x)   # residual
+
+
+def arc_cfg(tmp: Path, latents: Path, pattern: str, **run) -> TrainConfig:
+    return TrainConfig.from_dict({
+        "run": {"out_dir": str(tmp / "run"), "steps": 2, "batch_size": 2, "progress": False, "log_every": 1,
+                "checkpoint_every": 10, "export": False, **run},
+        "optim": {"lr": 1e-3, "betas": [0.9, 0.95], "weight_decay": 0.01, "schedule": "constant"},
+        "finetune": {"init": "preset:tiny", "pattern": pattern, "latents": str(latents), "trainable": ["dit.*"]},
+        "arc": {"chunks": 2, "max_steps": 3, "disc_layers": 1, "head_channels": 8, "disc_lr": 1e-3,
+                "r1_weight": 0.1, "r2_weight": 0.1}})
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_short_run_changes_generator_and_stays_finite(tmp_path, pattern):
+    cfg = arc_cfg(tmp_path, make_latent_dir(tmp_path / "lat", clips=3, frames=24), pattern)
+    from lmdm.train.arc_forcing import arc_forcing
+    import lmdm.train.arc_forcing as mod
+    seen = {}
+    real_trainer = mod.Trainer
+
+    class Spy(real_trainer):
+        def __init__(self, obj, cfg, ddp=None):
+            super().__init__(obj, cfg, ddp)
+            seen["obj"] = obj
+            seen["before"] = {k: v.detach().clone() for k, v in obj.model.dit.state_dict().items()}
+            seen["disc_before"] = {k: v.detach().clone() for k, v in obj.disc.state_dict().items()}
+
+    mod.Trainer = Spy
+    try:
+        last = arc_forcing(cfg)
+    finally:
+        mod.Trainer = real_trainer
+    obj = seen["obj"]
+    assert [p.name for p in obj.phases] == ["generator", "discriminator"]
+    changed = [k for k, v in obj.model.dit.state_dict().items() if not torch.equal(v, seen["before"][k])]
+    assert changed, "generator weights did not move"
+    assert any(not torch.equal(v, seen["disc_before"][k]) for k, v in obj.disc.state_dict().items())
+    assert all(torch.isfinite(v).all() for v in obj.model.state_dict().values())
+    for key in ("generator_loss", "discriminator_loss", "d_contrastive", "r1", "r2"):
+        assert key in last and last[key] == last[key] and abs(last[key]) < 1e6, key
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    assert (tmp_path / "run" / "step-00000002.ckpt").exists()
+
+
+def test_batch_of_one_is_rejected_before_training(tmp_path):
+    cfg = arc_cfg(tmp_path, make_latent_dir(tmp_path / "lat", clips=2, frames=24), "block-causal", batch_size=1)
+    with pytest.raises(ConfigError, match="2 items per micro-batch"):
+        arc.arc_forcing(cfg)
+
+
+@pytest.mark.parametrize("name", ["arc-default.json", "arc-sao-small-gpus.json"])
+def test_shipped_configs_load(name):
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "configs" / "train" / name)
+    assert cfg.optim.lr == 1e-6 and cfg.optim.betas == [0.9, 0.95] and cfg.optim.weight_decay == 0.01
+    assert cfg.arc.contrastive_weight == 2.0 and cfg.arc.max_steps == 6 and cfg.run.batch_size >= 2
+
+
+def test_cli_has_arc_forcing(tmp_path, capsys):
+    from lmdm.train.cli import main
+    root = Path(__file__).resolve().parents[1]
+    assert main(["arc-forcing", "--config", str(root / "configs/train/arc-default.json"), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["arc"]["chunks"] == 12

@@ -1,6 +1,5 @@
 """Strict checkpoint loading: lmdm's format, official SAO directories, conversion, parity."""
 import copy
-import json
 import subprocess
 import sys
 
@@ -8,8 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-import lmdm
-from lmdm.checkpoints import (config_from_sao, convert_sao, from_pretrained, save_pretrained, to_sao_keys)
+from lmdm.checkpoints import config_from_sao, convert_sao, from_pretrained, save_pretrained
 from lmdm.errors import CheckpointError, ConfigError
 from conftest import SAO_CONFIG, make_sao_dir, tiny_model
 import sao_reference

@@ -1,6 +1,5 @@
 """`lmdm eval` end to end on a tiny random model, a tiny rendered corpus and a random tagger:
 the numbers are meaningless, the pipeline (streams, metrics, report, plots) is what is tested."""
-import json
 import subprocess
 import sys
 

@@ -34,3 +34,14 @@ def test_labels_from_corpus_metadata():
                       "keys": {"program": 4, "is_drum": False}}}
     assert instruments_of(meta) == ["bass", "drums", "piano"]
     assert [tempo_class(b) for b in (80, 110, 174)] == [0, 1, 2]
+
+
+def test_shipped_tagger_loads_and_its_heldout_accuracy_is_what_the_docs_claim():
+    """Asserted from the evaluation stored with the shipped weights (written by `lmdm tagger`),
+    not re-trained here."""
+    tagger, evaluation = Tagger.load()
+    assert len(tagger.cfg.styles) == 11
+    assert evaluation["style_accuracy"] >= 0.8
+    assert evaluation["instrument_f1"] >= 0.75
+    assert evaluation["tempo_class_accuracy"] >= 0.75
+    assert evaluation["heldout_pieces"] >= 20

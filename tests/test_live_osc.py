@@ -1,6 +1,5 @@
 """The OSC bridge with a real UDP client on 127.0.0.1: controls reach the WebSocket session."""
 import asyncio
-import socket
 
 import pytest
 

@@ -17,6 +17,15 @@ from test_train import make_latent_dir
 PATTERNS = ["block-causal", "enc-dec"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one thread avoids oversubscription on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def stream_reference(model, context, blocks, seed=3, prompt="dub techno"):
     """Stream's blocks and the per-block noise it drew (its `_noise()` is a function of (seed, block))."""
     stream = model.stream(prompt, seed=seed, steps=model.config.steps, context=context)
@@ -30,7 +39,7 @@ def stream_reference(model, context, blocks, seed=3, prompt="dub techno"):
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_rollout_with_last_exit_equals_stream(pattern):
     model = tiny_model(pattern)
-    C, K, S = model.config.pattern.context_frames, 3, model.config.steps
+    C, K, S = model.config.pattern.context_frames, 2, model.config.steps
     context = torch.randn(1, model.config.dit.io_channels, C, generator=torch.Generator().manual_seed(1))
     stream, noises, want = stream_reference(model, context, K)
     with torch.no_grad():
@@ -40,9 +49,8 @@ def test_rollout_with_last_exit_equals_stream(pattern):
 
 @pytest.mark.parametrize("pattern", PATTERNS)
 def test_rollout_early_exit_is_streams_x0_prediction(pattern):
-    """With exit step k < S each chunk is the x0 prediction x − t·v of Stream's k-th call on that
-    chunk, when Stream runs with the same (truncated) chunks as context — checked on chunk 0 via
-    Stream.trace, and for later chunks by restarting Stream from the rollout's own history."""
+    """With exit step k < S the chunk is the x0 prediction x − t·v of Stream's k-th denoising call
+    (from Stream.trace), for the same noise: the first k steps are Stream's own."""
     model = tiny_model(pattern)
     C, B, S = model.config.pattern.context_frames, model.config.pattern.block_frames, model.config.steps
     context = torch.randn(1, model.config.dit.io_channels, C, generator=torch.Generator().manual_seed(2))
@@ -167,6 +175,28 @@ def test_discriminator_shape_cut_and_head():
     torch.testing.assert_close(blk(x), x)   # residual
 
 
+def test_context_dropout_masks(tmp_path):
+    lat = make_latent_dir(tmp_path / "lat", clips=3, frames=24)
+    from lmdm.data.dataset import LatentDataset
+    model = tiny_model("block-causal")
+    C = model.config.pattern.context_frames
+
+    def masks(p_uncond, p_partial):
+        cfg = arc_cfg(tmp_path, lat, "block-causal")
+        cfg.arc.p_uncond, cfg.arc.p_partial = p_uncond, p_partial
+        obj = arc.ArcForcingObjective(model, LatentDataset(str(lat), 20, seed=0), cfg)
+        batch = obj.load_batch([0, 1, 2] * 4, [0] * 12, list(range(12)))
+        assert batch["noise"].shape == (12, 2, 3, 8, 4) and batch["latents"].shape[-1] == 20
+        assert ((batch["t"] > 0) & (batch["t"] < 1)).all()
+        return batch["mask"]
+
+    assert (masks(1.0, 0.0) == 0).all() and (masks(0.0, 0.0) == 1).all()
+    partial = masks(0.0, 1.0)
+    kept = partial[:, 0].sum(-1)
+    assert ((kept > 0) & (kept < C)).all() and (kept % 4 == 0).all()
+    assert (partial[:, 0, -1] == 1).all()   # the leading chunks are the ones dropped
+
+
 def arc_cfg(tmp: Path, latents: Path, pattern: str, **run) -> TrainConfig:
     return TrainConfig.from_dict({
         "run": {"out_dir": str(tmp / "run"), "steps": 2, "batch_size": 2, "progress": False, "log_every": 1,
@@ -208,6 +238,28 @@ def test_short_run_changes_generator_and_stays_finite(tmp_path, pattern):
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
     assert (tmp_path / "run" / "step-00000002.ckpt").exists()
+
+
+def test_resume_is_exact(tmp_path):
+    lat = make_latent_dir(tmp_path / "lat", clips=3, frames=24)
+    from lmdm.data.dataset import LatentDataset
+
+    def trainer(cfg):
+        from lmdm.train.finetune import build_model
+        model = build_model(cfg)
+        data = LatentDataset(cfg.finetune.latents, 20, seed=0)
+        return arc.Trainer(arc.ArcForcingObjective(model, data, cfg), cfg)
+
+    a = trainer(arc_cfg(tmp_path / "a", lat, "block-causal"))
+    a.fit()
+    b = trainer(arc_cfg(tmp_path / "b", lat, "block-causal", checkpoint_every=1))
+    b.fit(stop_at=1)
+    c = trainer(arc_cfg(tmp_path / "b", lat, "block-causal", checkpoint_every=1))
+    c.fit(resume=True)
+    assert c.step == 2
+    for name in ("model", "disc"):
+        sa, sc = a.obj.modules[name].state_dict(), c.obj.modules[name].state_dict()
+        assert all(torch.equal(sa[k], sc[k]) for k in sa), name
 
 
 def test_batch_of_one_is_rejected_before_training(tmp_path):

@@ -281,3 +281,49 @@ def test_cli_has_arc_forcing(tmp_path, capsys):
     root = Path(__file__).resolve().parents[1]
     assert main(["arc-forcing", "--config", str(root / "configs/train/arc-default.json"), "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["arc"]["chunks"] == 12
+
+
+def test_real_and_fake_share_noise_and_t_and_phases_alternate(tmp_path):
+    """Both phases score real and fake re-noised with the same ε and t; the discriminator phase
+    reuses the generator phase's detached rollout; c′ conditioning differs from c."""
+    lat = make_latent_dir(tmp_path / "lat", clips=3, frames=24)
+    from lmdm.data.dataset import LatentDataset
+    cfg = arc_cfg(tmp_path, lat, "block-causal")
+    model = tiny_model("block-causal")
+    obj = arc.ArcForcingObjective(model, LatentDataset(str(lat), 20, seed=0), cfg)
+    batch = obj.load_batch([0, 1, 2], [0] * 3, [0, 1, 2])
+    calls = []
+    forward = obj.disc.forward
+    obj.disc.forward = lambda x, t, cond: (calls.append((x.detach(), t, cond)), forward(x, t, cond))[1]
+    loss, extra = obj.loss("generator", batch, 0)
+    loss.backward()
+    assert all(p.grad is None for p in obj.disc.parameters())   # the discriminator is frozen here
+    step, fake = batch["_fake"]
+    real = batch["latents"][..., 12:]
+    eps, t = batch["disc_noise"], batch["t"]
+    torch.testing.assert_close(calls[0][0], arc.renoise(real, eps, t))
+    torch.testing.assert_close(calls[1][0], arc.renoise(fake, eps, t))
+    calls.clear()
+    loss, extra = obj.loss("discriminator", batch, 0)
+    loss.backward()
+    (xr, tr, cr), (xf, tf, cf), (xm, tm, cm), (x1, _, _), (x2, _, _) = calls   # + approximate R1, R2
+    torch.testing.assert_close(xr, arc.renoise(real, eps, t))
+    torch.testing.assert_close(xf, arc.renoise(fake, eps, t))
+    assert torch.equal(xm, xr) and torch.equal(tr, tf) and torch.equal(tr, tm)
+    assert not torch.equal(cr.kv[0][0], cm.kv[0][0])
+    r = batch["r_noise"] * cfg.arc.r_sigma
+    torch.testing.assert_close(x1, xr + r)
+    torch.testing.assert_close(x2, xf + r)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in obj.disc.parameters())
+    assert set(extra) >= {"d_adv", "d_contrastive", "d_mismatched", "r1", "r2"}
+
+
+def test_cli_runs_a_tiny_arc_forcing(tmp_path, capsys):
+    from lmdm.train.cli import main
+    lat = make_latent_dir(tmp_path / "lat", clips=3, frames=24)
+    sets = ["run.steps=1", "run.batch_size=2", "run.progress=false", "run.export=false", "run.threads=1",
+            f"run.out_dir={tmp_path / 'run'}", "finetune.init=preset:tiny", f"finetune.latents={lat}",
+            "arc.chunks=2", "arc.max_steps=3", "arc.disc_layers=1", "arc.head_channels=8"]
+    assert main(["arc-forcing", *[a for s in sets for a in ("--set", s)]]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["step"] == 1 and "generator_loss" in out and "discriminator_loss" in out

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import tiny_model
 from lmdm.errors import ConfigError, TrainingError
@@ -52,7 +51,7 @@ def test_rollout_early_exit_is_streams_x0_prediction(pattern):
     """With exit step k < S the chunk is the x0 prediction x − t·v of Stream's k-th denoising call
     (from Stream.trace), for the same noise: the first k steps are Stream's own."""
     model = tiny_model(pattern)
-    C, B, S = model.config.pattern.context_frames, model.config.pattern.block_frames, model.config.steps
+    C, S = model.config.pattern.context_frames, model.config.steps
     context = torch.randn(1, model.config.dit.io_channels, C, generator=torch.Generator().manual_seed(2))
     stream = model.stream("dub techno", seed=5, context=context)
     stream.trace = []
@@ -157,7 +156,8 @@ def test_discriminator_shape_cut_and_head():
     d = Discriminator(model.dit, layers=1, channels=16, strides=(1, 2, 2), mults=(1, 2, 4), blocks=2)
     assert len(d.dit.transformer.layers) == 1 and len(d.dit.input_groups) == 0
     assert len(d.head.stages) == 3 and all(len(s) == 3 for s in d.head.stages)
-    assert [s[0].out_channels for s in d.head.stages] == [16, 32, 64] and [s[0].stride[0] for s in d.head.stages] == [1, 2, 2]
+    assert [s[0].out_channels for s in d.head.stages] == [16, 32, 64]
+    assert [s[0].stride[0] for s in d.head.stages] == [1, 2, 2]
     # a copy: training it leaves the generator alone
     with torch.no_grad():
         d.dit.transformer.layers[0].self_attn.to_qkv.weight.add_(1)

@@ -248,8 +248,9 @@ class ArcForcingObjective(FinetuneObjective):
         s_real, s_fake, s_mis = self.disc(x_real, t, d_cond), self.disc(x_fake, t, d_cond), self.disc(x_real, t, d_mis)
         adv, con = discriminator_loss(s_real, s_fake), contrastive_loss(s_real, s_mis)
         loss = adv + a.contrastive_weight * con
-        extra = {"d_adv": float(adv.detach()), "d_contrastive": float(con.detach()), "d_real": float(s_real.detach().mean()),
-                 "d_fake": float(s_fake.detach().mean()), "d_mismatched": float(s_mis.detach().mean())}
+        extra = {"d_adv": float(adv.detach()), "d_contrastive": float(con.detach()),
+                 "d_real": float(s_real.detach().mean()), "d_fake": float(s_fake.detach().mean()),
+                 "d_mismatched": float(s_mis.detach().mean())}
         r = batch["r_noise"].to(dev) * a.r_sigma
         if a.r1_weight:
             r1 = ((s_real - self.disc(x_real + r, t, d_cond)) ** 2).mean()

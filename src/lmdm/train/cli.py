@@ -33,8 +33,10 @@ def _run(args) -> int:
 
 
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `train` with its `finetune`, `arc-forcing` and `autoencoder` subcommands on an argparse subparsers object."""
-    train = subparsers.add_parser("train", help="train: stage-1 LMDM fine-tuning, stage-2 ARC-Forcing or an autoencoder")
+    """Register `train` with its `finetune`, `arc-forcing` and `autoencoder` subcommands on an argparse
+    subparsers object."""
+    train = subparsers.add_parser("train",
+                                  help="train: stage-1 LMDM fine-tuning, stage-2 ARC-Forcing or an autoencoder")
     kinds = train.add_subparsers(dest="objective", required=True)
     for name, text in (("finetune", "stage-1 fine-tuning: context-router objective on pre-encoded latents"),
                        ("arc-forcing", "stage-2 ARC-Forcing: adversarial relativistic-contrastive post-training "

@@ -9,6 +9,23 @@ Prompt changes take effect at the next block: cross-attention K/V are recomputed
 target follows the new prompt immediately. Block-causal context K/V were computed under the old
 prompt; they are recomputed (re-bootstrap) when the dominant prompt changes, and kept when only
 the blend weights move (SPEC §2), so morphing sliders never stall the stream.
+
+Time-aligned input groups (SPEC §4; `lmdm.sketch`), used only when given, so a stream without them
+computes exactly what it did before. Frames are counted on one absolute axis: the next block's
+target starts at frame `frame` = block_index * B, its context is [frame - C, frame); context primed
+with `set_context` sits at negative frames.
+- sketch (`sketch=`, `set_sketch`): normalised controls (3, n) from a start frame; the group
+  [mask | controls] is given to every frame it covers (context and target), mask 0 elsewhere.
+- accompaniment (`accompaniment=`, `push_accompaniment`, `push_input` for live audio through the
+  streaming encoder): latents (io, n) from a start frame; the group [mask | latents] is given to
+  frames before `frame - cutoff_frames` only (default cutoff: one block), so the block being
+  written never depends on the last `cutoff_frames` frames of input before it.
+Each frame's group values are those visible when its tokens are computed: enc-dec recomputes the
+context every block (so it sees every input frame once older than the cutoff); the block-causal
+cache freezes a chunk's values when it enters the cache (at the fused step after it was written,
+when only its frames before `frame - cutoff_frames` are visible; with cutoff >= B a block-causal
+model sees accompaniment only through a (re-)bootstrap, so use cutoff_frames < B there). The
+reference for both is `DiT.forward` over the window / the stream since bootstrap with those values.
 """
 from __future__ import annotations
 
@@ -24,6 +41,7 @@ from .errors import ConfigError, ShapeError, StateError
 from .models.conditioners import Prompts, check_prompts, dominant
 from .nn.fast import pack_linears
 from .sampling import guide, sample
+from .sketch import median_filter
 
 STATE_VERSION = 1
 
@@ -32,7 +50,8 @@ class Stream:
     def __init__(self, model, prompt: Prompts | str = "", *, seed: int = 0, steps: int | None = None,
                  cfg_scale: float = 1.0, sampler: str = "pingpong", guidance: str = "cfg",
                  context: torch.Tensor | None = None, batch: int = 1, seconds_total: float | None = None,
-                 pattern: PatternConfig | None = None):
+                 pattern: PatternConfig | None = None, sketch: torch.Tensor | None = None,
+                 accompaniment: torch.Tensor | None = None, cutoff_frames: int | None = None):
         self.model, self.dit = model, pack_linears(model.dit)
         self.pcfg = pattern or model.config.pattern
         self.pcfg.validate()
@@ -48,6 +67,18 @@ class Stream:
         self.cache = self._new_cache()
         self.needs_bootstrap = True
         self._decoder = None
+        self._encoder = None
+        self.cutoff_frames = self.B if cutoff_frames is None else int(cutoff_frames)
+        if self.cutoff_frames < 0:
+            raise ConfigError(f"cutoff_frames must be >= 0, got {self.cutoff_frames}")
+        self.sketch: torch.Tensor | None = None          # (batch, 3, n) from frame sketch_start
+        self.sketch_start = 0
+        self.accompaniment: torch.Tensor | None = None   # (batch, io, n) from frame accompaniment_start
+        self.accompaniment_start = 0
+        if sketch is not None:
+            self.set_sketch(sketch)
+        if accompaniment is not None:
+            self.set_accompaniment(accompaniment)
         if context is not None:
             self.set_context(context)
         self.prompts = check_prompts(prompt)
@@ -91,6 +122,77 @@ class Stream:
             self.history[..., self.C - n:] = latents[..., latents.shape[-1] - n:].float()
             self.history_mask[..., self.C - n:] = 1
         self.pending, self.needs_bootstrap = None, True
+
+    @property
+    def frame(self) -> int:
+        """Absolute latent frame where the next block's target starts."""
+        return self.block_index * self.B
+
+    def _group_check(self, name: str, x: torch.Tensor | None, channels: int, what: str) -> torch.Tensor | None:
+        if x is None:
+            return None
+        if name not in self.model.config.dit.input_groups:
+            raise ConfigError(f"this model has no {name!r} input group (dit.input_groups: "
+                              f"{sorted(self.model.config.dit.input_groups)})")
+        if x.dim() == 2:
+            x = x[None].expand(self.batch, -1, -1)
+        if x.dim() != 3 or x.shape[:2] != (self.batch, channels):
+            raise ShapeError(f"{what} must be ({channels}, frames) or ({self.batch}, {channels}, frames), "
+                             f"got {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ShapeError(f"{what} contain NaN or infinite values")
+        return x.float().clone()
+
+    def set_sketch(self, controls: torch.Tensor | None, start: int | None = None, kernel: int = 1) -> None:
+        """Normalised sketch controls (3, frames) or (batch, 3, frames) (see `lmdm.sketch`) for frames
+        start.. (default: the next block's target), median-filtered with `kernel`; None clears.
+        Takes effect from the next block; frames already in a block-causal cache keep their old values."""
+        controls = self._group_check("sketch", controls, 3, "sketch controls")
+        self.sketch = None if controls is None else median_filter(controls, kernel)
+        self.sketch_start = self.frame if start is None else int(start)
+
+    def set_accompaniment(self, latents: torch.Tensor | None, start: int | None = None) -> None:
+        """Accompaniment latents (io, frames) or (batch, io, frames) for frames start.. (default: the
+        next block's target), replacing any buffered ones; None clears (and resets live input)."""
+        self.accompaniment = self._group_check("accompaniment", latents, self.io, "accompaniment latents")
+        self.accompaniment_start = self.frame if start is None else int(start)
+        if latents is None:
+            self._encoder = None
+
+    def push_accompaniment(self, latents: torch.Tensor) -> None:
+        """Append accompaniment latents right after those buffered (the first push starts at `frame`)."""
+        latents = self._group_check("accompaniment", latents, self.io, "accompaniment latents")
+        if self.accompaniment is None:
+            self.set_accompaniment(latents)
+        else:
+            self.accompaniment = torch.cat((self.accompaniment, latents), -1)
+
+    def push_input(self, audio: torch.Tensor) -> int:
+        """Live input audio (channels, samples) or (batch, channels, samples) → the streaming encoder →
+        the accompaniment buffer. Input sample 0 (of the first push) is aligned with the frame that was
+        `frame` then; latents arrive `encoder.lookahead_samples` late. Returns the frames added."""
+        if self.model.autoencoder is None:
+            raise ConfigError("this model has no autoencoder: use push_accompaniment() with latents")
+        if audio.dim() == 2:
+            audio = audio[None].expand(self.batch, -1, -1)
+        if self._encoder is None:
+            self.set_accompaniment(torch.zeros(self.batch, self.io, 0))
+            self._encoder = self.model.autoencoder.streaming_encoder()
+        latents = self._encoder.push(audio.to(self.model.autoencoder.dtype)).float()
+        self.push_accompaniment(latents)
+        return latents.shape[-1]
+
+    def _window_groups(self, start: int, n: int) -> dict[str, torch.Tensor]:
+        """The sketch/accompaniment groups for absolute frames [start, start + n), as visible when
+        writing the block at `frame` (accompaniment zeroed from frame - cutoff_frames on)."""
+        groups = {}
+        if self.sketch is not None:
+            groups["sketch"] = self._double(_slice(self.sketch, self.sketch_start, start, n))
+        if self.accompaniment is not None:
+            visible = self.frame - self.cutoff_frames - start
+            groups["accompaniment"] = self._double(
+                _slice(self.accompaniment, self.accompaniment_start, start, min(n, max(visible, 0)), n))
+        return groups
 
     # -- generation -------------------------------------------------------------------------
 
@@ -147,22 +249,26 @@ class Stream:
         return denoise
 
     def _target_tokens(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.cat((self.dit.embed_frames(x), self.dit.timestep_token(t, self.cond)), 1)
+        groups = self._window_groups(self.frame, self.B)
+        return torch.cat((self.dit.embed_frames(x, groups), self.dit.timestep_token(t, self.cond)), 1)
 
-    def _context_tokens(self, latents: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.dit.embed_frames(None, {"context": torch.cat((self._double(mask), self._double(latents)), 1)})
+    def _context_tokens(self, latents: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
+        groups = {"context": torch.cat((self._double(mask), self._double(latents)), 1)}
+        groups.update(self._window_groups(start, latents.shape[-1]))
+        return self.dit.embed_frames(None, groups)
 
     def _block_causal(self, noise):
         dit, cache = self.dit, self.cache
         if self.needs_bootstrap or not cache.ready:
-            cache.bootstrap(dit, self._context_tokens(self.history, self.history_mask), self.cond)
+            cache.bootstrap(dit, self._context_tokens(self.history, self.history_mask, self.frame - self.C),
+                            self.cond)
             self.pending, self.needs_bootstrap = None, False
         pending = self.pending
 
         def run(x, t, i):
             tokens = self._target_tokens(x, t)
             if i == 0 and pending is not None:
-                finished = self._context_tokens(pending, torch.ones(self.batch, 1, self.B))
+                finished = self._context_tokens(pending, torch.ones(self.batch, 1, self.B), self.frame - self.B)
                 h = cache.fused_step(dit, finished, tokens, self.cond)
             else:
                 h = cache.step(dit, tokens, self.cond)
@@ -174,7 +280,7 @@ class Stream:
 
     def _enc_dec(self, noise):
         dit, cache = self.dit, self.cache
-        cache.prefill(dit, self._context_tokens(self.history, self.history_mask), self.cond)
+        cache.prefill(dit, self._context_tokens(self.history, self.history_mask, self.frame - self.C), self.cond)
         self.needs_bootstrap = False
 
         def run(x, t, i):
@@ -187,13 +293,14 @@ class Stream:
         target_noise, context_noise = noise
         known, clean = self.history_mask, self.history
         window_noise = [torch.cat((c, n), -1) for c, n in zip(context_noise, target_noise)]
+        groups = self._window_groups(self.frame - self.C, self.C + self.B) or None
 
         def run(x, t, i):
             ctx, tt = x[..., : self.C], float(t[0])
             renoised = (1 - tt) * self._double(clean) + tt * self._double(context_noise[i])
             m = self._double(known)
             x = torch.cat((m * renoised + (1 - m) * ctx, x[..., self.C:]), -1)
-            return self.dit(x, t, self.cond)
+            return self.dit(x, t, self.cond, groups)
 
         x0 = sample(self._denoise_fn(run), window_noise, self.sampler, self.guidance)
         return x0[..., self.C:]
@@ -204,6 +311,19 @@ class Stream:
         mask = torch.cat((self.history_mask, torch.ones(self.batch, 1, self.B)), -1)
         self.history, self.history_mask = hist[..., hist.shape[-1] - keep:], mask[..., mask.shape[-1] - keep:]
         self.block_index += 1
+        if self.accompaniment is not None:  # frames before the window are never needed again
+            drop = min(max(self.frame - self.C - self.accompaniment_start, 0), self.accompaniment.shape[-1])
+            self.accompaniment = self.accompaniment[..., drop:]
+            self.accompaniment_start += drop
+
+    def replace_last_block(self, latents: torch.Tensor) -> None:
+        """Overwrite the clean latents of the block just generated (what later blocks see as context),
+        e.g. to mix live input into the context (generative-delay feedback)."""
+        if latents.shape != (self.batch, self.io, self.B):
+            raise ShapeError(f"block latents must be {(self.batch, self.io, self.B)}, got {tuple(latents.shape)}")
+        self.history[..., self.C - self.B:] = latents.float()
+        if self.pending is not None:
+            self.pending = latents.float().clone()
 
     # -- internals --------------------------------------------------------------------------
 
@@ -247,7 +367,9 @@ class Stream:
                 "pattern": dataclasses.asdict(self.pcfg), "block_index": self.block_index, "seed": self.seed,
                 "steps": self.steps, "cfg_scale": self.cfg_scale, "sampler": self.sampler,
                 "guidance": self.guidance, "prompts": self.prompts, "batch": self.batch,
-                "seconds_total": self.seconds_total, "needs_bootstrap": self.needs_bootstrap}
+                "seconds_total": self.seconds_total, "needs_bootstrap": self.needs_bootstrap,
+                "cutoff_frames": self.cutoff_frames, "sketch_start": self.sketch_start,
+                "accompaniment_start": self.accompaniment_start}
 
     def state_dict(self) -> dict:
         """Everything needed to continue bit-exactly: {"meta": JSON-able dict, "tensors": {...}}."""
@@ -260,6 +382,13 @@ class Stream:
             tensors.update(self.cache.state_dict())
         if self._decoder is not None:
             tensors.update({f"decoder.{k}": v for k, v in self._decoder.state_dict().items()})
+        if self.sketch is not None:
+            tensors["sketch"] = self.sketch
+        if self.accompaniment is not None:
+            tensors["accompaniment"] = self.accompaniment
+        if self._encoder is not None:
+            tensors["encoder.live"] = torch.ones(1)
+            tensors.update({f"encoder.{k}": v for k, v in self._encoder.state_dict().items()})
         return {"meta": self._meta(), "tensors": {k: v.clone() for k, v in tensors.items()}}
 
     def load_state_dict(self, state: dict) -> None:
@@ -293,6 +422,15 @@ class Stream:
         self._decoder = None
         if decoder_state:
             self.decoder.load_state_dict(decoder_state)
+        self.cutoff_frames = meta.get("cutoff_frames", self.B)
+        self.sketch_start, self.accompaniment_start = meta.get("sketch_start", 0), meta.get("accompaniment_start", 0)
+        self.sketch = tensors["sketch"].clone() if "sketch" in tensors else None
+        self.accompaniment = tensors["accompaniment"].clone() if "accompaniment" in tensors else None
+        self._encoder = None
+        if "encoder.live" in tensors:
+            self._encoder = self.model.autoencoder.streaming_encoder()
+            self._encoder.load_state_dict({k[len("encoder."):]: v for k, v in tensors.items()
+                                           if k.startswith("encoder.") and k != "encoder.live"})
         self._condition()
 
     def save(self, path: str | Path) -> None:
@@ -311,6 +449,19 @@ class Stream:
         except Exception as e:  # safetensors raises its own error type for corrupt files
             raise StateError(f"{path} is not an lmdm stream state: {e}") from e
         self.load_state_dict({"meta": meta, "tensors": tensors})
+
+
+def _slice(buf: torch.Tensor, buf_start: int, start: int, visible: int, n: int | None = None) -> torch.Tensor:
+    """[mask | values] (batch, 1 + ch, n) for frames [start, start + n) of a buffer that holds frames
+    [buf_start, buf_start + len); only the first `visible` frames may be non-zero."""
+    n = visible if n is None else n
+    b, ch, length = buf.shape
+    out = torch.zeros(b, 1 + ch, n)
+    lo, hi = max(start, buf_start), min(start + visible, buf_start + length)
+    if hi > lo:
+        out[:, 0, lo - start:hi - start] = 1
+        out[:, 1:, lo - start:hi - start] = buf[..., lo - buf_start:hi - buf_start]
+    return out
 
 
 def _diff(theirs, mine) -> str:

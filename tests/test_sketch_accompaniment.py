@@ -257,3 +257,43 @@ def test_generative_delay_lags_its_input_by_exactly_lag_blocks(pattern, feedback
     _, out = run(poked)
     first = next(k for k, (a, b) in enumerate(zip(base, out)) if not torch.equal(a, b))
     assert first == i + d.lag_blocks
+
+
+def audio_delay_model():
+    torch.manual_seed(0)
+    cfg = lmdm.preset("tiny", "enc-dec")
+    cfg.pattern.context_frames = 28  # longer than the cutoff the encoder's look-ahead needs (20)
+    cfg.dit.input_groups = {"context": 9, "accompaniment": 9}
+    cfg.autoencoder = dict(channels=8, c_mults=[1, 2], strides=[2, 4], latent_dim=8)  # hop 8
+    return randomized(lmdm.LiveMusicModel(cfg.validate()).eval())
+
+
+def test_generative_delay_audio_dry_path_and_sample_exact_lag():
+    model = audio_delay_model()
+    hop, B = 8, 4
+    x = torch.randn(2, 12 * B * hop, generator=torch.Generator().manual_seed(5))
+    d = DelayStream(model, "x", wet=0.0)
+    L = model.autoencoder.config.encoder_lookahead_samples
+    assert d.cutoff_frames == B * -(-L // (hop * B)) and d.lag_samples == d.lag_blocks * B * hop
+    assert d.delay_samples == d.lag_samples + d.stream.decoder.delay_samples
+    out = torch.cat([d.process(x[:, i * B * hop:(i + 1) * B * hop]) for i in range(12)], -1)[0]
+    assert out.shape[-1] == 12 * B * hop - d.stream.decoder.delay_samples
+    assert torch.equal(out[:, :d.lag_samples], torch.zeros(2, d.lag_samples))  # wet 0: the delayed input
+    assert torch.equal(out[:, d.lag_samples:], x[:, :out.shape[-1] - d.lag_samples])
+
+    j = 8
+
+    def blocks(y):
+        d = DelayStream(model, "x", seed=1, steps=2)
+        return [(d.process(y[:, i * B * hop:(i + 1) * B * hop]), d.last_latents)[1] for i in range(j + 2)]
+
+    base = blocks(x)
+
+    def first_changed_block(sample):
+        y = x.clone()
+        y[:, sample] += 1.0
+        return next(k for k, (a, b) in enumerate(zip(base, blocks(y))) if not torch.equal(a, b))
+
+    edge = (j * B - d.cutoff_frames) * hop + L  # block j reads input samples < edge
+    assert first_changed_block(edge - 1) == j
+    assert first_changed_block(edge) == j + 1

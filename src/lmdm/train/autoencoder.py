@@ -9,7 +9,6 @@ steps and scored by SI-SDR and multi-resolution STFT distance.
 """
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from ..models.autoencoder import Autoencoder, AutoencoderConfig
 from .config import TrainConfig
-from .loop import Objective, Phase, Trainer, init_distributed, item_generator
+from .loop import Objective, Phase, Trainer, init_distributed, item_generator, with_ema
 
 
 def _stft(x: torch.Tensor, n_fft: int) -> torch.Tensor:
@@ -201,11 +200,7 @@ class AutoencoderObjective(Objective):
     def export(self, folder: Path, ema: dict[str, torch.Tensor] | None) -> None:
         """autoencoder.safetensors + autoencoder.json (AutoencoderConfig); EMA weights when EMA is on."""
         from safetensors.torch import save_file
-        ae = copy.deepcopy(self.ae)
-        if ema is not None:
-            with torch.no_grad():
-                for name, value in ema.items():
-                    ae.get_parameter(name).copy_(value)
+        ae = with_ema(self.ae, ema)
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in ae.state_dict().items()}, str(folder / "autoencoder.safetensors"))
         (folder / "autoencoder.json").write_text(json.dumps(ae.config.to_dict(), indent=2) + "\n")

@@ -11,7 +11,6 @@ guidance. Every draw is a function of (seed, global item index): see `lmdm.train
 """
 from __future__ import annotations
 
-import copy
 import fnmatch
 import math
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..config import ModelConfig, preset
 from ..errors import ConfigError, DataError
 from ..model import LiveMusicModel
 from .config import TrainConfig
-from .loop import Objective, Phase, Trainer, init_distributed, item_generator
+from .loop import Objective, Phase, Trainer, init_distributed, item_generator, with_ema
 from .lora import add_lora, merge_lora
 
 
@@ -137,11 +136,7 @@ class FinetuneObjective(Objective):
     def export(self, folder: Path, ema: dict[str, torch.Tensor] | None) -> None:
         """An lmdm model directory: EMA weights when EMA is on, LoRA merged (loads with from_pretrained)."""
         from ..checkpoints import save_pretrained
-        model = copy.deepcopy(self.model)
-        if ema is not None:
-            with torch.no_grad():
-                for name, value in ema.items():
-                    model.get_parameter(name).copy_(value)
+        model = with_ema(self.model, ema)
         save_pretrained(merge_lora(model).eval(), folder)
 
 

@@ -107,6 +107,17 @@ def lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
 
 # -- checkpoint files ---------------------------------------------------------------------------
 
+def with_ema(module: torch.nn.Module, ema: dict[str, torch.Tensor] | None) -> torch.nn.Module:
+    """A copy of `module` carrying the EMA weights (the module itself is left untouched)."""
+    import copy
+    out = copy.deepcopy(module)
+    if ema is not None:
+        with torch.no_grad():
+            for name, value in ema.items():
+                out.get_parameter(name).copy_(value)
+    return out
+
+
 def write_checkpoint(payload: dict, path: Path) -> Path:
     buf = io.BytesIO()
     torch.save(payload, buf)

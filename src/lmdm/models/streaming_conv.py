@@ -160,10 +160,7 @@ class WNConvTranspose1d(_WeightNormConv):
         # few input frames (the first upsampler sees 21.5 per second): oneDNN's deconvolution is slow
         # there (~70 GFLOP/s in bf16), one GEMM and a two-tap overlap-add is ~4x faster
         taps = F.linear(x[:, :, 0].transpose(1, 2), self._weight("linear")).view(b, t, 2, s, c)
-        out = taps.new_empty(b, t + 1, s, c)
-        out[:, 0] = taps[:, 0, 0]
-        torch.add(taps[:, 1:, 0], taps[:, :-1, 1], out=out[:, 1:t])
-        out[:, t] = taps[:, t - 1, 1]
+        out = torch.cat((taps[:, :1, 0], taps[:, 1:, 0] + taps[:, :-1, 1], taps[:, t - 1:, 1]), 1)  # autograd-safe
         return out.view(b, (t + 1) * s, c).transpose(1, 2).unsqueeze(2)  # channels-last (B, C, 1, L)
 
     def add_bias(self, y: Tensor) -> Tensor:

@@ -42,7 +42,8 @@ def _encode(args) -> int:
         raise DataError(f"the model in {args.model} has no autoencoder (config.autoencoder is empty), so it "
                         "cannot encode audio; use a model directory that includes one")
     path = encode_dataset(args.manifest, model.autoencoder.eval(), args.out, stems=not args.no_stems,
-                          controls=not args.no_controls, chunk_seconds=args.chunk_seconds, progress=not args.quiet)
+                          controls=not args.no_controls, chunk_seconds=args.chunk_seconds, progress=not args.quiet,
+                          accompaniment_every=args.accompaniment_every)
     print(f"wrote {path}")
     return 0
 
@@ -88,6 +89,10 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--chunk-seconds", type=float, default=60.0, help="encode longer clips in chunks (default 60)")
     e.add_argument("--no-stems", action="store_true", help="skip the stems")
     e.add_argument("--no-controls", action="store_true", help="skip the sketch controls")
+    e.add_argument("--accompaniment-every", type=int, default=0, metavar="N",
+                   help="accompaniment training pairs: for every Nth clip with stems, encode one stem (rotating "
+                        "through its stems) as the given part and mix minus that stem as the part to generate "
+                        "(2 extra encodes per chosen clip; works with --no-stems). 0 = none (default)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_encode)
     return d

@@ -10,7 +10,9 @@ Latent folder (`encode_dataset`): `latents.json` (sample rate, downsampling rati
 frame rate, control names), `latents.jsonl` (one line per clip: source path, shard, frames,
 captions, metadata, stem and control keys) and `shard-00000.safetensors`, ... holding per clip
 `<id>/mix` (latent_dim, frames) float32, optionally `<id>/stem/<name>` and `<id>/controls`
-(4, frames) (see `controls.py`).
+(4, frames) (see `controls.py`), and for accompaniment training (`accompaniment_every`) one
+given stem `<id>/acc/given` with its complement `<id>/acc/rest` (the latents of mix − given
+stem), recorded as `"accompaniment": {"given": name, "given_latents": key, "rest_latents": key}`.
 
 Policies: unreadable audio while indexing a folder is reported by path and skipped (the count is
 returned); a manifest that names missing files, non-finite latents and (with short="error")
@@ -204,9 +206,17 @@ def encode_audio(autoencoder, audio: np.ndarray, chunk_frames: int | None = None
 
 def encode_dataset(manifest_path: str | Path, autoencoder, out_dir: str | Path, stems: bool = True,
                    controls: bool = True, chunk_seconds: float | None = 60.0, overlap_frames: int = 32,
-                   shard_mb: float = 512.0, progress: bool = True) -> Path:
+                   shard_mb: float = 512.0, progress: bool = True, accompaniment_every: int = 0) -> Path:
     """Encode every clip of a manifest (and its stems) to latents in safetensors shards; compute
-    sketch controls from the same audio at the latent frame rate. Returns the latent manifest path."""
+    sketch controls from the same audio at the latent frame rate. Returns the latent manifest path.
+
+    `accompaniment_every` N > 0: of the clips that have stems, every Nth (the 0th, Nth, 2Nth, ...)
+    also gets an accompaniment pair: one stem, rotating through the clip's sorted stem names with
+    the pair's index, is the "given" part and the complement is encoded from the audio mix − stem
+    (the manifest's stems must sum to the mix). Cheaper than `stems` (two encodes per chosen clip
+    instead of one per stem)."""
+    if accompaniment_every < 0:
+        raise DataError(f"accompaniment_every must be >= 0, got {accompaniment_every}")
     from safetensors.torch import save_file
     from tqdm import tqdm
     manifest_path = Path(manifest_path)
@@ -217,7 +227,7 @@ def encode_dataset(manifest_path: str | Path, autoencoder, out_dir: str | Path, 
     out.mkdir(parents=True, exist_ok=True)
     sr, ratio = int(autoencoder.sample_rate), int(autoencoder.downsampling_ratio)
     chunk = int(chunk_seconds * sr / ratio) if chunk_seconds else None
-    lines, shard, shard_bytes, shard_index = [], {}, 0, 0
+    lines, shard, shard_bytes, shard_index, with_stems = [], {}, 0, 0, 0
 
     def flush():
         nonlocal shard, shard_bytes, shard_index
@@ -225,12 +235,15 @@ def encode_dataset(manifest_path: str | Path, autoencoder, out_dir: str | Path, 
             save_file(shard, str(out / f"shard-{shard_index:05d}.safetensors"))
             shard, shard_bytes, shard_index = {}, 0, shard_index + 1
 
-    def encode(rel: str) -> tuple[torch.Tensor, np.ndarray]:
-        audio = load_audio(root / rel, sr, _channels(autoencoder))
+    def encode_array(audio: np.ndarray, what: str) -> torch.Tensor:
         z = encode_audio(autoencoder, audio, chunk, overlap_frames)
         if not torch.isfinite(z).all():
-            raise DataError(f"{root / rel}: the autoencoder produced non-finite latents")
-        return z.contiguous(), audio
+            raise DataError(f"{what}: the autoencoder produced non-finite latents")
+        return z.contiguous()
+
+    def encode(rel: str) -> tuple[torch.Tensor, np.ndarray]:
+        audio = load_audio(root / rel, sr, _channels(autoencoder))
+        return encode_array(audio, str(root / rel)), audio
 
     for i, entry in enumerate(tqdm(entries, desc="lmdm data encode", unit="clip", disable=not progress)):
         cid = f"{i:06d}"
@@ -254,6 +267,22 @@ def encode_dataset(manifest_path: str | Path, autoencoder, out_dir: str | Path, 
                                     f"{tuple(z.shape)}: stems must have the mix's length")
                 tensors[f"{cid}/stem/{name}"] = zs
                 record["stems"][name] = f"{cid}/stem/{name}"
+        if accompaniment_every and entry.get("stems"):
+            if with_stems % accompaniment_every == 0:
+                names = sorted(entry["stems"])
+                given = names[(with_stems // accompaniment_every) % len(names)]
+                rel = entry["stems"][given]
+                stem = load_audio(root / rel, sr, _channels(autoencoder))
+                if math.ceil(stem.shape[-1] / ratio) != z.shape[1]:
+                    raise DataError(f"stem {rel} has {stem.shape[-1]} samples but its mix {entry['path']} has "
+                                    f"{audio.shape[-1]}: stems must have the mix's length")
+                # sub-frame length differences (resampling rounding) are padded / cut to the mix's length
+                stem = np.pad(stem, ((0, 0), (0, max(0, audio.shape[-1] - stem.shape[-1]))))[:, : audio.shape[-1]]
+                keys = {"given_latents": f"{cid}/acc/given", "rest_latents": f"{cid}/acc/rest"}
+                tensors[keys["given_latents"]] = encode_array(stem, str(root / rel))
+                tensors[keys["rest_latents"]] = encode_array(audio - stem, f"{root / entry['path']} minus stem {rel}")
+                record["accompaniment"] = {"given": given, **keys}
+            with_stems += 1
         shard.update(tensors)
         shard_bytes += sum(t.numel() * t.element_size() for t in tensors.values())
         lines.append(record)
@@ -274,13 +303,17 @@ class LatentDataset(torch.utils.data.Dataset):
     frames. The latents it serves (stems and controls only when asked for) are loaded into memory and
     checked to be finite when the dataset is built.
 
+    `accompaniment`: items of clips with an accompaniment pair (`encode_dataset(accompaniment_every=)`)
+    get `item["accompaniment"] = {"given": (D, T), "rest": (D, T)}` over the same frames; other items
+    have no such key. Their `controls` stay those of the mix audio.
+
     `short`: what to do with clips shorter than the crop: "skip" (default; counted in
     `self.skipped` and warned about) or "error" (DataError naming them).
     `seed`: None draws from Python's `random` (which DataLoader seeds per worker); an int makes
     crop and caption a function of (seed, epoch, index) — call `set_epoch` each epoch."""
 
     def __init__(self, latent_dir: str | Path, crop_frames: int, stems: bool = False, controls: bool = False,
-                 short: str = "skip", seed: int | None = None):
+                 short: str = "skip", seed: int | None = None, accompaniment: bool = False):
         from safetensors import safe_open
         if short not in ("skip", "error"):
             raise DataError(f"short must be 'skip' or 'error', got {short!r}")
@@ -288,6 +321,7 @@ class LatentDataset(torch.utils.data.Dataset):
             raise DataError(f"crop_frames must be positive, got {crop_frames}")
         self.folder, self.crop = Path(latent_dir), int(crop_frames)
         self.stems, self.controls, self.seed, self.epoch = stems, controls, seed, 0
+        self.accompaniment = accompaniment
         records = _read_latent_manifest(self.folder)
         short_ones = [r for r in records if r["frames"] < self.crop]
         if short_ones and short == "error":
@@ -300,6 +334,9 @@ class LatentDataset(torch.utils.data.Dataset):
                           f"frames and were skipped", stacklevel=2)
         if not self.records:
             raise DataError(f"no clip in {self.folder} is at least {self.crop} frames long")
+        if accompaniment and not any("accompaniment" in r for r in self.records):
+            raise DataError(f"no clip in {self.folder} has an accompaniment pair; re-encode with "
+                            f"`lmdm data encode --accompaniment-every N` (and a manifest with stems)")
         self.tensors: dict[str, torch.Tensor] = {}
         by_shard: dict[str, list[dict]] = {}
         for r in self.records:
@@ -326,6 +363,8 @@ class LatentDataset(torch.utils.data.Dataset):
             keys.append(r["controls"])
         if self.stems:
             keys += list(r.get("stems", {}).values())
+        if self.accompaniment and "accompaniment" in r:
+            keys += [r["accompaniment"]["given_latents"], r["accompaniment"]["rest_latents"]]
         return keys
 
     def set_epoch(self, epoch: int) -> None:
@@ -345,6 +384,10 @@ class LatentDataset(torch.utils.data.Dataset):
             item["controls"] = self.tensors[r["controls"]][:, window]
         if self.stems:
             item["stems"] = {name: self.tensors[key][:, window] for name, key in r.get("stems", {}).items()}
+        if self.accompaniment and "accompaniment" in r:
+            acc = r["accompaniment"]
+            item["accompaniment"] = {"given": self.tensors[acc["given_latents"]][:, window],
+                                     "rest": self.tensors[acc["rest_latents"]][:, window]}
         return item
 
 

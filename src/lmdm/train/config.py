@@ -72,6 +72,19 @@ class FinetuneConfig:
     trainable: list[str] = field(default_factory=lambda: ["dit.*"])  # fnmatch patterns of trained parameters
     lora_rank: int = 0               # >0: LoRA adapters on attention / feed-forward Linears (base frozen)
     lora_alpha: float = 0.0          # LoRA scale alpha/rank; 0 = alpha = rank
+    p_sketch: float = 0.0            # per item: give its sketch controls (needs a "sketch" input group and
+                                     #   latents encoded with controls); else the group is all zero
+    sketch_max_kernel: int = 31      # sketch items: median filter with an odd kernel ~ U{1, 3, .., this} (Sketch2Sound)
+    sketch_drop_all: float = 0.1     # sketch items: drop the whole sketch group (mask included)
+    sketch_drop_each: float = 0.2    # sketch items: otherwise drop each control channel independently
+    p_accompaniment: float = 0.0     # per item with an accompaniment pair: train as accompaniment (latents =
+                                     #   the pair's rest, group = its given stem); needs an "accompaniment" group
+    accompaniment_cutoff: int = -1   # accompaniment frames at/after target start - this are zeroed; -1 = one block
+    accompaniment_drop_all: float = 0.2     # accompaniment items: drop the whole group
+    accompaniment_drop_prefix: float = 0.3  # accompaniment items: otherwise drop an old prefix of random length
+    block_frames_choices: list[int] = field(default_factory=list)  # per optimizer step block size B drawn from
+                                     #   this list ([] = the model's); context C_B = (C // B)·B (enc-dec: C), window
+                                     #   = the last C_B + B frames of the model-window crop
     demo_prompt: str = "warm lo-fi piano"  # text for audio demos
     demo_seconds: float = 4.0        # length of each audio demo
 
@@ -147,6 +160,17 @@ class TrainConfig:
             (f.timesteps in ("logit-normal", "logsnr-uniform"), "finetune.timesteps must be logit-normal or logsnr-uniform"),
             (f.short_clips in ("skip", "error"), "finetune.short_clips must be skip or error"),
             (f.lora_rank >= 0, "finetune.lora_rank must be >= 0"),
+            (all(0 <= p <= 1 for p in (f.p_sketch, f.sketch_drop_all, f.sketch_drop_each, f.p_accompaniment,
+                                       f.accompaniment_drop_all, f.accompaniment_drop_prefix)),
+             "finetune.p_sketch, sketch_drop_all, sketch_drop_each, p_accompaniment, accompaniment_drop_all and "
+             "accompaniment_drop_prefix must be probabilities"),
+            (f.accompaniment_drop_all + f.accompaniment_drop_prefix <= 1,
+             "finetune.accompaniment_drop_all + finetune.accompaniment_drop_prefix must be <= 1"),
+            (f.sketch_max_kernel >= 1 and f.sketch_max_kernel % 2 == 1,
+             "finetune.sketch_max_kernel must be a positive odd number"),
+            (f.accompaniment_cutoff >= -1, "finetune.accompaniment_cutoff must be >= 0, or -1 for one block"),
+            (all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in f.block_frames_choices),
+             "finetune.block_frames_choices must be positive integers"),
             (a.adv_loss in ("hinge", "lsgan"), "autoencoder.adv_loss must be hinge or lsgan"),
             (a.crop_seconds > 0, "autoencoder.crop_seconds must be > 0"),
             (self.arc.chunks >= 1 and self.arc.max_steps >= 2, "arc.chunks must be >= 1 and arc.max_steps >= 2"),

@@ -8,6 +8,17 @@ Per item, the context is dropped entirely with p_uncond, or its first k block-si
 zeroed with p_partial (so the model learns to start a stream and to run with a short history),
 and the caption is replaced by "" (the null condition) with p_text_drop for classifier-free
 guidance. Every draw is a function of (seed, global item index): see `lmdm.train.loop`.
+
+Optional time-aligned input groups (SPEC §4, `lmdm.sketch`), built per item over the whole window
+and passed only when the model has them; an item that does not use one gets an all-zero group
+(mask 0), which is what the stream feeds when that mode is off:
+- `sketch` (p_sketch): the mix's stored controls, normalised, median-filtered with a random odd
+  kernel up to sketch_max_kernel, then `control_dropout`.
+- `accompaniment` (p_accompaniment, items with an accompaniment pair): the model's latents (context
+  and target) become the pair's `rest` and the group is the `given` stem's latents, with
+  `accompaniment_dropout` and every frame at or after (target start − cutoff) zeroed.
+- `block_frames_choices`: each optimizer step draws its block size B; the window is the last
+  C_B + B frames of the crop with C_B = (C // B)·B (block-causal) or C (enc-dec).
 """
 from __future__ import annotations
 
@@ -21,6 +32,8 @@ import torch.nn.functional as F
 from ..config import ModelConfig, preset
 from ..errors import ConfigError, DataError
 from ..model import LiveMusicModel
+from ..sketch import (SKETCH_CHANNELS, accompaniment_dropout, accompaniment_group, apply_cutoff,
+                      control_dropout, median_filter, random_kernel, sketch_from_controls, sketch_group)
 from .config import TrainConfig
 from .loop import Objective, Phase, Trainer, init_distributed, item_generator, with_ema
 from .lora import add_lora, merge_lora
@@ -72,6 +85,41 @@ class FinetuneObjective(Objective):
         self.phases = [Phase("model", [(n, p) for n, p in model.named_parameters() if n in names])]
         self.frames_per_item = p.window_frames
         self.seconds_per_item = p.window_frames * model.config.frame_seconds
+        groups = model.config.dit.input_groups
+        self.groups = [g for g in ("sketch", "accompaniment") if g in groups]
+        for name, prob, field in (("sketch", f.p_sketch, "p_sketch"),
+                                  ("accompaniment", f.p_accompaniment, "p_accompaniment")):
+            if prob > 0 and name not in groups:
+                raise ConfigError(f"finetune.{field} = {prob} but the model has no {name!r} input group "
+                                  f"(dit.input_groups: {sorted(groups)})")
+        for b in f.block_frames_choices:
+            if self.pattern == "block-causal" and self.C // b < 2:
+                raise ConfigError(f"finetune.block_frames_choices: B={b} leaves {self.C // b} context chunk(s) of "
+                                  f"the {self.C} context frames; block-causal needs at least 2")
+        # frames each loaded crop must hold: the largest window any block size needs
+        self.crop_frames = max(self.window(b)[0] + b for b in [self.B, *f.block_frames_choices])
+        crop = getattr(dataset, "crop", self.crop_frames)
+        if crop < self.crop_frames:
+            raise ConfigError(f"finetune.block_frames_choices need windows of {self.crop_frames} frames, the "
+                              f"dataset crops {crop}")
+
+    def window(self, block: int) -> tuple[int, int]:
+        """(context frames C_B, context chunks) for block size `block`."""
+        if block == self.B:
+            return self.C, self.w
+        if self.pattern == "enc-dec":
+            return self.C, self.w   # enc-dec attention does not depend on the block size
+        return (self.C // block) * block, self.C // block
+
+    def step_block(self, keys) -> int:
+        """The block size of the optimizer step holding these item keys: one draw from the step's first
+        key, so every micro-batch and process of a step agrees."""
+        choices = self.cfg.finetune.block_frames_choices
+        if not choices:
+            return self.B
+        first = keys[0] // self.cfg.run.batch_size * self.cfg.run.batch_size
+        g = item_generator(self.cfg.run.seed, first, salt=0xB10C)
+        return int(choices[int(torch.randint(len(choices), (1,), generator=g))])
 
     def num_items(self) -> int:
         return len(self.data)
@@ -82,8 +130,23 @@ class FinetuneObjective(Objective):
         for i, e in zip(indices, epochs):
             self.data.set_epoch(e)
             items.append(self.data[i])
-        lat = torch.stack([it["latents"] for it in items]).float()
-        n, T = len(items), lat.shape[-1]
+        B = self.step_block(keys)
+        C, w = self.window(B)
+        T = C + B
+        for it in items:
+            if it["latents"].shape[-1] < T:
+                raise DataError(f"{it['path']}: a crop of {it['latents'].shape[-1]} frames is shorter than the "
+                                f"window of {T} frames (block size {B})")
+        lat = torch.stack([it["latents"][..., -T:] for it in items]).float()   # the last C_B + B frames
+        n, chunks = len(items), math.ceil(C / B)
+        groups = {name: torch.zeros(n, SKETCH_CHANNELS if name == "sketch" else io + 1, T) for name in self.groups}
+        for j, key in enumerate(keys):
+            if "sketch" in groups and f.p_sketch > 0:
+                groups["sketch"][j] = self._sketch(items[j], key, T)
+            if "accompaniment" in groups and f.p_accompaniment > 0 and "accompaniment" in items[j]:
+                acc = self._accompaniment(items[j], key, C, B)
+                if acc is not None:
+                    lat[j], groups["accompaniment"][j] = acc
         noise, t, keep_from, captions = torch.empty(n, io, T), torch.empty(n), [], []
         for j, key in enumerate(keys):
             g = item_generator(self.cfg.run.seed, key)
@@ -93,15 +156,46 @@ class FinetuneObjective(Objective):
                 t[j] = torch.sigmoid(f.logit_mean + f.logit_std * z)
             else:  # logSNR ~ U[-6, 2]; t = sigmoid(-logSNR)
                 t[j] = torch.sigmoid(-(-6 + 8 * torch.rand(1, generator=g)))
-            u, k = float(torch.rand(1, generator=g)), int(torch.randint(1, max(2, self.chunks), (1,), generator=g))
-            keep_from.append(self.C if u < f.p_uncond else min(k * self.B, self.C) if u < f.p_uncond + f.p_partial
-                             else 0)
+            u, k = float(torch.rand(1, generator=g)), int(torch.randint(1, max(2, chunks), (1,), generator=g))
+            keep_from.append(C if u < f.p_uncond else min(k * B, C) if u < f.p_uncond + f.p_partial else 0)
             drop = float(torch.rand(1, generator=g)) < f.p_text_drop
             captions.append("" if drop else items[j]["caption"])
         frame = torch.arange(T)
-        mask = ((frame[None] >= torch.tensor(keep_from)[:, None]) & (frame[None] < self.C)).float()[:, None]
+        mask = ((frame[None] >= torch.tensor(keep_from)[:, None]) & (frame[None] < C)).float()[:, None]
         return {"latents": lat, "noise": noise, "t": t.clamp(1e-5, 1 - 1e-5), "mask": mask, "captions": captions,
+                "groups": groups, "context_frames": C, "block_frames": B, "context_chunks": w,
                 "paths": [it["path"] for it in items], "start": [it["start"] for it in items]}
+
+    def _sketch(self, item: dict, key: int, T: int) -> torch.Tensor:
+        """The item's sketch group (4, T), all zero unless drawn with p_sketch. Its own generator (salted)
+        so the base draws (noise, t, context dropout) do not depend on whether sketches are on."""
+        f = self.cfg.finetune
+        g = item_generator(self.cfg.run.seed, key, salt=0x5CE7)
+        if float(torch.rand(1, generator=g)) >= f.p_sketch:
+            return torch.zeros(SKETCH_CHANNELS, T)
+        if "controls" not in item:
+            raise DataError(f"{item['path']}: finetune.p_sketch > 0 needs controls (encode with controls)")
+        from ..data.controls import NAMES
+        controls = sketch_from_controls(dict(zip(NAMES, item["controls"].double().numpy())))
+        # filter the whole crop (as the stream filters the whole sketch), then keep the window
+        controls = median_filter(controls, random_kernel(f.sketch_max_kernel, g))[..., -T:]
+        return control_dropout(sketch_group(controls[None]), f.sketch_drop_all, f.sketch_drop_each, g)[0]
+
+    def _accompaniment(self, item: dict, key: int, C: int, B: int):
+        """(rest latents (io, T), accompaniment group (io + 1, T)) when drawn with p_accompaniment, else None."""
+        f = self.cfg.finetune
+        g = item_generator(self.cfg.run.seed, key, salt=0xACC)
+        if float(torch.rand(1, generator=g)) >= f.p_accompaniment:
+            return None
+        T = C + B
+        given, rest = (item["accompaniment"][k][..., -T:].float() for k in ("given", "rest"))
+        group = accompaniment_dropout(accompaniment_group(given[None]), f.accompaniment_drop_all,
+                                      f.accompaniment_drop_prefix, g)
+        # Stream._window_groups shows the window starting at frame - C only the accompaniment before
+        # frame - cutoff_frames (visible = frame - cutoff - (frame - C) = C - cutoff window frames):
+        # so frames at or after window index C - cutoff are zero, cutoff defaulting to one block.
+        cutoff = B if f.accompaniment_cutoff < 0 else f.accompaniment_cutoff
+        return rest, apply_cutoff(group, C - cutoff)[0]
 
     def describe(self, batch: dict) -> str:
         return ", ".join(f"{p}@{s}" for p, s in zip(batch["paths"], batch["start"]))
@@ -112,11 +206,14 @@ class FinetuneObjective(Objective):
         tt = t[:, None, None]
         xt = (1 - tt) * x0 + tt * eps
         context = torch.cat((mask, x0 * mask), 1)   # [mask | clean context latents], zeros on the target
+        groups = {"context": context, **{k: g.to(dev) for k, g in batch.get("groups", {}).items()}}
         tokens, glob = self.model.text_conditioning(batch["captions"])
         cond = self.model.dit.condition(tokens, glob)
-        v = self.model.dit(xt, t, cond, {"context": context}, self.pattern, context_frames=self.C,
-                           block_frames=self.B, context_chunks=self.w)
-        loss = F.mse_loss(v[..., self.C:].float(), (eps - x0)[..., self.C:].float())
+        C = batch.get("context_frames", self.C)
+        v = self.model.dit(xt, t, cond, groups, self.pattern, context_frames=C,
+                           block_frames=batch.get("block_frames", self.B),
+                           context_chunks=batch.get("context_chunks", self.w))
+        loss = F.mse_loss(v[..., C:].float(), (eps - x0)[..., C:].float())
         return loss, {}
 
     def demo(self, step: int, folder: Path) -> None:
@@ -147,7 +244,11 @@ def finetune(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None)
     if not f.latents:
         raise ConfigError("finetune.latents is not set: point it at a directory from `lmdm data encode`")
     model = build_model(cfg)
-    data = LatentDataset(f.latents, model.config.pattern.window_frames, short=f.short_clips, seed=cfg.run.seed)
+    p = model.config.pattern
+    crop = max(p.window_frames, *(((p.context_frames // b) * b if p.pattern == "block-causal" else p.context_frames)
+                                  + b for b in f.block_frames_choices or [p.block_frames]))
+    data = LatentDataset(f.latents, crop, short=f.short_clips, seed=cfg.run.seed, controls=f.p_sketch > 0,
+                         accompaniment=f.p_accompaniment > 0)
     first = data.tensors[data.records[0]["latents"]]
     if first.shape[0] != model.config.dit.io_channels:
         raise DataError(f"latents in {f.latents} have {first.shape[0]} channels, the model expects "

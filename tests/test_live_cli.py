@@ -15,7 +15,6 @@ pytest.importorskip("fastapi")
 from lmdm.errors import ConfigError  # noqa: E402
 from lmdm.live.cli import add_live_parser  # noqa: E402
 from lmdm.live.client import SyncClient  # noqa: E402
-from lmdm.live.headless import parse_script  # noqa: E402
 from lmdm.live.testmodel import save_tiny_live_model  # noqa: E402
 
 
@@ -25,19 +24,11 @@ def parse(argv):
     return parser.parse_args(argv)
 
 
-def test_parse_script():
-    assert parse_script(["10:b@1;c@0.5", "0:a"]) == [(0.0, [("a", 1.0)]), (10.0, [("b", 1.0), ("c", 0.5)])]
-    with pytest.raises(ConfigError, match="start at time 0"):
-        parse_script(["5:a"])
-    with pytest.raises(ConfigError, match="SECONDS:prompt"):
-        parse_script(["soon: a"])
-
-
 def test_headless_session_writes_the_script(tmp_path):
     model_dir = save_tiny_live_model(tmp_path / "model", steps=2)
     out = tmp_path / "session.wav"
     args = parse(["live", "--model", str(model_dir), "--headless", "--out", str(out), "--seconds", "3",
-                  "--script", "0:warm piano", "1.5:dub techno@1;choir@0.5"])
+                  "--script", "warm piano@0s", "dub techno:1|choir:0.5@1.5s"])
     assert args.func(args) == 0
     audio, rate = sf.read(out)
     assert rate == 44100 and audio.shape == (3 * 44100, 2)

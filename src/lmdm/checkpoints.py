@@ -211,3 +211,30 @@ def convert_sao(sao_folder: str | Path, out_folder: str | Path, pattern: str = "
     load_strict(model, state, str(sao_folder))
     save_pretrained(model, out_folder)
     return model
+
+
+# -- the embedded default model -----------------------------------------------------------------
+
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+
+
+def load(name: str | Path = "default", dtype: torch.dtype | None = None, t5_path: str | None = None
+         ) -> LiveMusicModel:
+    """`load("default")`: the model shipped inside the package (no network); anything else is a
+    model directory for `from_pretrained` (lmdm or Stable Audio Open layout)."""
+    if str(name) == "default":
+        if not (DEFAULT_MODEL_DIR / CONFIG).is_file():
+            raise CheckpointError(f"the embedded default model is missing from this installation ({DEFAULT_MODEL_DIR} "
+                                  "has no config.json); reinstall lmdm or pass a model directory")
+        return from_pretrained(DEFAULT_MODEL_DIR, dtype=dtype)
+    return from_pretrained(name, dtype=dtype, t5_path=t5_path)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """'auto' = bf16 where the CPU has native bf16 matmuls (AVX-512 BF16 / AMX) or on a GPU, else fp32."""
+    if name == "auto":
+        fast = torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        name = "bf16" if fast else "fp32"
+    if name not in ("fp32", "bf16"):
+        raise ConfigError(f"dtype must be auto, fp32 or bf16, got {name!r}")
+    return torch.float32 if name == "fp32" else torch.bfloat16

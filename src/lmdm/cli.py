@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .errors import LMDMError
+from .errors import LMDMError, PromptError
 
 
 def _bench(args) -> int:
@@ -39,22 +39,23 @@ def _generate(args) -> int:
     import soundfile as sf
     import torch
 
-    from .checkpoints import from_pretrained
-    from .errors import CheckpointError
-    if args.model is None:
-        raise CheckpointError("no embedded default model ships with this version yet: pass --model DIR "
-                              "(an lmdm directory or a Stable Audio Open directory)")
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    model = from_pretrained(args.model, dtype=dtype, t5_path=args.t5)
-    peak = 0.0
+    from .checkpoints import load, resolve_dtype
+    from .prompts import parse_schedule
+    if (args.prompt is None) == (not args.prompts):
+        raise PromptError('give one prompt, e.g. lmdm generate "funky bass groove, 110 BPM", or --prompts '
+                          '"A@0s" "B@30s" (not both)')
+    schedule = parse_schedule(args.prompts or [args.prompt])
+    model = load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5)
+    peak, say = 0.0, (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     with sf.SoundFile(args.output, "w", samplerate=model.sample_rate, channels=model.autoencoder.config.audio_channels,
                       subtype="PCM_16") as out:
         def write(chunk):
             nonlocal peak
             peak = max(peak, float(chunk.abs().max()) if chunk.numel() else 0.0)
             out.write(chunk.clamp(-1, 1).T.numpy())
-        model.generate(args.prompt, args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
-                       progress=not args.quiet, on_audio=write)
+        model.generate(schedule, args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
+                       progress=not args.quiet, on_audio=write, block_frames=args.block,
+                       on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"))
     print(f"wrote {args.output}: {args.seconds} s at {model.sample_rate} Hz, peak {peak:.3f}"
           + (" (clipped to ±1)" if peak > 1 else ""))
     return 0
@@ -65,11 +66,14 @@ def _eval(args) -> int:
     from .eval.suite import evaluate, write_report
     from .eval.tagger import SHIPPED, Tagger
     tagger, tagger_eval = Tagger.load(args.tagger or SHIPPED)
+    from .eval.embedders import load_embedder
+    embedder = load_embedder(args.embedder, tagger)
     reports = {}
     for path in [args.model, *(args.compare or [])]:
         model = from_pretrained(path, t5_path=args.t5)
         say = None if args.quiet else (lambda msg, p=path: print(f"lmdm eval [{p}]: {msg}", file=sys.stderr, flush=True))
-        reports[str(path)] = evaluate(model, args.reference, args.suite, tagger, args.seed, say)
+        reports[str(path)] = evaluate(model, args.reference, args.suite, tagger, args.seed, say, embedder=embedder,
+                                      baseline=args.baseline)
         reports[str(path)]["tagger"] = tagger_eval
     out = write_report(reports, args.out)
     for name, r in reports.items():
@@ -132,18 +136,33 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_bench)
 
     g = sub.add_parser("generate", help="render music from a text prompt to a WAV file",
-                       description="Generate audio for a prompt. An LMDM streams blocks to the file as they are "
-                       "decoded (progress shows the real-time factor); a plain Stable Audio Open directory samples "
-                       "one window offline (8 ping-pong steps), as SAO does.")
-    g.add_argument("prompt", help='text prompt, e.g. "warm lo-fi piano, 80 BPM"')
+                       description="Generate audio for a prompt with the embedded default model (or --model DIR). "
+                       "An LMDM streams blocks to the file as they are decoded (progress shows the real-time "
+                       "factor); a plain Stable Audio Open directory samples one window offline (8 ping-pong "
+                       "steps), as SAO does.",
+                       epilog='examples:\n  lmdm generate "funky bass groove with drums, 110 BPM" --seconds 60 -o out.wav\n'
+                       '  lmdm generate --prompts "dub techno@0s" "solo piano@30s" --seconds 60\n'
+                       '  lmdm generate --prompts "dub techno:0.7|ambient pads:0.3" --block 10',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("prompt", nargs="?", help='text prompt, e.g. "warm lo-fi piano, 80 BPM"')
+    g.add_argument("--prompts", nargs="+", metavar="SPEC",
+                   help='timed changes and blends instead of PROMPT: "A@0s" "B@30s" switches at the first block '
+                   'boundary at or after 30 s; "A:0.7|B:0.3" blends (weights normalised); both combine: '
+                   '"A:0.7|B:0.3@12s"')
     g.add_argument("-o", "--output", default="out.wav", help="WAV file to write (default out.wav)")
-    g.add_argument("--model", default=None, help="model directory (lmdm or Stable Audio Open)")
+    g.add_argument("--model", default="default",
+                   help="'default' (the embedded model, no download) or a model directory (lmdm, or a Stable "
+                   "Audio Open directory, also after `lmdm convert`)")
     g.add_argument("--t5", default=None, help="local t5-base directory, for models conditioned on T5")
     g.add_argument("--seconds", type=float, default=10.0, help="length of the result (default 10)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--steps", type=int, default=None, help="denoising steps per block (model default: 8)")
+    g.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: the model's)")
     g.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
-    g.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    g.add_argument("--block", type=int, default=None,
+                   help="block size in latent frames (default: the model's, 48 = 2.2 s); smaller reacts faster "
+                   "to prompt changes (10 = 0.46 s) at a lower real-time factor")
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto (default): bf16 where the CPU has native bf16 (AVX-512 BF16/AMX) or on a GPU")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
 
@@ -170,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="report", help="output folder (default report/)")
     e.add_argument("--tagger", default=None, help="tagger weights (default: the one shipped with lmdm)")
     e.add_argument("--t5", default=None)
+    e.add_argument("--embedder", default="lmdm",
+                   help="FD embedding: lmdm (default), vggish:/path/vggish.pth (torchvggish state dict), "
+                   "clap:/path/dir (transformers ClapModel directory) or openl3 (needs the openl3 package); "
+                   "local files only, nothing is downloaded")
+    e.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
+                   help="also sample the offline-window baseline: the same model generating each 10 s window in "
+                   "one go, no streaming (default: on for quick and full)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_eval)

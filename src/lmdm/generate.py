@@ -6,26 +6,56 @@ import time
 
 import torch
 
+from .config import PatternConfig
 from .errors import ConfigError
-from .models.conditioners import Prompts
+from .prompts import as_schedule
 
 
-def generate(model, prompt: Prompts | str, seconds: float, *, seed: int = 0, steps: int | None = None,
-             cfg_scale: float = 1.0, progress: bool = False, on_audio=None) -> torch.Tensor:
+def block_pattern(model, block_frames: int | None) -> PatternConfig:
+    """The model's pattern with another block size B: block-causal keeps as many whole chunks of
+    context as fit in the trained context (C' = (C // B) * B), enc-dec keeps C."""
+    p = model.config.pattern
+    if block_frames is None or block_frames == p.block_frames:
+        return p
+    if block_frames < 1:
+        raise ConfigError(f"block size must be >= 1 latent frame, got {block_frames}")
+    context = (p.context_frames // block_frames) * block_frames if p.pattern == "block-causal" else p.context_frames
+    pattern = PatternConfig(p.pattern, block_frames, context)
+    pattern.validate()
+    return pattern
+
+
+def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None = None,
+             cfg_scale: float = 1.0, progress: bool = False, on_audio=None, block_frames: int | None = None,
+             on_change=None) -> torch.Tensor:
+    """`prompt`: a string, weighted prompts, or a schedule [(start seconds, prompts)] whose changes
+    are applied at the first block boundary at or after their time; `on_change(seconds, prompts)`
+    is told where each landed."""
     if model.autoencoder is None:
         raise ConfigError("this model has no autoencoder, so it cannot make audio")
     if not (seconds > 0 and math.isfinite(seconds)):
         raise ConfigError(f"seconds must be a positive number, got {seconds}")
+    schedule = as_schedule(prompt)
     total = round(seconds * model.sample_rate)
     p = model.config.pattern
     if p.pattern == "bidirectional" and p.context_frames == 0:
-        return _offline_window(model, prompt, seconds, total, seed, steps, cfg_scale, on_audio)
-    stream = model.stream(prompt, seed=seed, steps=steps, cfg_scale=cfg_scale)
-    block_seconds = p.block_frames * model.config.frame_seconds
+        if len(schedule) > 1 or block_frames is not None:
+            raise ConfigError("a plain Stable Audio Open model samples one window offline: timed prompt changes "
+                              "and --block need an LMDM (lmdm convert)")
+        return _offline_window(model, schedule[0][1], seconds, total, seed, steps, cfg_scale, on_audio)
+    pattern = block_pattern(model, block_frames)
+    stream = model.stream(schedule[0][1], seed=seed, steps=steps, cfg_scale=cfg_scale, pattern=pattern)
+    block_seconds = pattern.block_frames * model.config.frame_seconds
+    pending = schedule[1:]
     pieces, have = [], 0
     bar = _progress(total / model.sample_rate, progress)
     start = time.perf_counter()
     while have < total:
+        while pending and stream.block_index * block_seconds >= pending[0][0] - 1e-9:
+            stream.set_prompts(pending[0][1])
+            if on_change:
+                on_change(stream.block_index * block_seconds, pending[0][1])
+            pending.pop(0)
         audio = stream.next_block()[0]
         if have + audio.shape[-1] >= total:  # the decoder's held-back tail completes the request
             audio = torch.cat((audio, stream.finish()[0]), -1)

@@ -10,11 +10,13 @@ def add_live_parser(subparsers) -> None:
         description="Start the live server (FastAPI + WebSocket) and open http://HOST:PORT in a browser. "
         "One generation thread serves all sessions; each streams raw PCM blocks generated just ahead of "
         "the playhead. With --headless, run a scripted session to a WAV file instead.")
-    p.add_argument("--model", default=None, help="model directory (lmdm or Stable Audio Open)")
+    p.add_argument("--model", default="default",
+                   help="'default' (the embedded model) or a model directory (lmdm or Stable Audio Open)")
     p.add_argument("--test-model", action="store_true",
                    help="use a small random model (noise; to try the UI and the protocol without weights)")
     p.add_argument("--t5", default=None, help="local t5-base directory, for models conditioned on T5")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto (default): bf16 where the CPU has native bf16 or on a GPU")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of the generation thread (default 1: fastest on a small shared CPU; "
                    "raise it for big models on a machine of their own)")
@@ -25,8 +27,8 @@ def add_live_parser(subparsers) -> None:
     h = p.add_argument_group("headless")
     h.add_argument("--headless", action="store_true", help="no server: run --script and write --out")
     h.add_argument("--out", default="session.wav", help="WAV file of the headless session (default session.wav)")
-    h.add_argument("--script", nargs="+", default=["0:"],
-                   help='prompt changes "SECONDS:prompt", weighted as "SECONDS:a@1;b@0.5" (default: empty prompt)')
+    h.add_argument("--script", nargs="+", default=None, metavar="SPEC",
+                   help='prompt changes as in `lmdm generate --prompts`: "warm piano@0s" "dub techno:1|choir:0.5@10s"')
     h.add_argument("--seconds", type=float, default=30.0, help="length of the headless session (default 30)")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--steps", type=int, default=None, help="denoising steps per block (model default)")
@@ -35,24 +37,20 @@ def add_live_parser(subparsers) -> None:
 
 
 def load_model(args):
-    import torch
-
-    from ..errors import CheckpointError
     if args.test_model:
         from .testmodel import tiny_live_model
         return tiny_live_model()
-    if args.model is None:
-        raise CheckpointError("no embedded default model ships with this version yet: pass --model DIR "
-                              "(an lmdm directory or a Stable Audio Open directory), or --test-model")
-    from ..checkpoints import from_pretrained
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    return from_pretrained(args.model, dtype=dtype, t5_path=args.t5)
+    from ..checkpoints import load, resolve_dtype
+    return load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5)
 
 
 def run_live(args) -> int:
     model = load_model(args)
     if args.headless:
+        from ..errors import ConfigError
         from .headless import run_headless
+        if not args.script:
+            raise ConfigError('--headless needs --script, e.g. --script "warm piano@0s" "dub techno@10s"')
         log = lambda msg: print(f"lmdm live: {msg}", file=sys.stderr, flush=True)  # noqa: E731
         report = run_headless(model, args.out, args.script, args.seconds, seed=args.seed, steps=args.steps,
                               cfg=args.cfg, threads=args.threads, progress=log)

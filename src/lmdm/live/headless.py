@@ -1,46 +1,21 @@
 """`lmdm live --headless`: a scripted session without a browser, written to a WAV file.
 
-Runs the same engine as the server, in process (no sockets): the script's prompt changes are
+Runs the same engine as the server, in process (no sockets). The script is a list of prompt specs
+in `lmdm.prompts` syntax ("warm piano@0s" "dub techno:1|choir:0.5@10s"); its changes are
 submitted as controls when the audio written so far reaches their time, so they land at the
 next block boundary exactly as a live performer's would.
 """
 from __future__ import annotations
 
-import re
-
 from ..errors import ConfigError
+from ..prompts import parse_schedule
 from . import protocol as P
 from .engine import Engine
-
-_LINE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*:\s*(.+)$")
-
-
-def parse_script(lines: list[str]) -> list[tuple[float, list[tuple[str, float]]]]:
-    """["0:warm piano", "10:dub techno@1;choir@0.5"] → [(0.0, [("warm piano", 1.0)]), (10.0, [...])].
-    `text@weight` pairs are separated by `;`; the weight defaults to 1."""
-    script = []
-    for line in lines:
-        m = _LINE.match(line)
-        if not m:
-            raise ConfigError(f"script line {line!r} is not 'SECONDS:prompt' (e.g. '10:dub techno@1;choir@0.5')")
-        prompts = []
-        for part in m.group(2).split(";"):
-            text, _, weight = part.rpartition("@") if "@" in part else (part, "", "1")
-            try:
-                prompts.append((text.strip(), float(weight)))
-            except ValueError:
-                raise ConfigError(f"script line {line!r}: weight {weight!r} is not a number") from None
-        script.append((float(m.group(1)), prompts))
-    script.sort(key=lambda x: x[0])
-    if not script or script[0][0] != 0:
-        raise ConfigError("the script must start at time 0 (e.g. '0:warm piano')")
-    return script
-
 
 def run_headless(model, out: str, script: list[str], seconds: float, *, seed: int = 0, steps: int | None = None,
                  cfg: float = 1.0, threads: int | None = None, progress=print) -> dict:
     import soundfile as sf
-    plan = parse_script(script)
+    plan = parse_schedule(script)
     engine = Engine(model, threads=threads).start()
     session = engine.open(None, max_queue=1)  # one block ahead: script changes land on the next block
     changes = []

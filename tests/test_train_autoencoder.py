@@ -64,3 +64,44 @@ def test_bad_manifests(tmp_path):
     short = make_manifest(tmp_path / "short", seconds=(0.5, 0.05, 0.5))
     with pytest.raises(DataError, match=r"sine1.wav \(0.05 s\)"):
         train_autoencoder(cfg_for(tmp_path, short))
+
+
+def test_unit_latents_export_and_loading_it_into_a_model(tmp_path):
+    from lmdm.config import ModelConfig, preset
+    from lmdm.data.cli import load_autoencoder_dir
+    from lmdm.errors import ConfigError
+    from lmdm.model import LiveMusicModel
+    from lmdm.train.autoencoder import latent_std
+    from lmdm.train.finetune import load_autoencoder_weights
+    cfg = cfg_for(tmp_path, make_manifest(tmp_path / "audio"), noise_scale=0.0, unit_latents=True, adv_weight=0.0)
+    train_autoencoder(cfg)
+    export = tmp_path / "run" / "model"
+    ae = load_autoencoder_dir(export)
+    clips = [(None, torch.from_numpy(sf.read(str(tmp_path / "audio" / f"sine{i}.wav"), dtype="float32")[0][None]))
+             for i in range(3)]   # the training clips (the last one is held out)
+    assert latent_std(ae, clips) == pytest.approx(1.0, rel=1e-3)
+    assert json.loads((export / "latent_scale.json").read_text())["rescaled_by"] > 0
+
+    config = preset("tiny").to_dict()
+    config["autoencoder"] = json.loads((export / "autoencoder.json").read_text())
+    config["dit"]["io_channels"], config["dit"]["input_groups"] = 4, {"context": 5}
+    model = LiveMusicModel(ModelConfig.from_dict(config))
+    load_autoencoder_weights(model, str(export))
+    for key, value in ae.state_dict().items():
+        assert torch.equal(model.autoencoder.state_dict()[key], value)
+    config["autoencoder"]["channels"] = 8
+    with pytest.raises(ConfigError, match="does not match"):
+        load_autoencoder_weights(LiveMusicModel(ModelConfig.from_dict(config)), str(export))
+
+
+def test_rescaling_latents_is_exact_for_the_decoder():
+    from lmdm.models.autoencoder import Autoencoder, AutoencoderConfig
+    torch.manual_seed(0)
+    ae = Autoencoder(AutoencoderConfig(audio_channels=1, channels=4, c_mults=[1, 2], strides=[2, 4], latent_dim=4,
+                                       sample_rate=SR)).eval()
+    x = torch.randn(1, 1, 800)
+    with torch.no_grad():
+        z, y = ae.encode(x), ae.decode(ae.encode(x))
+        ae.rescale_latents(2.5)
+        assert torch.allclose(ae.encode(x), 2.5 * z, atol=1e-5)
+        assert torch.allclose(ae.decode(ae.encode(x)), y, atol=1e-5)

@@ -34,18 +34,41 @@ def _manifest(args) -> int:
 
 
 def _encode(args) -> int:
+    from pathlib import Path
+
     from ..checkpoints import from_pretrained
     from ..errors import DataError
     from .dataset import encode_dataset
-    model = from_pretrained(args.model)
-    if getattr(model, "autoencoder", None) is None:
-        raise DataError(f"the model in {args.model} has no autoencoder (config.autoencoder is empty), so it "
-                        "cannot encode audio; use a model directory that includes one")
-    path = encode_dataset(args.manifest, model.autoencoder.eval(), args.out, stems=not args.no_stems,
+    if (Path(args.model) / "autoencoder.json").is_file():   # an export of `lmdm train autoencoder`
+        ae = load_autoencoder_dir(args.model)
+    else:
+        ae = from_pretrained(args.model).autoencoder
+        if ae is None:
+            raise DataError(f"the model in {args.model} has no autoencoder (config.autoencoder is empty), so it "
+                            "cannot encode audio; use a model directory that includes one")
+    if args.dtype == "bf16":
+        import torch
+        ae = ae.to(torch.bfloat16)
+    path = encode_dataset(args.manifest, ae.eval(), args.out, stems=not args.no_stems,
                           controls=not args.no_controls, chunk_seconds=args.chunk_seconds, progress=not args.quiet,
                           accompaniment_every=args.accompaniment_every)
     print(f"wrote {path}")
     return 0
+
+
+def load_autoencoder_dir(folder):
+    """An autoencoder export folder (autoencoder.json + autoencoder.safetensors), loaded strictly."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from ..checkpoints import load_strict
+    from ..models.autoencoder import Autoencoder, AutoencoderConfig
+    folder = Path(folder)
+    ae = Autoencoder(AutoencoderConfig.from_dict(json.loads((folder / "autoencoder.json").read_text())))
+    load_strict(ae, load_file(str(folder / "autoencoder.safetensors")), str(folder))
+    return ae.eval()
 
 
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
@@ -84,7 +107,10 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
                        description="Encode every clip (and its stems) to latents in safetensors shards, with "
                        "sketch controls at the latent frame rate, for `lmdm train`.")
     e.add_argument("manifest")
-    e.add_argument("--model", required=True, help="lmdm or Stable Audio Open model directory with an autoencoder")
+    e.add_argument("--model", required=True, help="lmdm or Stable Audio Open model directory with an autoencoder, or "
+                   "an autoencoder folder from `lmdm train autoencoder`")
+    e.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                   help="encoder precision (bf16: ~2x faster on CPUs with native bf16)")
     e.add_argument("--out", required=True, help="output folder for latents.jsonl, latents.json and shards")
     e.add_argument("--chunk-seconds", type=float, default=60.0, help="encode longer clips in chunks (default 60)")
     e.add_argument("--no-stems", action="store_true", help="skip the stems")

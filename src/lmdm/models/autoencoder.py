@@ -377,11 +377,30 @@ class Autoencoder(nn.Module):
         check_signal(latents, self.latent_dim, "latents")
         return from_channels_last(self.decoder(to_channels_last(latents.to(self.dtype)))).to(latents.dtype)
 
-    def forward(self, audio: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """Training pass: (reconstruction from sampled latents, KL term)."""
+    def forward(self, audio: Tensor, generator: torch.Generator | None = None, noise_scale: float = 1.0
+                ) -> tuple[Tensor, Tensor]:
+        """Training pass: (reconstruction from latents mean + noise_scale * std * noise, KL term).
+        noise_scale 0 trains a plain autoencoder on the posterior mean (see AutoencoderTrainConfig)."""
         mean, std = self.encode_moments(audio)
-        z = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        z = mean
+        if noise_scale:
+            z = mean + noise_scale * std * torch.randn(mean.shape, generator=generator, device=mean.device,
+                                                       dtype=mean.dtype)
         return from_channels_last(self.decoder(to_channels_last(z))), kl_divergence(mean, std)
+
+    @torch.no_grad()
+    def rescale_latents(self, factor: float) -> None:
+        """Make every latent `factor` times larger (posterior mean and std) and the decoder read them
+        back unchanged: exact, folded into the weight-norm gains of the last encoder conv and the first
+        decoder conv. Used to give a trained autoencoder unit-variance latents for diffusion."""
+        if not (factor > 0 and math.isfinite(factor)):
+            raise ConfigError(f"latent rescale factor must be positive and finite, got {factor}")
+        d, enc, dec = self.latent_dim, self.encoder.layers[-1], self.decoder.layers[0]
+        enc.weight_g[:d] *= factor          # mean half; std = softplus(scale) stays, then scaled below
+        enc.bias[:d] *= factor
+        # std = softplus(s) + 1e-4 cannot be scaled exactly through s; the KL-free use of latents
+        # (posterior mean) is exact, and sampling keeps the std of the unscaled posterior.
+        dec.weight_g /= factor
 
     def streaming_decoder(self) -> "StreamingDecoder":
         return StreamingDecoder(self)

@@ -140,7 +140,7 @@ class AutoencoderObjective(Objective):
         key = batch["keys"][0]
         if phase == "generator":
             gen = torch.Generator(device=real.device).manual_seed(self.cfg.run.seed * 31 + key)
-            fake, kl = self.ae(real, generator=gen)
+            fake, kl = self.ae(real, generator=gen, noise_scale=a.noise_scale)
             fake = fake.to(real.dtype)
             self._fake[key] = fake.detach()
             stft = mrstft_loss(fake, real, a.fft_sizes)
@@ -198,12 +198,34 @@ class AutoencoderObjective(Objective):
         sf.write(str(folder / f"step-{step:08d}-recon.wav"), rec.clamp(-1, 1).T.numpy(), self.ae.sample_rate)
 
     def export(self, folder: Path, ema: dict[str, torch.Tensor] | None) -> None:
-        """autoencoder.safetensors + autoencoder.json (AutoencoderConfig); EMA weights when EMA is on."""
+        """autoencoder.safetensors + autoencoder.json (AutoencoderConfig); EMA weights when EMA is on.
+        With `autoencoder.unit_latents`, the latents are rescaled to unit standard deviation over the
+        training clips first (exactly, in the weights: `Autoencoder.rescale_latents`), so a diffusion
+        model trained on them sees the scale its noise schedule assumes."""
         from safetensors.torch import save_file
         ae = with_ema(self.ae, ema)
+        if self.a.unit_latents:
+            std = latent_std(ae, self.clips)
+            ae.rescale_latents(1.0 / std)
+            (folder / "latent_scale.json").parent.mkdir(parents=True, exist_ok=True)
+            (folder / "latent_scale.json").write_text(json.dumps({"measured_std": std, "rescaled_by": 1 / std}) + "\n")
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in ae.state_dict().items()}, str(folder / "autoencoder.safetensors"))
         (folder / "autoencoder.json").write_text(json.dumps(ae.config.to_dict(), indent=2) + "\n")
+
+
+@torch.no_grad()
+def latent_std(ae: Autoencoder, clips: list, max_clips: int = 48, seconds: float = 10.0) -> float:
+    """Standard deviation of the posterior mean over (the first `seconds` of) up to `max_clips` clips."""
+    was, total, square, count = ae.training, 0.0, 0.0, 0
+    ae.eval()
+    step = max(1, len(clips) // max_clips)
+    for _, audio in clips[::step][:max_clips]:
+        z = ae.encode(audio[None, :, : round(seconds * ae.sample_rate)].to(ae.device, ae.dtype)).double()
+        total, square, count = total + float(z.sum()), square + float(z.square().sum()), count + z.numel()
+    ae.train(was)
+    mean = total / count
+    return max(square / count - mean * mean, 1e-12) ** 0.5
 
 
 def train_autoencoder(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> dict:

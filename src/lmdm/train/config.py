@@ -61,6 +61,8 @@ class FinetuneConfig:
     init: str = "preset:tiny"        # an lmdm/SAO directory (e.g. from `lmdm convert`) or preset:<tiny|small|sao-small>
     pattern: str = ""                # presets only: attention pattern (block-causal | enc-dec); "" = preset default
     model: dict | None = None        # a full ModelConfig dict to build from scratch (overrides init)
+    autoencoder_init: str = ""       # with `model`: a trained autoencoder (folder from `lmdm train autoencoder`
+                                     # or its .safetensors), loaded strictly; its config must match model.autoencoder
     latents: str = ""                # latent directory from `lmdm data encode` (latents.jsonl + shards)
     short_clips: str = "skip"        # clips shorter than the window: skip (counted, warned) | error
     p_uncond: float = 0.2            # per item: drop all context (mask 0, latents 0)
@@ -99,6 +101,11 @@ class AutoencoderTrainConfig:
     heldout_clips: int = 2           # the manifest's last N clips are held out for evaluation
     crop_seconds: float = 1.0        # random training crop length
     kl_weight: float = 1e-4          # weight of the VAE KL term
+    # scale of the posterior noise in training. 1 = a VAE as SAO trains it. On a budget of ~1k steps
+    # the decoder never learns to read latents drowned in unit noise (measured: posterior collapse,
+    # latent SNR 0.04 after 600 steps), so the default model trains with 0 (the posterior mean).
+    noise_scale: float = 1.0
+    unit_latents: bool = False       # export: rescale latents to unit std over the training clips (exact)
     stft_weight: float = 1.0         # weight of the multi-resolution STFT loss
     adv_weight: float = 0.1          # weight of the generator's adversarial loss; 0 = no discriminator
     fm_weight: float = 1.0           # weight of discriminator feature matching (when adv_weight > 0)

@@ -23,6 +23,7 @@ and passed only when the model has them; an item that does not use one gets an a
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 from pathlib import Path
 
@@ -45,6 +46,8 @@ def build_model(cfg: TrainConfig) -> LiveMusicModel:
     torch.manual_seed(cfg.run.seed)
     if f.model is not None:
         model = LiveMusicModel(ModelConfig.from_dict(f.model))
+        if f.autoencoder_init:
+            load_autoencoder_weights(model, f.autoencoder_init)
     elif f.init.startswith("preset:"):
         model = LiveMusicModel(preset(f.init.split(":", 1)[1], f.pattern or "block-causal"))
     else:
@@ -57,6 +60,23 @@ def build_model(cfg: TrainConfig) -> LiveMusicModel:
         raise ConfigError(f"stage-1 fine-tuning needs an enc-dec or block-causal model, {f.init or 'model'} is "
                           f"{model.config.pattern.pattern!r}; convert it first: lmdm convert SAO_DIR OUT_DIR")
     return model.float()
+
+
+def load_autoencoder_weights(model: LiveMusicModel, source: str) -> None:
+    """Strictly load a trained autoencoder (export folder or .safetensors) into `model.autoencoder`."""
+    from safetensors.torch import load_file
+    from ..checkpoints import load_strict
+    if model.autoencoder is None:
+        raise ConfigError("finetune.autoencoder_init is set but finetune.model has no autoencoder config")
+    path = Path(source)
+    if path.is_dir():
+        saved = json.loads((path / "autoencoder.json").read_text()) if (path / "autoencoder.json").is_file() else None
+        if saved is not None and saved != model.autoencoder.config.to_dict():
+            raise ConfigError(f"{path}/autoencoder.json does not match finetune.model.autoencoder: {saved}")
+        path = path / "autoencoder.safetensors"
+    if not path.is_file():
+        raise ConfigError(f"finetune.autoencoder_init: no autoencoder weights at {path}")
+    load_strict(model.autoencoder, load_file(str(path)), str(path))
 
 
 def select_trainable(model: LiveMusicModel, patterns: list[str], lora_rank: int, lora_alpha: float) -> list[str]:

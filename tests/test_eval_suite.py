@@ -3,6 +3,7 @@ the numbers are meaningless, the pipeline (streams, metrics, report, plots) is w
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,6 +26,14 @@ def setup(tmp_path_factory):
     cfg.pattern.block_frames, cfg.pattern.context_frames = 256, 768
     torch.manual_seed(0)
     save_pretrained(lmdm.LiveMusicModel(cfg), root / "model")
+    mono = lmdm.preset("tiny")  # the default model's shape: mono at 22.05 kHz (the corpus is 44.1 kHz stereo)
+    mono.sample_rate = 22050
+    mono.autoencoder = AutoencoderConfig(audio_channels=1, sample_rate=22050, channels=8, c_mults=[1, 2], strides=[4, 8],
+                                         latent_dim=8).to_dict()
+    mono.downsampling_ratio = 32
+    mono.pattern.block_frames, mono.pattern.context_frames = 256, 768
+    torch.manual_seed(1)
+    save_pretrained(lmdm.LiveMusicModel(mono), root / "mono")
     tagger = Tagger(TaggerConfig(styles=["house", "jazz"]))
     tagger.save(root / "tagger.safetensors", {"style_accuracy": 0.0, "note": "random, for tests"})
     return root
@@ -47,3 +56,41 @@ def test_eval_cli_errors_clearly_without_a_tagger(setup, tmp_path):
                           str(setup / "corpus" / "manifest.jsonl"), "--tagger", str(tmp_path / "none.safetensors"),
                           "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert run.returncode == 2 and "train one with" in run.stderr
+
+
+def test_eval_suite_on_a_mono_22khz_model_with_the_offline_baseline(setup):
+    model = lmdm.checkpoints.from_pretrained(setup / "mono")
+    assert model.autoencoder.config.audio_channels == 1 and model.sample_rate == 22050
+    tagger, _ = Tagger.load(setup / "tagger.safetensors")
+    suite = Suite(prompts=2, seconds=3.0, transitions=0, reference=2, window_seconds=1.0)  # transitions: above
+    report = evaluate(model, setup / "corpus" / "manifest.jsonl", suite, tagger)
+    assert report["channels"] == 1 and report["embedder"] == "lmdm"
+    assert len(report["streams"]["primed"]["drift_curve"]) == 3
+    base = report["baseline"]
+    assert base["windows"] == 6 and base["fd_all_windows"]["fd"] >= 0 and len(base["adherence"]) == 2
+    assert report["summary"]["fd_baseline"] is not None and report["summary"]["fd_text"] is not None
+    out = write_report({"mono": report}, setup / "report-mono")
+    md = (out / "report.md").read_text()
+    assert "| fd_baseline |" in md and "offline" in md
+
+
+def test_offline_baseline_is_one_window_sampled_at_once(setup):
+    from lmdm.eval.suite import offline_windows
+    model = lmdm.checkpoints.from_pretrained(setup / "mono")
+    a = offline_windows(model, "house", 2, seed=3, seconds=1.0)
+    assert [x.shape for x in a] == [(1, 22050)] * 2 and not np.allclose(a[0], a[1])
+    assert np.allclose(offline_windows(model, "house", 1, seed=3, seconds=1.0)[0], a[0])  # deterministic
+    assert offline_windows(model, "house", 1, seed=3, seconds=2.0) is None  # longer than the model's window
+
+
+def test_the_default_embedding_is_the_same_for_mono_and_the_same_signal_as_stereo():
+    from lmdm.eval.embedders import load_embedder
+    torch.manual_seed(0)
+    embed = load_embedder("lmdm", Tagger(TaggerConfig(styles=["house", "jazz"])))
+    mono = np.random.default_rng(0).normal(scale=0.1, size=(2, 1, 22050)).astype(np.float32)
+    stereo = np.repeat(mono, 2, axis=1)
+    assert np.allclose(embed(mono, 22050), embed(stereo, 22050), atol=1e-6)
+    assert np.allclose(embed(mono[:, 0], 22050), embed(stereo, 22050), atol=1e-6)
+    tagger = Tagger(TaggerConfig(styles=["house", "jazz"]))
+    assert tagger.predict(torch.from_numpy(mono), 44100)[0]["style_probs"] == pytest.approx(
+        tagger.predict(torch.from_numpy(stereo), 44100)[0]["style_probs"], abs=1e-6)

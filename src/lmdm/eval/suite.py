@@ -8,7 +8,14 @@ stage-1 vs ARC-Forcing) are compared on identical requests. Measured per model:
   beat tracker's tempo error against the caption's BPM;
 - prompt transitions: A→B switched mid-stream: blocks until the tagger prefers B, and the
   spectral-flux discontinuity at the switch;
-- speed: the real-time factor of the generation itself.
+- speed: the real-time factor of the generation itself;
+- the offline baseline (`baseline=True`): see `offline_windows`; its FD and adherence sit next to
+  the streamed text-only ones under the report key `baseline`.
+
+FD uses a pluggable embedder (`lmdm.eval.embedders`: FD-lmdm by default, or a local VGGish/CLAP);
+adherence and transitions always use lmdm's tagger (they need its style/instrument heads). Any
+sample rate and channel count works: reference and priming audio are loaded at the model's rate and
+its autoencoder's channel count, and the embedders mix to mono.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import torch
 
 from ..data.dataset import load_audio, read_manifest
 from ..data.tempo import estimate_tempo
+from .embedders import lmdm_embedder
 from .metrics import (blocks_until_match, drift_curve, drift_ratio, frechet_with_interval, switch_discontinuity,
                       windows)
 from .tagger import Tagger, instruments_of
@@ -36,8 +44,11 @@ class Suite:
     transitions: int    # A→B pairs
     reference: int      # held-out pieces for the reference set
     window_seconds: float = WINDOW_SECONDS  # drift and adherence are measured per window
+    baseline: bool = True  # also sample the offline-window baseline (one window per eval window)
 
 
+# quick: 6 x 30 s text + primed + baseline (~18 windows) + 2 transitions: ~9.5 min of audio, about a
+# minute at 10x real time, plus tagging.
 SUITES = {"quick": Suite(prompts=6, seconds=30.0, transitions=2, reference=24),
           "full": Suite(prompts=24, seconds=60.0, transitions=8, reference=120)}
 
@@ -57,15 +68,47 @@ def _stream_audio(model, prompt, seconds, seed, context=None, switch=None) -> tu
     return torch.cat(pieces, -1)[:, :total].numpy(), seconds / elapsed
 
 
-def _embed_windows(tagger: Tagger, audio: np.ndarray, sr: int, seconds: float) -> np.ndarray:
+def offline_windows(model, prompt, count: int, seed: int, seconds: float) -> list[np.ndarray] | None:
+    """The offline-window baseline: `count` independent pieces of `seconds`, each sampled by the SAME
+    model as ONE whole window at once, with no streaming.
+
+    Precisely: piece w is `model.stream(prompt, seed=seed + 1000 * w, pattern=bidirectional with
+    context_frames=0 and block_frames=window_frames)` -> a single `next_latents()` call (every
+    denoising step sees the whole window_frames-long window, full attention, no history, text-only
+    conditioning), decoded offline by `autoencoder.decode` and cut to `seconds`. This is what an
+    outpainting-free, non-streaming sampler of the same weights gives (as `lmdm generate` does for a
+    plain SAO model); piece 0 uses the streamed text-only request's seed. Returns None when the
+    model's window is shorter than `seconds` (no fair comparison then)."""
+    from ..config import PatternConfig
+    frames = model.config.pattern.window_frames
+    need = round(seconds * model.sample_rate)
+    if frames * model.config.downsampling_ratio < need:
+        return None
+    pattern = PatternConfig(pattern="bidirectional", block_frames=frames, context_frames=0)
+    out = []
+    for w in range(count):
+        latents = model.stream(prompt, seed=seed + 1000 * w, pattern=pattern).next_latents()
+        with torch.no_grad():
+            audio = model.autoencoder.decode(latents.to(model.autoencoder.dtype)).float()[0, :, :need]
+        out.append(audio.numpy())
+    return out
+
+
+def _embed_windows(embed, audio: np.ndarray, sr: int, seconds: float) -> np.ndarray:
     parts = windows(audio, sr, seconds)
-    return tagger.embed_audio(torch.from_numpy(np.stack(parts)), sr) if parts else np.zeros((0, tagger.cfg.embed_dim))
+    return np.asarray(embed(np.stack(parts), sr)) if parts else np.zeros((0, getattr(embed, "dim", 0) or 0))
 
 
 def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: Tagger | None = None,
-             seed: int = 0, progress=None) -> dict:
+             seed: int = 0, progress=None, embedder=None, baseline: bool | None = None) -> dict:
+    """Run a suite on one model. `embedder`: the FD embedding, a callable (clips (N, channels,
+    samples), sample_rate) -> (N, D) (default: the tagger's, FD-lmdm). `baseline`: also sample the
+    offline-window baseline (default: the suite's setting)."""
     spec = SUITES[suite] if isinstance(suite, str) else suite
     tagger = tagger or Tagger.load()[0]
+    embed = embedder or lmdm_embedder(tagger)
+    embed_name = getattr(embed, "name", "custom")
+    baseline = spec.baseline if baseline is None else baseline
     entries = read_manifest(manifest)
     root = Path(manifest).parent
     rng = np.random.default_rng(seed)
@@ -73,11 +116,13 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
     chosen = [entries[i] for i in order[: spec.prompts]]
     ref_entries = [entries[i] for i in order[spec.prompts: spec.prompts + spec.reference]] or chosen
     sr = model.sample_rate
-    ref_audio = [load_audio(root / e["path"], sr, 2) for e in ref_entries]
-    reference = np.concatenate([_embed_windows(tagger, a, sr, spec.window_seconds) for a in ref_audio])
+    channels = model.autoencoder.config.audio_channels
+    ref_audio = [load_audio(root / e["path"], sr, channels) for e in ref_entries]
+    reference = np.concatenate([_embed_windows(embed, a, sr, spec.window_seconds) for a in ref_audio])
     say = progress or (lambda msg: None)
 
     report = {"suite": suite if isinstance(suite, str) else "custom", "window_seconds": spec.window_seconds,
+              "embedder": embed_name, "sample_rate": sr, "channels": channels,
               "streams": {}, "adherence": [], "transitions": [], "rtf": []}
     for kind in ("text", "primed"):
         per_window: list[list[np.ndarray]] = []
@@ -86,12 +131,12 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
             caption = entry["captions"][0]
             context = None
             if kind == "primed":
-                opening = load_audio(root / entry["path"], sr, 2)[None, :, : round(model.window_seconds * sr)]
+                opening = load_audio(root / entry["path"], sr, channels)[None, :, : round(model.window_seconds * sr)]
                 with torch.no_grad():
                     context = model.autoencoder.encode(torch.from_numpy(opening).to(model.autoencoder.dtype))[0]
             audio, rtf = _stream_audio(model, caption, spec.seconds, seed + k, context)
             report["rtf"].append(rtf)
-            emb = _embed_windows(tagger, audio, sr, spec.window_seconds)
+            emb = _embed_windows(embed, audio, sr, spec.window_seconds)
             for w, e in enumerate(emb):
                 if len(per_window) <= w:
                     per_window.append([])
@@ -100,9 +145,11 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
                 report["adherence"].append(_adherence(tagger, audio, sr, entry["metadata"], spec.window_seconds))
         curve = drift_curve([np.stack(w) for w in per_window if len(w) >= 2], reference)
         first = np.stack(per_window[0]) if per_window else np.zeros((0, 1))
+        pooled = np.concatenate([np.stack(w) for w in per_window]) if per_window else np.zeros((0, 1))
         report["streams"][kind] = {"drift_curve": curve, "drift_ratio": drift_ratio(curve) if len(curve) > 1 else None,
-                                   "fd_first_window": frechet_with_interval(first, reference, bootstrap=50)
-                                   if len(first) >= 2 else None}
+                                   "fd_first_window": _fd(first, reference), "fd_all_windows": _fd(pooled, reference)}
+    if baseline:
+        report["baseline"] = _baseline(model, chosen, spec, seed, embed, tagger, reference, say)
     block_frames = model.config.pattern.block_frames
     for k in range(spec.transitions):
         a, b = chosen[k % len(chosen)], chosen[(k + 1) % len(chosen)]
@@ -116,6 +163,40 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
                                                  block_frames * model.config.downsampling_ratio))
     report["summary"] = _summary(report)
     return report
+
+
+def _fd(emb: np.ndarray, reference: np.ndarray) -> dict | None:
+    return frechet_with_interval(emb, reference, bootstrap=50) if len(emb) >= 2 and len(reference) >= 2 else None
+
+
+def _baseline(model, chosen, spec: Suite, seed: int, embed, tagger: Tagger, reference, say) -> dict:
+    """FD and adherence of the offline-window baseline on the text-only requests (same captions, seeds)."""
+    sr, count = model.sample_rate, int(spec.seconds // spec.window_seconds)
+    what = {"definition": "each eval window sampled as one whole model window (bidirectional, no context, "
+                          "text-only), decoded offline; see lmdm.eval.suite.offline_windows"}
+    embs, adherence, start, made = [], [], time.perf_counter(), 0
+    for k, entry in enumerate(chosen):
+        say(f"baseline {k + 1}/{len(chosen)}")
+        parts = offline_windows(model, entry["captions"][0], count, seed + k, spec.window_seconds)
+        if parts is None:
+            return {**what, "skipped": f"the model's window ({model.window_seconds:.2f} s) is shorter than the "
+                                       f"eval window ({spec.window_seconds} s)"}
+        made += len(parts)
+        embs.append(np.asarray(embed(np.stack(parts), sr)))
+        per = [_adherence(tagger, p, sr, entry["metadata"], spec.window_seconds) for p in parts]
+        tempo = [p["tempo_error"] for p in per if p["tempo_error"] is not None]
+        adherence.append({"style": entry["metadata"]["style"],
+                          "style_agreement": _mean(p["style_agreement"] for p in per),
+                          "instrument_jaccard": _mean(p["instrument_jaccard"] for p in per),
+                          "tempo_error": float(np.median(tempo)) if tempo else None})
+    elapsed = time.perf_counter() - start
+    pooled = np.concatenate(embs) if embs else np.zeros((0, 1))
+    return {**what, "windows": made, "fd_all_windows": _fd(pooled, reference), "adherence": adherence,
+            "style_agreement": _mean(a["style_agreement"] for a in adherence),
+            "instrument_jaccard": _mean(a["instrument_jaccard"] for a in adherence),
+            "median_tempo_error": float(np.median([a["tempo_error"] for a in adherence
+                                                   if a["tempo_error"] is not None] or [np.nan])),
+            "realtime_factor": made * spec.window_seconds / elapsed if elapsed > 0 else None}
 
 
 def _adherence(tagger: Tagger, audio: np.ndarray, sr: int, meta: dict, seconds: float) -> dict:
@@ -149,15 +230,25 @@ def _mean(values) -> float | None:
 
 
 def _summary(r: dict) -> dict:
-    return {"style_agreement": _mean(a["style_agreement"] for a in r["adherence"]),
-            "instrument_jaccard": _mean(a["instrument_jaccard"] for a in r["adherence"]),
-            "median_tempo_error": float(np.median([a["tempo_error"] for a in r["adherence"]
+    fd = (r["streams"]["text"].get("fd_all_windows") or {}).get("fd")
+    base = r.get("baseline") or {}
+    out = {"fd_text": fd,
+           "fd_baseline": (base.get("fd_all_windows") or {}).get("fd"),
+           "style_agreement": _mean(a["style_agreement"] for a in r["adherence"]),
+           "style_agreement_baseline": base.get("style_agreement"),
+           "instrument_jaccard": _mean(a["instrument_jaccard"] for a in r["adherence"]),
+           "median_tempo_error": float(np.median([a["tempo_error"] for a in r["adherence"]
                                                    if a["tempo_error"] is not None] or [np.nan])),
-            "drift_ratio_text": r["streams"]["text"]["drift_ratio"],
-            "drift_ratio_primed": r["streams"]["primed"]["drift_ratio"],
-            "blocks_until_match": _mean(t["blocks_until_match"] for t in r["transitions"]),
-            "switch_discontinuity": _mean(t["discontinuity"] for t in r["transitions"]),
-            "realtime_factor": _mean(r["rtf"])}
+           "instrument_jaccard_baseline": base.get("instrument_jaccard"),
+           "median_tempo_error_baseline": base.get("median_tempo_error"),
+           "drift_ratio_text": r["streams"]["text"]["drift_ratio"],
+           "drift_ratio_primed": r["streams"]["primed"]["drift_ratio"],
+           "blocks_until_match": _mean(t["blocks_until_match"] for t in r["transitions"]),
+           "switch_discontinuity": _mean(t["discontinuity"] for t in r["transitions"]),
+           "realtime_factor": _mean(r["rtf"])}
+    if "baseline" not in r:
+        out = {k: v for k, v in out.items() if "baseline" not in k}
+    return out
 
 
 def write_report(reports: dict[str, dict], out: str | Path) -> Path:
@@ -173,7 +264,11 @@ def write_report(reports: dict[str, dict], out: str | Path) -> Path:
         for kind, s in r["streams"].items():
             xs = [r["window_seconds"] * (i + 1) for i in range(len(s["drift_curve"]))]
             ax.plot(xs, s["drift_curve"], marker="o", label=f"{name} ({kind})")
-    ax.set_xlabel("window end (s)"), ax.set_ylabel("FD-lmdm vs held-out corpus"), ax.legend()
+        base = (r.get("baseline") or {}).get("fd_all_windows")
+        if base:
+            ax.axhline(base["fd"], ls="--", lw=1, color=ax.lines[-1].get_color(), label=f"{name} (offline baseline)")
+    embedder = next(iter(reports.values())).get("embedder", "lmdm")
+    ax.set_xlabel("window end (s)"), ax.set_ylabel(f"FD-{embedder} vs held-out corpus"), ax.legend()
     ax.set_title("Drift over the stream")
     fig.tight_layout(), fig.savefig(out / "drift.png", dpi=100), plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -190,6 +285,10 @@ def write_report(reports: dict[str, dict], out: str | Path) -> Path:
     for k in keys:
         cells = [reports[n]["summary"][k] for n in reports]
         lines.append(f"| {k} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in cells) + " |")
-    lines += ["", "![drift](drift.png)", "", "![transitions](transitions.png)", ""]
+    embedders = sorted({r.get("embedder", "lmdm") for r in reports.values()})
+    lines += ["", f"FD: Fréchet distance in the {'/'.join(embedders)} embedding to held-out corpus windows, "
+              "pooled over all text-only windows. `*_baseline`: the same model sampling each window offline in "
+              "one go (no streaming, no context); tempo error per window there, per stream otherwise.",
+              "", "![drift](drift.png)", "", "![transitions](transitions.png)", ""]
     (out / "report.md").write_text("\n".join(lines))
     return out

@@ -46,6 +46,10 @@ def _generate(args) -> int:
                           '"A@0s" "B@30s" (not both)')
     schedule = parse_schedule(args.prompts or [args.prompt])
     model = load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5)
+    sketch = None
+    if args.sketch:
+        from .generate import load_sketch
+        sketch = load_sketch(model, args.sketch, args.seconds, args.sketch_strength)
     peak, say = 0.0, (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     with sf.SoundFile(args.output, "w", samplerate=model.sample_rate, channels=model.autoencoder.config.audio_channels,
                       subtype="PCM_16") as out:
@@ -55,9 +59,38 @@ def _generate(args) -> int:
             out.write(chunk.clamp(-1, 1).T.numpy())
         model.generate(schedule, args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
                        progress=not args.quiet, on_audio=write, block_frames=args.block,
-                       on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"))
+                       on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"), sketch=sketch)
     print(f"wrote {args.output}: {args.seconds} s at {model.sample_rate} Hz, peak {peak:.3f}"
-          + (" (clipped to ±1)" if peak > 1 else ""))
+          + (" (clipped to ±1)" if peak > 1 else "")
+          + (f", sketch {args.sketch} ({sketch.shape[-1] * model.config.frame_seconds:.2f} s, strength "
+             f"{args.sketch_strength:g})" if sketch is not None else ""))
+    return 0
+
+
+def _accompany(args) -> int:
+    import soundfile as sf
+
+    from .accompany import accompany, check_model, load_song, mix
+    from .checkpoints import load, resolve_dtype
+    from .prompts import parse_schedule
+    schedule = parse_schedule(args.prompt)
+    model = load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5)
+    check_model(model)
+    song = load_song(model, args.song)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    generated = accompany(model, song, schedule, args.seconds, cutoff_frames=args.cutoff, block_frames=args.block,
+                          seed=args.seed, steps=args.steps, cfg_scale=args.cfg, progress=not args.quiet,
+                          on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"))
+    seconds = generated.shape[-1] / model.sample_rate
+    if args.mix:
+        out, peak = mix(song, generated)
+        note = (f"song + generated, peak {peak:.3f}" + (f" (peak-normalised: divided by {peak:.3f})" if peak > 1
+                                                         else ""))
+    else:
+        peak = float(generated.abs().max())
+        out, note = generated.clamp(-1, 1), f"generated part, peak {peak:.3f}" + (" (clipped to ±1)" if peak > 1 else "")
+    sf.write(args.output, out.T.numpy(), model.sample_rate, subtype="PCM_16")
+    print(f"wrote {args.output}: {seconds:.2f} s at {model.sample_rate} Hz, {note}; sample-aligned with {args.song}")
     return 0
 
 
@@ -163,8 +196,48 @@ def build_parser() -> argparse.ArgumentParser:
                    "to prompt changes (10 = 0.46 s) at a lower real-time factor")
     g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto (default): bf16 where the CPU has native bf16 (AVX-512 BF16/AMX) or on a GPU")
+    g.add_argument("--sketch", metavar="FILE",
+                   help="drive the stream with a sketch from frame 0 (models with a 'sketch' input group): an audio "
+                   "file (any format soundfile reads; its loudness, brightness and pitch at the model's latent "
+                   "frame rate) or hand-drawn curves (.json / .csv: loudness dB, centroid Hz, pitch Hz over time, "
+                   "held past their last point). An audio sketch shorter than --seconds drives only its own "
+                   "length; the rest runs without a sketch")
+    g.add_argument("--sketch-strength", type=float, default=1.0, metavar="S",
+                   help="how closely to follow the sketch, in [0, 1]: 1 (default) follows it frame by frame, lower "
+                   "values median-filter it (0: a 31-frame kernel, only its coarse shape)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
+
+    a = sub.add_parser("accompany", help="generate a part that plays along with a song",
+                       description="Encode SONG with the model's autoencoder (resampled and mixed to its rate and "
+                       "channels) and stream a new part with it as the accompaniment input (models with an "
+                       "'accompaniment' input group). Each block sees the song only up to --cutoff latent frames "
+                       "before its start. The result is sample-aligned with the song: sample 0 of the output is "
+                       "sample 0 of the input (the streaming decoder's delay is latency, not an offset).",
+                       epilog='examples:\n  lmdm accompany song.wav --prompt "walking upright bass" -o bass.wav\n'
+                       '  lmdm accompany song.wav --prompt "brushed drums" --mix -o jam.wav',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    a.add_argument("song", help="the song to accompany (any format soundfile reads)")
+    a.add_argument("--prompt", nargs="+", required=True, metavar="SPEC",
+                   help='what to play: "A", a blend "A:0.7|B:0.3", or timed changes "A@0s" "B@30s" (as generate '
+                   '--prompts)')
+    a.add_argument("-o", "--output", default="out.wav", help="WAV file to write (default out.wav)")
+    a.add_argument("--seconds", type=float, default=None,
+                   help="length of the result (default: the song's); past the song's end it plays on without it")
+    a.add_argument("--mix", action="store_true",
+                   help="write song + generated part summed (divided by its peak only if it would clip)")
+    a.add_argument("--cutoff", type=int, default=None, metavar="FRAMES",
+                   help="latent frames before each block that it may not see (default: one block, as in training; "
+                   "0 for block-causal models, which see the song only in the chunk they are finishing)")
+    a.add_argument("--model", default="default", help="'default' (the embedded model) or a model directory")
+    a.add_argument("--t5", default=None, help="local t5-base directory, for models conditioned on T5")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: the model's)")
+    a.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    a.add_argument("--block", type=int, default=None, help="block size in latent frames (default: the model's)")
+    a.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="as for generate")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=_accompany)
 
     c = sub.add_parser("convert", help="turn a Stable Audio Open Small directory into an LMDM",
                        description="Load an official SAO directory (model_config.json + model.safetensors) "

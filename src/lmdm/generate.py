@@ -1,13 +1,15 @@
-"""Rendering a piece of given length: offline SAO windows or an LMDM stream, with progress."""
+"""Rendering a piece of given length: offline SAO windows or an LMDM stream, with progress;
+optionally driven by a sketch (`load_sketch`) or an accompaniment (`lmdm.accompany`)."""
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import torch
 
 from .config import PatternConfig
-from .errors import ConfigError
+from .errors import ConfigError, DataError, LMDMError
 from .prompts import as_schedule
 
 
@@ -25,16 +27,70 @@ def block_pattern(model, block_frames: int | None) -> PatternConfig:
     return pattern
 
 
+def require_input_group(model, name: str, what: str) -> None:
+    """A clear error when the model was not built (and trained) with the `name` input group."""
+    groups = model.config.dit.input_groups
+    if name not in groups:
+        raise ConfigError(f"this model has no {name!r} input group (dit.input_groups: {sorted(groups)}), so it "
+                          f"cannot take {what}; use a model fine-tuned with {name} conditioning")
+
+
+def load_sketch(model, path, seconds: float, strength: float = 1.0, max_kernel: int = 31) -> torch.Tensor:
+    """A sketch file -> normalised controls (3, frames) at the model's latent frame rate, one per latent
+    frame from frame 0 (`lmdm.sketch`), median-filtered by `strength` via `strength_to_kernel`:
+    1 = follow the sketch exactly (kernel 1), 0 = keep only its coarsest shape (kernel `max_kernel`,
+    the largest the fine-tuning used by default).
+
+    Audio (any format soundfile reads): resampled to the model's sample rate, controls with hop = the
+    autoencoder's downsampling ratio (exactly how `lmdm data encode` computes them for training), so
+    frame i covers the same samples as latent frame i; it covers the audio's length. Curves (.json /
+    .csv, `controls_from_curves`): sampled at the frame times of the whole `seconds` (each curve is
+    held past its last point)."""
+    from .data.dataset import load_audio
+    from .sketch import controls_from_audio, controls_from_curves, median_filter, strength_to_kernel
+    require_input_group(model, "sketch", "a sketch")
+    kernel = strength_to_kernel(strength, max_kernel)
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"sketch file {str(path)!r} does not exist")
+    sr, hop = model.sample_rate, model.config.downsampling_ratio
+    if path.suffix.lower() in (".json", ".csv"):
+        try:
+            controls = controls_from_curves(path, math.ceil(round(seconds * sr) / hop), sr / hop)
+        except LMDMError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise DataError(f"cannot read control curves {path}: {e}") from e
+    else:
+        audio = load_audio(path, sr)
+        if audio.shape[-1] == 0:
+            raise DataError(f"sketch audio {path} is empty")
+        controls = controls_from_audio(audio, sr, hop)
+    if not torch.isfinite(controls).all():
+        raise DataError(f"sketch {path} gives non-finite control values")
+    return median_filter(controls, kernel)
+
+
 def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None = None,
              cfg_scale: float = 1.0, progress: bool = False, on_audio=None, block_frames: int | None = None,
-             on_change=None) -> torch.Tensor:
+             on_change=None, sketch: torch.Tensor | None = None, accompaniment: torch.Tensor | None = None,
+             cutoff_frames: int | None = None) -> torch.Tensor:
     """`prompt`: a string, weighted prompts, or a schedule [(start seconds, prompts)] whose changes
     are applied at the first block boundary at or after their time; `on_change(seconds, prompts)`
-    is told where each landed."""
+    is told where each landed.
+
+    Time-aligned inputs (LMDMs with those input groups), both from latent frame 0 = sample 0:
+    `sketch` normalised controls (3, frames) (`load_sketch`); past its end the stream runs without
+    one. `accompaniment` latents (io, frames) (`lmdm.accompany`), each block seeing only frames
+    `cutoff_frames` (default one block) before its start; see `Stream`."""
     if model.autoencoder is None:
         raise ConfigError("this model has no autoencoder, so it cannot make audio")
     if not (seconds > 0 and math.isfinite(seconds)):
         raise ConfigError(f"seconds must be a positive number, got {seconds}")
+    if sketch is not None:
+        require_input_group(model, "sketch", "a sketch")
+    if accompaniment is not None:
+        require_input_group(model, "accompaniment", "an accompaniment")
     schedule = as_schedule(prompt)
     total = round(seconds * model.sample_rate)
     p = model.config.pattern
@@ -44,7 +100,8 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
                               "and --block need an LMDM (lmdm convert)")
         return _offline_window(model, schedule[0][1], seconds, total, seed, steps, cfg_scale, on_audio)
     pattern = block_pattern(model, block_frames)
-    stream = model.stream(schedule[0][1], seed=seed, steps=steps, cfg_scale=cfg_scale, pattern=pattern)
+    stream = model.stream(schedule[0][1], seed=seed, steps=steps, cfg_scale=cfg_scale, pattern=pattern,
+                          sketch=sketch, accompaniment=accompaniment, cutoff_frames=cutoff_frames)
     block_seconds = pattern.block_frames * model.config.frame_seconds
     pending = schedule[1:]
     pieces, have = [], 0

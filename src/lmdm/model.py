@@ -69,17 +69,19 @@ class LiveMusicModel(nn.Module):
 
     def generate(self, prompt, seconds: float, *, seed: int = 0, steps: int | None = None,
                  cfg_scale: float = 1.0, progress: bool = False, on_audio=None, block_frames: int | None = None,
-                 on_change=None) -> torch.Tensor:
+                 on_change=None, sketch: torch.Tensor | None = None) -> torch.Tensor:
         """Audio (channels, samples) of exactly `seconds`, float32.
 
         `prompt`: a string, weighted prompts [(text, weight)], or a schedule [(start seconds,
         prompts)] of timed changes (`lmdm.prompts`). A plain SAO model (bidirectional, no context)
         samples one window offline, as SAO does, with `seconds_total` set to the request. An LMDM
         streams blocks through `Stream` (`block_frames` overrides the block size B).
-        `on_audio(chunk)` receives each piece of audio as soon as it is decoded."""
+        `on_audio(chunk)` receives each piece of audio as soon as it is decoded. `sketch`: normalised
+        controls (3, frames) driving the stream from frame 0 (`lmdm.generate.load_sketch` reads a file;
+        needs a model with the "sketch" input group); past its end the stream runs without one."""
         from .generate import generate
         return generate(self, prompt, seconds, seed=seed, steps=steps, cfg_scale=cfg_scale, progress=progress,
-                        on_audio=on_audio, block_frames=block_frames, on_change=on_change)
+                        on_audio=on_audio, block_frames=block_frames, on_change=on_change, sketch=sketch)
 
     def stream(self, prompt: Prompts | str = "", **kwargs):
         """A new streaming session; see `lmdm.stream.Stream` for the options."""

@@ -45,8 +45,9 @@ def test_frame_roundtrip_and_limits():
     ('{"type": "steps", "steps": 0}', "steps"),
     ('{"type": "warp"}', "unknown message type 'warp'"),
     ('{"type": "prompts", "prompts": [{"text": "a", "weight": -1}]}', "weight"),
-    ('{"type": "mode", "mode": "sketch"}', "mode 'sketch' is not implemented"),
-    ('{"type": "mode", "mode": "generative_delay"}', "'generative_delay' is not implemented"),
+    ('{"type": "mode", "mode": "jam"}', "mode"),
+    ('{"type": "feedback", "feedback": 2}', "feedback"),
+    ('{"type": "sketch", "curves": {"volume": [1]}}', "curves"),
 ])
 def test_parse_control_rejects(text, reason):
     with pytest.raises(P.ProtocolError, match=reason):
@@ -102,8 +103,8 @@ def test_bad_clients_get_errors_and_others_keep_streaming(server):
                     while len(bad.errors) < 8:
                         await bad.recv()
                 text = " | ".join(e["message"] for e in bad.errors)
-                for reason in ("malformed JSON", "unknown field 'extra'", "scale", "'accompaniment' is not "
-                               "implemented", "2 weights for 1 prompts", "exceeds the limit", "magic",
+                for reason in ("malformed JSON", "unknown field 'extra'", "scale", "no 'accompaniment' input "
+                               "group", "2 weights for 1 prompts", "exceeds the limit", "magic",
                                "no saved state in slot 'nothing'"):
                     assert reason in text
                 await bad.start("doomed", pace="none")

@@ -126,23 +126,23 @@ class DelayStream:
 
     def _step(self, latents: torch.Tensor) -> torch.Tensor:
         s = self.stream
-        if self.feedback < 1.0:
-            self.input_latents = torch.cat((self.input_latents, latents), -1)
+        # always kept (not only while feedback < 1), so feedback may change between blocks
+        self.input_latents = torch.cat((self.input_latents, latents), -1)
         if self.has_accompaniment:
             if s.accompaniment is None:
                 s.set_accompaniment(torch.zeros(s.batch, self.io, 0), start=0)
             s.push_accompaniment(latents)
         j = s.block_index
         out = s.next_latents()
+        src = (j - self.cutoff_frames // self.B) * self.B  # input frames mixed into context block j
+        a = self.input_start
         if self.feedback < 1.0:
-            src = (j - self.cutoff_frames // self.B) * self.B  # input frames mixed into context block j
             given = torch.zeros(s.batch, self.io, self.B)
-            a = self.input_start
             lo, hi = max(src, a), min(src + self.B, a + self.input_latents.shape[-1])
             if hi > lo:
                 given[..., lo - src:hi - src] = self.input_latents[..., lo - a:hi - a]
             s.replace_last_block(self.feedback * out + (1.0 - self.feedback) * given)
-            drop = max(0, min(src + self.B - a, self.input_latents.shape[-1]))  # never needed again
-            self.input_latents, self.input_start = self.input_latents[..., drop:], a + drop
+        drop = max(0, min(src + self.B - a, self.input_latents.shape[-1]))  # never needed again
+        self.input_latents, self.input_start = self.input_latents[..., drop:], a + drop
         self.last_latents = out
         return out

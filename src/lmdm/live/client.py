@@ -97,8 +97,33 @@ class Client:
     async def reset(self) -> int:
         return await self.send({"type": "reset"})
 
-    async def send_input(self, audio: np.ndarray, index: int, sample_rate: int) -> None:
-        await self._ws.send(P.encode_frame(audio, index, sample_rate))
+    async def set_mode(self, mode: str) -> int:
+        """"text", "sketch", "accompaniment" or "generative_delay" (see `info["supported_modes"]`)."""
+        return await self.send({"type": "mode", "mode": mode})
+
+    async def set_mix(self, dry: float = 0.0, wet: float = 1.0) -> int:
+        return await self.send({"type": "mix", "dry": dry, "wet": wet})
+
+    async def set_feedback(self, feedback: float) -> int:
+        return await self.send({"type": "feedback", "feedback": feedback})
+
+    async def set_cutoff(self, frames: int) -> int:
+        return await self.send({"type": "cutoff", "frames": frames})
+
+    async def set_sketch(self, curves: dict | None, seconds: float | None = None) -> int:
+        """Drawn curves {"loudness": [...], "centroid": [...], "pitch": [...]} (None: follow the input)."""
+        msg = {"type": "sketch", "curves": curves}
+        if seconds is not None:
+            msg["seconds"] = seconds
+        return await self.send(msg)
+
+    async def set_sketch_strength(self, strength: float) -> int:
+        return await self.send({"type": "sketch_strength", "strength": strength})
+
+    async def send_input(self, audio: np.ndarray, index: int, sample_rate: int | None = None,
+                         fmt: str = "f32") -> None:
+        """Upstream audio (channels, samples) for the input modes; rate defaults to the model's."""
+        await self._ws.send(P.encode_frame(audio, index, sample_rate or self.rate, fmt))
 
     # -- receiving ---------------------------------------------------------------------------
 

@@ -4,6 +4,9 @@
     /lmdm/weights  w1 [w2 …]                      new weights for the current prompts, in order
     /lmdm/cfg      scale          /lmdm/steps n          /lmdm/seed n
     /lmdm/play     /lmdm/stop     /lmdm/reset
+    /lmdm/mode     text|sketch|accompaniment|generative_delay
+    /lmdm/drywet   wet            (dry = 1 - wet)   or   /lmdm/drywet dry wet   (two gains)
+    /lmdm/feedback f              /lmdm/cutoff frames    /lmdm/sketch_strength s
     /lmdm/session  id             send to one session only (0: every session, the default)
 
 Messages go through the same validation as WebSocket controls and reach the engine the same
@@ -25,7 +28,8 @@ class OSCBridge:
         self.engine, self.target = engine, 0
         self.errors: list[str] = []
         d = Dispatcher()
-        for name in ("prompt", "weights", "cfg", "steps", "seed", "play", "stop", "reset", "session"):
+        for name in ("prompt", "weights", "cfg", "steps", "seed", "play", "stop", "reset", "mode", "drywet",
+                     "feedback", "cutoff", "sketch_strength", "session"):
             d.map(f"/lmdm/{name}", self._handler(name), needs_reply_address=True)
         d.set_default_handler(self._unknown, needs_reply_address=True)
         self.server = ThreadingOSCUDPServer((host, port), d)
@@ -59,7 +63,8 @@ class OSCBridge:
 
     def _unknown(self, client, address, *args):
         self._reply_error(client, f"unknown OSC address {address!r}; see /lmdm/prompt, /lmdm/weights, /lmdm/cfg, "
-                          "/lmdm/steps, /lmdm/seed, /lmdm/play, /lmdm/stop, /lmdm/reset, /lmdm/session")
+                          "/lmdm/steps, /lmdm/seed, /lmdm/play, /lmdm/stop, /lmdm/reset, /lmdm/mode, /lmdm/drywet, "
+                          "/lmdm/feedback, /lmdm/cutoff, /lmdm/sketch_strength, /lmdm/session")
 
     def _reply_error(self, client, text: str) -> None:
         from pythonosc.osc_message_builder import OscMessageBuilder
@@ -86,8 +91,19 @@ def _message(name: str, args: tuple):
         body = {"type": "prompts", "prompts": [{"text": str(t), "weight": w} for t, w in zip(args[::2], args[1::2])]}
     elif name == "weights":
         body = {"type": "weights", "weights": list(args)}
-    elif name in ("cfg", "steps", "seed"):
-        body = {"type": name, {"cfg": "scale"}.get(name, name): _one(args, name)}
+    elif name in ("cfg", "steps", "seed", "feedback", "sketch_strength"):
+        body = {"type": name, {"cfg": "scale", "sketch_strength": "strength"}.get(name, name): _one(args, name)}
+    elif name == "cutoff":
+        body = {"type": "cutoff", "frames": _one(args, name)}
+    elif name == "mode":
+        body = {"type": "mode", "mode": str(_one(args, name))}
+    elif name == "drywet":
+        if len(args) == 1:
+            body = {"type": "mix", "dry": 1.0 - float(args[0]), "wet": float(args[0])}
+        elif len(args) == 2:
+            body = {"type": "mix", "dry": args[0], "wet": args[1]}
+        else:
+            raise P.ProtocolError(f"expects wet, or dry wet; got {len(args)} values")
     else:
         body = {"type": {"play": "start"}.get(name, name)}
     return P.parse_control(json.dumps(body))

@@ -22,6 +22,38 @@ unknown type or field, a wrong type or an out-of-range value is answered with an
 and nothing else happens. Every accepted control is answered with
     {"type": "ack", "cmd": <type>, "id": <id or null>, "block": <first block index it applies to>}
 in order with the audio, so the block it names is the first block generated under the change.
+A control the engine cannot carry out (e.g. a mode the model cannot do) is answered with
+{"type": "error", "cmd": <type>, "id": ..., "message": ...} instead; the session carries on unchanged.
+
+Modes ({"type": "mode", "mode": ...}; `hello` / `GET /api/info` list `supported_modes`):
+- "text": prompts only; upstream audio is counted and ignored.
+- "accompaniment": upstream audio → the model's streaming encoder → `Stream.push_input`. Input
+  sample 0 is the first upstream sample received after the mode message, aligned with the first
+  block generated in the mode (the block the ack names): output sample n of that block is time-
+  aligned with input sample n. Block j of the mode sees only input latent frames before
+  j * block_frames - cutoff_frames ({"type": "cutoff", "frames": n}; default `cutoff_frames` in hello).
+- "sketch": loudness / brightness / pitch curves at the latent frame rate (`lmdm.sketch`), from the
+  upstream audio (block j of the mode follows input block j) or from {"type": "sketch", "curves":
+  {...}} (drawn curves, frames from the block the ack names; "curves": null = back to the input).
+  {"type": "sketch_strength", "strength": 0..1} sets the median-filter kernel (1 = follow exactly).
+- "generative_delay": `lmdm.delay.DelayStream` (a fresh stream) fed one upstream block per output
+  block; the prompt sets the timbre; {"type": "feedback", "feedback": 0..1} (1 = the model continues
+  its own output, 0 = its context is the lagged input) and "cutoff" (a multiple of block_frames;
+  lag = (1 + cutoff / block_frames) blocks = `delay_lag_samples` in hello for the default).
+In every input mode the upstream audio drives the clock: block j of the mode is generated once the
+input it needs has arrived (with pace "realtime", after 0.5 s without any input the missing input
+is taken as silence so the stream keeps going). Output = wet * generated + dry * input, the input
+aligned as above ({"type": "mix", "dry": .., "wet": ..}; in generative_delay the dry input is
+delayed by the lag, so it lines up with the model's answer to it). Switching mode applies at the
+next block boundary, like every control, and restarts the input timeline (input received before
+the mode message is dropped); "reset" restarts it too.
+
+Upstream audio (client → server binary frames, same header): any channel count (mixed down /
+duplicated to the model's), any rate (resampled linearly to the model's), float32 or int16;
+at most MAX_INPUT_BYTES per frame and MAX_INPUT_SECONDS buffered; the samples are concatenated in
+arrival order (the block index field is informational). A malformed frame (short, wrong size,
+bad header, NaN / infinite samples) is answered with {"type": "error", "cmd": "input", ...} and
+dropped; the session keeps running.
 """
 from __future__ import annotations
 
@@ -40,8 +72,10 @@ MAX_TEXT_BYTES = 64 * 1024          # a control message is tiny; anything larger
 MAX_INPUT_BYTES = 512 * 1024        # one input frame: ~1.5 s of stereo float32 at 44.1 kHz
 MAX_PROMPTS = 16
 MAX_PROMPT_CHARS = 500
+MAX_INPUT_SECONDS = 30.0            # upstream audio queued but not yet consumed by the engine
 MODES = ("text", "sketch", "accompaniment", "generative_delay")
-IMPLEMENTED_MODES = ("text",)
+SKETCH_CURVES = ("loudness", "centroid", "pitch")
+MAX_CURVE_POINTS = 4096
 
 
 class ProtocolError(ValueError):
@@ -116,10 +150,45 @@ class SetMode(_Msg):
 
 
 class SetMix(_Msg):
-    """Dry/wet: wet scales the generated audio; dry (the live input) is kept for when jamming lands."""
+    """Dry/wet gains: output = wet * generated + dry * the live input (aligned; input modes only)."""
     type: Literal["mix"]
     dry: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
     wet: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 1.0
+
+
+class SetFeedback(_Msg):
+    """Generative delay: context = feedback * the model's own output + (1 - feedback) * lagged input."""
+    type: Literal["feedback"]
+    feedback: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+class SetCutoff(_Msg):
+    """Accompaniment / generative delay: the last `frames` latent frames of input before a block are
+    not seen by it (the latency budget). Generative delay needs a multiple of block_frames."""
+    type: Literal["cutoff"]
+    frames: Annotated[int, Field(ge=0, le=65536)]
+
+
+Curve = Union[Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(max_length=MAX_CURVE_POINTS)],
+              Annotated[list[tuple[Annotated[float, Field(ge=0, allow_inf_nan=False)],
+                                   Annotated[float, Field(allow_inf_nan=False)]]],
+                        Field(min_length=1, max_length=MAX_CURVE_POINTS)]]
+
+
+class SetSketch(_Msg):
+    """Drawn sketch curves (units as `lmdm.sketch.controls_from_curves`: loudness dB, centroid Hz,
+    pitch Hz with 0 = unvoiced), one value per latent frame or [[seconds, value], ...], from the
+    block the ack names; `seconds` (default: the curves' own length) is how long they last.
+    None: follow the upstream audio again."""
+    type: Literal["sketch"]
+    curves: dict[Literal[SKETCH_CURVES], Curve] | None = None
+    seconds: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] | None = None
+
+
+class SetSketchStrength(_Msg):
+    """1 follows the sketch exactly, 0 keeps only its coarsest shape (`strength_to_kernel`)."""
+    type: Literal["sketch_strength"]
+    strength: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
 class Reset(_Msg):
@@ -139,7 +208,8 @@ class LoadState(_Msg):
 
 
 Control = Annotated[Union[Start, Stop, SetPrompts, SetWeights, SetCfg, SetSteps, SetSeed, SetMode, SetMix,
-                          Reset, SaveState, LoadState], Field(discriminator="type")]
+                          SetFeedback, SetCutoff, SetSketch, SetSketchStrength, Reset, SaveState, LoadState],
+                    Field(discriminator="type")]
 _control = TypeAdapter(Control)
 _TAGS = {m.model_fields["type"].annotation.__args__[0] for m in Control.__origin__.__args__}
 
@@ -152,9 +222,6 @@ def parse_control(text: str | bytes) -> Control:
         msg = _control.validate_json(text)
     except ValidationError as e:
         raise ProtocolError(_describe(e)) from None
-    if isinstance(msg, SetMode) and msg.mode not in IMPLEMENTED_MODES:
-        raise ProtocolError(f"mode {msg.mode!r} is not implemented yet in the engine; "
-                            f"available: {', '.join(IMPLEMENTED_MODES)}")
     return msg
 
 
@@ -187,8 +254,9 @@ def encode_frame(audio: np.ndarray, index: int, sample_rate: int, fmt: str = "f3
     return HEADER.pack(MAGIC, PROTOCOL_VERSION, code, audio.shape[0], index, sample_rate, audio.shape[1]) + payload
 
 
-def decode_frame(data: bytes, max_bytes: int | None = None) -> tuple[int, int, np.ndarray]:
-    """One binary frame → (block index, sample rate, float32 audio (channels, samples))."""
+def decode_frame(data: bytes, max_bytes: int | None = None, finite: bool = False) -> tuple[int, int, np.ndarray]:
+    """One binary frame → (block index, sample rate, float32 audio (channels, samples)); `finite`:
+    reject NaN / infinite samples (upstream input)."""
     if max_bytes is not None and len(data) > max_bytes:
         raise ProtocolError(f"binary frame of {len(data)} bytes exceeds the limit of {max_bytes}")
     if len(data) < HEADER.size:
@@ -204,4 +272,6 @@ def decode_frame(data: bytes, max_bytes: int | None = None) -> tuple[int, int, n
         raise ProtocolError(f"binary frame payload is {len(data) - HEADER.size} bytes, header says "
                             f"{channels} x {samples} x {dtype.itemsize}")
     audio = np.frombuffer(data, dtype, offset=HEADER.size).reshape(channels, samples).astype(np.float32)
+    if finite and code == 0 and not np.isfinite(audio).all():
+        raise ProtocolError("binary frame contains NaN or infinite samples")
     return index, rate, audio / 32767.0 if code == 1 else audio

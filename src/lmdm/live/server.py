@@ -70,10 +70,10 @@ def _handle(session: Session, message: dict) -> dict | None:
     if message.get("bytes") is not None:
         data = message["bytes"]
         try:
-            P.decode_frame(data, P.MAX_INPUT_BYTES)
+            _, rate, audio = P.decode_frame(data, P.MAX_INPUT_BYTES, finite=True)
+            session.submit_input(audio, rate)  # in order with the controls; the engine's mode consumes it
         except P.ProtocolError as e:
             return {"type": "error", "cmd": "input", "message": str(e)}
-        session.input_frames += 1  # accepted and ignored until jamming / generative delay lands
         return None
     text = message.get("text")
     if text is None:
@@ -166,7 +166,8 @@ def serve(engine: Engine, host: str, port: int, osc_port: int | None = None, log
     if osc_port is not None:
         from .osc import OSCBridge
         bridge = OSCBridge(engine, host, osc_port).start()
-        print(f"lmdm live: OSC on udp://{bridge.host}:{bridge.port} (/lmdm/prompt, /lmdm/cfg, …)", flush=True)
+        print(f"lmdm live: OSC on udp://{bridge.host}:{bridge.port} (/lmdm/prompt, /lmdm/cfg, /lmdm/mode, …)",
+              flush=True)
     try:
         uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_BYTES,
                     ws="websockets-sansio", lifespan="off")

@@ -6,22 +6,39 @@ core it generates ~2x faster than real time at 8 steps, ~4x at 4 steps. It sound
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
 
-def tiny_live_model(block_frames: int = 128, context_blocks: int = 3, steps: int = 8, seed: int = 0):
+def tiny_live_model(block_frames: int = 128, context_blocks: int = 3, steps: int = 8, seed: int = 0,
+                    groups: bool = False, sample_rate: int = 44100, strides: tuple[int, ...] = (4, 8),
+                    pattern: str = "block-causal"):
+    """`groups=True`: with the `sketch` and `accompaniment` input groups (every mode of `lmdm live`),
+    and the DiT's zero-initialised weights given random values so the input changes the output.
+    `sample_rate` / `strides`: a toy autoencoder at another rate / latent hop (e.g. 22050 Hz, (4, 8, 32))."""
     import lmdm
     from lmdm.models.autoencoder import AutoencoderConfig
-    cfg = lmdm.preset("tiny")
-    cfg.autoencoder = AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[4, 8], latent_dim=8).to_dict()
-    cfg.downsampling_ratio = 32
+    cfg = lmdm.preset("tiny", pattern)
+    mults = [1, 2, 2, 2][:len(strides)]
+    cfg.autoencoder = AutoencoderConfig(channels=8, c_mults=mults, strides=list(strides), latent_dim=8,
+                                        sample_rate=sample_rate).to_dict()
+    cfg.downsampling_ratio, cfg.sample_rate = math.prod(strides), sample_rate
     cfg.pattern.block_frames, cfg.pattern.context_frames = block_frames, context_blocks * block_frames
+    if groups:
+        cfg.dit.input_groups = {"context": 9, "sketch": 4, "accompaniment": 9}
     cfg.steps = steps
     cfg.validate()
     torch.manual_seed(seed)
-    return lmdm.LiveMusicModel(cfg).eval()
+    model = lmdm.LiveMusicModel(cfg).eval()
+    if groups:  # every zero-initialised weight (router, output projections) random, so inputs matter
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for p in model.dit.parameters():
+                if p.dim() > 0 and not p.any():
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    return model
 
 
 def save_tiny_live_model(folder: str | Path, **kwargs) -> Path:

@@ -31,6 +31,11 @@ function connect() {
 function onJson(m) {
   if (m.type === 'hello') {
     info = m; stats.sampleRate = m.sample_rate; $('steps').value = m.default_steps;
+    const supported = m.supported_modes || ['text'];  // modes this model cannot do are greyed out
+    for (const o of $('mode').options) {
+      o.disabled = !supported.includes(o.value);
+      o.title = o.disabled ? ((m.unsupported_modes || {})[o.value] || 'not supported by this model') : '';
+    }
   } else if (m.type === 'ack') {
     stats.acks++;
     const sent = pending.get(m.id); pending.delete(m.id);
@@ -222,8 +227,11 @@ $('cfg').oninput = (e) => { $('cfg-out').textContent = (+e.target.value).toFixed
 $('cfg').onchange = (e) => send({ type: 'cfg', scale: +e.target.value });
 $('steps').onchange = (e) => send({ type: 'steps', steps: +e.target.value });
 $('seed').onchange = (e) => send({ type: 'seed', seed: +e.target.value });
-$('wet').onchange = (e) => send({ type: 'mix', wet: +e.target.value });
-$('mode').onchange = (e) => { say(''); send({ type: 'mode', mode: e.target.value }); };
+$('wet').onchange = (e) => send({ type: 'mix', dry: 1 - e.target.value, wet: +e.target.value });  // crossfade with the input
+$('mode').onchange = (e) => {  // the input modes need the microphone: switch it on with them
+  say(''); send({ type: 'mode', mode: e.target.value });
+  if (e.target.value !== 'text' && !$('mic').checked) { $('mic').checked = true; toggleMic(true); }
+};
 $('add-form').onsubmit = (e) => {
   e.preventDefault(); const t = $('new-prompt').value.trim(); if (!t) return;
   prompts.push({ text: t, weight: 0.5 }); $('new-prompt').value = ''; renderPrompts(); send({ type: 'prompts', prompts });

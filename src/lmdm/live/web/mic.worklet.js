@@ -1,5 +1,5 @@
 // Microphone capture: collects 2048-sample mono chunks and hands them to the main thread,
-// which frames them for the server (jamming / generative delay will consume them).
+// which frames them for the server (the accompaniment, sketch and generative-delay input).
 class Mic extends AudioWorkletProcessor {
   constructor() { super(); this.buf = new Float32Array(2048); this.n = 0; }
   process(inputs) {

@@ -130,8 +130,13 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
               end_to_end: bool = False, batch: int = 1) -> dict:
     if threads:
         torch.set_num_threads(threads)
-    cfg = preset(preset_name)
-    if end_to_end:  # with an autoencoder: SAO-small's for the SAO shape, a toy one for tiny
+    if preset_name == "default":  # the embedded default model's shape, with its own autoencoder
+        from .checkpoints import DEFAULT_MODEL_DIR
+        from .config import ModelConfig
+        cfg = ModelConfig.load(DEFAULT_MODEL_DIR / "config.json")
+    else:
+        cfg = preset(preset_name)
+    if end_to_end and cfg.autoencoder is None:  # SAO-small's for the SAO shape, a toy one for tiny
         from .models.autoencoder import AutoencoderConfig
         ae = AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[4, 8], latent_dim=cfg.dit.io_channels) \
             if preset_name == "tiny" else AutoencoderConfig(latent_dim=cfg.dit.io_channels)

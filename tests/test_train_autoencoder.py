@@ -73,8 +73,12 @@ def test_unit_latents_export_and_loading_it_into_a_model(tmp_path):
     from lmdm.model import LiveMusicModel
     from lmdm.train.autoencoder import latent_std
     from lmdm.train.finetune import load_autoencoder_weights
-    cfg = cfg_for(tmp_path, make_manifest(tmp_path / "audio"), noise_scale=0.0, unit_latents=True, adv_weight=0.0)
+    cfg = cfg_for(tmp_path, make_manifest(tmp_path / "audio"), noise_scale=0.0, unit_latents=True, adv_weight=0.0,
+                  wave_weight=1.0)
     train_autoencoder(cfg)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(x["wave"]) for x in lines if "loss" in x and "wave" in x)
+    assert any("wave" in x for x in lines)
     export = tmp_path / "run" / "model"
     ae = load_autoencoder_dir(export)
     clips = [(None, torch.from_numpy(sf.read(str(tmp_path / "audio" / f"sine{i}.wav"), dtype="float32")[0][None]))

@@ -26,8 +26,13 @@ def _bench(args) -> int:
     if args.autoencoder:
         from .bench_autoencoder import bench_autoencoder
         from .models.autoencoder import AutoencoderConfig
-        ae = (AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[2, 4], latent_dim=8) if args.preset == "tiny"
-              else AutoencoderConfig())
+        if args.preset == "default":
+            from .checkpoints import DEFAULT_MODEL_DIR
+            from .config import ModelConfig
+            ae = AutoencoderConfig.from_dict(ModelConfig.load(DEFAULT_MODEL_DIR / "config.json").autoencoder)
+        else:
+            ae = (AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[2, 4], latent_dim=8) if args.preset == "tiny"
+                  else AutoencoderConfig())
         if progress:
             progress("autoencoder")
         report["autoencoder"] = bench_autoencoder(ae, dtypes=(args.dtype,) if args.dtype == "fp32" else ("fp32", args.dtype))
@@ -95,7 +100,7 @@ def _accompany(args) -> int:
 
 
 def _eval(args) -> int:
-    from .checkpoints import from_pretrained
+    from .checkpoints import load
     from .eval.suite import evaluate, write_report
     from .eval.tagger import SHIPPED, Tagger
     tagger, tagger_eval = Tagger.load(args.tagger or SHIPPED)
@@ -103,7 +108,7 @@ def _eval(args) -> int:
     embedder = load_embedder(args.embedder, tagger)
     reports = {}
     for path in [args.model, *(args.compare or [])]:
-        model = from_pretrained(path, t5_path=args.t5)
+        model = load(path, t5_path=args.t5)
         say = None if args.quiet else (lambda msg, p=path: print(f"lmdm eval [{p}]: {msg}", file=sys.stderr, flush=True))
         reports[str(path)] = evaluate(model, args.reference, args.suite, tagger, args.seed, say, embedder=embedder,
                                       baseline=args.baseline)
@@ -144,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "Reports median/p90 block time, bootstrap/prefill, fused-first-step and subsequent-step "
                        "times, tokens per block, real-time factor (audio seconds per compute second; >1 is "
                        "faster than real time) and each pattern's speedup over the baseline.")
-    b.add_argument("--preset", default="tiny", choices=["tiny", "small", "sao-small"], help="model shape")
+    b.add_argument("--preset", default="tiny", choices=["tiny", "small", "sao-small", "default"],
+                   help="model shape (default = the embedded default model's, with its own autoencoder; weights are random either way: speed does not depend on them)")
     b.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     b.add_argument("--steps", type=int, default=8, help="denoising steps per block (default 8)")
     b.add_argument("--blocks", type=int, default=5, help="timed blocks per pattern (default 5)")
@@ -155,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["bidirectional", "enc-dec", "block-causal"])
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     b.add_argument("--end-to-end", action="store_true",
-                   help="time whole audio blocks (DiT + streaming decode with SAO-small's autoencoder shape; tiny: "
+                   help="time whole audio blocks (DiT + streaming decode with SAO-small's autoencoder shape; default: its own; tiny: "
                    "a toy one) and the cost of a prompt change")
     b.add_argument("--batch", type=int, default=1, help="concurrent streams generated as one batch (default 1)")
     b.add_argument("--train", action="store_true",
@@ -163,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "with random data; --blocks sets the timed steps")
     b.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="print B/A ratios of two --json reports")
     b.add_argument("--autoencoder", action="store_true",
-                   help="also time the autoencoder (SAO-small's shape; tiny: a toy one): offline and streaming "
+                   help="also time the autoencoder (SAO-small's shape; default: its own; tiny: a toy one): offline and streaming "
                    "decode/encode, and the bf16-vs-fp32 decode SNR")
     b.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     b.set_defaults(func=_bench)
@@ -255,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Generate text-only and primed streams for held-out corpus captions with fixed "
                        "seeds, then report FD-lmdm drift curves, tagger agreement with the prompt, tempo error, "
                        "prompt-transition timing/continuity and speed (report.json, report.md, PNG plots).")
-    e.add_argument("--model", required=True, help="model directory")
+    e.add_argument("--model", default="default", help="'default' (the embedded model) or a model directory")
     e.add_argument("--compare", nargs="+", help="more model directories, evaluated on the same requests")
     e.add_argument("--reference", required=True, help="corpus manifest.jsonl (held-out captions and audio)")
     e.add_argument("--suite", default="quick", choices=["quick", "full"])

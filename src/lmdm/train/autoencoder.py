@@ -1,6 +1,7 @@
 """Autoencoder training for our own (smaller) Oobleck VAEs, on the shared trainer core.
 
-Generator loss: multi-resolution STFT (spectral convergence + log-magnitude L1) + KL (small weight)
+Generator loss: multi-resolution STFT (spectral convergence + log-magnitude L1) + optional waveform
+L1 + KL (small weight)
 + adversarial and feature-matching terms from a multi-scale complex-STFT discriminator (EnCodec's
 MS-STFTD in miniature), switched on at `adv_start`. Two optimizer phases alternate 1:1 on the same
 batch: the generator, then the discriminator on the generator's detached reconstruction.
@@ -146,6 +147,10 @@ class AutoencoderObjective(Objective):
             stft = mrstft_loss(fake, real, a.fft_sizes)
             loss = a.stft_weight * stft + a.kl_weight * kl
             metrics = {"stft": float(stft.detach()), "kl": float(kl.detach())}
+            if a.wave_weight:
+                wave = (fake.float() - real.float()).abs().mean() / real.float().abs().mean().clamp_min(1e-5)
+                loss = loss + a.wave_weight * wave
+                metrics["wave"] = float(wave.detach())
             if self._adv(step):
                 d_fake, d_real = self.disc(fake), self.disc(real)
                 adv = sum((F.relu(1 - lf).mean() if a.adv_loss == "hinge" else (lf - 1).square().mean())

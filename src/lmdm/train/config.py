@@ -107,6 +107,10 @@ class AutoencoderTrainConfig:
     noise_scale: float = 1.0
     unit_latents: bool = False       # export: rescale latents to unit std over the training clips (exact)
     stft_weight: float = 1.0         # weight of the multi-resolution STFT loss
+    # weight of a waveform L1 term (normalised by the batch's mean |x|). STFT magnitudes alone leave
+    # the encoder a weak signal early on; measured overfitting one clip for 120 steps: envelope
+    # correlation 0.62 without it, 0.93 with weight 1 (waveform correlation 0.00 -> 0.85)
+    wave_weight: float = 0.0
     adv_weight: float = 0.1          # weight of the generator's adversarial loss; 0 = no discriminator
     fm_weight: float = 1.0           # weight of discriminator feature matching (when adv_weight > 0)
     adv_start: int = 0               # optimizer step at which the adversarial terms switch on

@@ -1,0 +1,54 @@
+"""The embedded default model: loads offline from the package, makes non-silent, non-clipping audio."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import lmdm
+from lmdm import checkpoints
+from lmdm.errors import CheckpointError
+
+
+@pytest.fixture(scope="module")
+def model():
+    return lmdm.load("default")
+
+
+def test_shipped_weights_are_small_bf16_and_documented(model):
+    folder = checkpoints.DEFAULT_MODEL_DIR
+    size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    assert size < 50 * 2 ** 20
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    c = model.config
+    assert c.pattern.pattern == "block-causal" and c.text.kind == "minilm"
+    assert {"context", "sketch", "accompaniment"} <= set(c.dit.input_groups)
+    assert (folder / "MODEL_CARD.md").is_file()
+
+
+def test_default_model_streams_music_with_a_prompt_change(model):
+    seconds = 6.0
+    audio = model.generate([(0, "funky bass groove with drums, 110 bpm"), (3, "ambient pads, slow")], seconds, seed=1)
+    assert audio.shape == (model.autoencoder.config.audio_channels, round(seconds * model.sample_rate))
+    assert torch.isfinite(audio).all()
+    rms = audio.square().mean().sqrt()
+    assert rms > 1e-3 and audio.abs().max() < 1.0
+
+
+def test_generate_without_model_uses_the_default(tmp_path):
+    out = tmp_path / "out.wav"
+    run = subprocess.run([sys.executable, "-m", "lmdm", "generate", "lo-fi hip hop, 80 bpm", "--seconds", "3",
+                          "-o", str(out), "--block", "10"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "rtf=" in run.stderr   # the progress bar shows the real-time factor
+    audio, rate = sf.read(out, always_2d=True)
+    assert rate == 22050 and audio.shape[0] == 3 * rate
+    assert np.abs(audio).max() > 1e-3
+
+
+def test_missing_default_weights_are_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "DEFAULT_MODEL_DIR", tmp_path)
+    with pytest.raises(CheckpointError, match="embedded default model is missing"):
+        lmdm.load("default")

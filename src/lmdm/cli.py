@@ -111,11 +111,15 @@ def _eval(args) -> int:
         model = load(path, t5_path=args.t5)
         say = None if args.quiet else (lambda msg, p=path: print(f"lmdm eval [{p}]: {msg}", file=sys.stderr, flush=True))
         reports[str(path)] = evaluate(model, args.reference, args.suite, tagger, args.seed, say, embedder=embedder,
-                                      baseline=args.baseline)
+                                      baseline=args.baseline, controls=args.controls,
+                                      controls_manifest=args.stems_reference)
         reports[str(path)]["tagger"] = tagger_eval
     out = write_report(reports, args.out)
     for name, r in reports.items():
         print(f"{name}: " + ", ".join(f"{k}={v:.3f}" for k, v in r["summary"].items() if v is not None))
+        if r.get("controls"):
+            print(f"{name} controls: " + ", ".join(f"{k}={v:.3f}" for k, v in r["controls"]["summary"].items()
+                                                   if v is not None))
     print(f"wrote {out}/report.json, report.md, drift.png, transitions.png")
     return 0
 
@@ -275,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=None,
                    help="also sample the offline-window baseline: the same model generating each 10 s window in "
                    "one go, no streaming (default: on for quick and full)")
+    e.add_argument("--controls", action=argparse.BooleanOptionalAction, default=True,
+                   help="also measure sketch adherence and accompaniment coherence, for models with those input "
+                   "groups (default: on; --no-controls skips it)")
+    e.add_argument("--stems-reference", default=None,
+                   help="manifest with stems (entry['stems']) for accompaniment coherence (default: --reference)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_eval)

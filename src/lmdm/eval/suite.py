@@ -10,7 +10,9 @@ stage-1 vs ARC-Forcing) are compared on identical requests. Measured per model:
   spectral-flux discontinuity at the switch;
 - speed: the real-time factor of the generation itself;
 - the offline baseline (`baseline=True`): see `offline_windows`; its FD and adherence sit next to
-  the streamed text-only ones under the report key `baseline`.
+  the streamed text-only ones under the report key `baseline`;
+- control adherence and accompaniment coherence (`controls=True`, report key `controls`): see
+  `lmdm.eval.controls_suite` (skipped with a reason for a model without those input groups).
 
 FD uses a pluggable embedder (`lmdm.eval.embedders`: FD-lmdm by default, or a local VGGish/CLAP);
 adherence and transitions always use lmdm's tagger (they need its style/instrument heads). Any
@@ -100,10 +102,14 @@ def _embed_windows(embed, audio: np.ndarray, sr: int, seconds: float) -> np.ndar
 
 
 def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: Tagger | None = None,
-             seed: int = 0, progress=None, embedder=None, baseline: bool | None = None) -> dict:
+             seed: int = 0, progress=None, embedder=None, baseline: bool | None = None,
+             controls=True, controls_manifest: str | Path | None = None) -> dict:
     """Run a suite on one model. `embedder`: the FD embedding, a callable (clips (N, channels,
     samples), sample_rate) -> (N, D) (default: the tagger's, FD-lmdm). `baseline`: also sample the
-    offline-window baseline (default: the suite's setting)."""
+    offline-window baseline (default: the suite's setting). `controls`: also measure sketch adherence
+    and accompaniment coherence (True: the suite's `controls_suite.CONTROL_SUITES` entry, or a
+    `ControlsSuite`; False: skip); `controls_manifest`: where to find pieces with stems for the
+    accompaniment part (default: `manifest`)."""
     spec = SUITES[suite] if isinstance(suite, str) else suite
     tagger = tagger or Tagger.load()[0]
     embed = embedder or lmdm_embedder(tagger)
@@ -162,6 +168,13 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
         report["transitions"].append(_transition(tagger, audio, sr, a, b, switch_block,
                                                  block_frames * model.config.downsampling_ratio))
     report["summary"] = _summary(report)
+    if controls:
+        from .controls_suite import CONTROL_SUITES, ControlsSuite, evaluate_controls
+        if controls is True:
+            controls = (CONTROL_SUITES[suite] if isinstance(suite, str) else
+                        ControlsSuite(sketch_pieces=spec.prompts, accompaniment_pieces=spec.prompts, seconds=spec.seconds))
+        report["controls"] = evaluate_controls(model, manifest, controls, seed, say,
+                                               accompaniment_manifest=controls_manifest)
     return report
 
 
@@ -290,5 +303,7 @@ def write_report(reports: dict[str, dict], out: str | Path) -> Path:
               "pooled over all text-only windows. `*_baseline`: the same model sampling each window offline in "
               "one go (no streaming, no context); tempo error per window there, per stream otherwise.",
               "", "![drift](drift.png)", "", "![transitions](transitions.png)", ""]
+    from .controls_suite import controls_table
+    lines += controls_table(reports)
     (out / "report.md").write_text("\n".join(lines))
     return out

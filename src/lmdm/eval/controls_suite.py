@@ -1,0 +1,347 @@
+"""Control adherence (sketch) and accompaniment coherence: the `controls` part of `lmdm eval` (issues #6, #9).
+
+Sketch adherence (`sketch_adherence`), for held-out pieces of the reference manifest: controls are
+extracted from the first `seconds` of the piece's audio at the model's sample rate with hop = the
+autoencoder's downsampling ratio (exactly what `lmdm generate --sketch piece.wav` feeds the model,
+strength 1), the model generates `seconds` with `sketch=` those controls and the piece's first caption,
+and controls are extracted from the output the same way. Reported per piece and as medians:
+- loudness: Pearson correlation and mean absolute error (dB) of the A-weighted loudness curves,
+  clipped to [-80, 0] dB (the range the sketch normalisation keeps), one value per latent frame;
+- centroid: correlation and MAE (semitones) of the spectral centroid on the MIDI scale, on frames
+  that are not silent (> -80 dB) in both;
+- pitch: median |midi(f0 target) - midi(f0 output)| in semitones on frames voiced (YIN f0 > 0) in
+  both, and the fraction of frames voiced in both;
+- `*_smoothed`: the loudness / centroid correlation after a 0.5 s running median on both curves
+  (the envelope, without beat-level detail).
+The same numbers for the model WITHOUT the sketch (same caption, same seed) are the baseline: the
+difference is what the sketch does.
+
+Accompaniment coherence (`beat_alignment`, `key_agreement`), for manifest pieces with stems: one stem
+(`given`, default "chords" when the piece has it, else the first in sorted order) of the first
+`seconds` is the song given to `lmdm.accompany.accompany` (the default cutoff of `lmdm accompany`),
+the model generates the rest. Compared, with the given stem G of the piece:
+- `generated`: the accompaniment generated for G;
+- `random_stem`: that same generated audio against the given stem of ANOTHER piece (the next one
+  with stems): what chance alignment looks like;
+- `unconditioned`: the model without accompaniment (same caption and seed) against G;
+- `reference`: the piece's real rest (mix - G) against G, what the corpus itself reaches.
+
+Each stage's audio is measured at the model's rate; a model without the `sketch` / `accompaniment`
+input group, a manifest without stems or a model without an autoencoder gives `{"skipped": reason}`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.controls import SILENCE_DB, extract_controls, hz_to_midi, to_mono
+from ..data.dataset import load_audio, read_manifest
+from ..data.tempo import onset_strength
+from .metrics import control_adherence
+
+
+@dataclass
+class ControlsSuite:
+    sketch_pieces: int          # held-out pieces with sketch adherence measured
+    accompaniment_pieces: int   # pieces with stems for accompaniment coherence
+    seconds: float              # generated length per request
+    given: str = "chords"       # the stem given as accompaniment (when the piece has it)
+
+
+# quick: (6 + 6) x 2 generations x 20 s = 8 min of audio, under a minute at 10x real time.
+CONTROL_SUITES = {"quick": ControlsSuite(sketch_pieces=6, accompaniment_pieces=6, seconds=20.0),
+                  "full": ControlsSuite(sketch_pieces=24, accompaniment_pieces=24, seconds=30.0)}
+
+SMOOTH_SECONDS = 0.5
+BEAT_SMOOTH_SECONDS = 0.025
+MAX_LAG_SECONDS = 1.0
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+def _running_median(x: np.ndarray, kernel: int) -> np.ndarray:
+    kernel = max(1, kernel | 1)
+    if kernel == 1 or len(x) == 0:
+        return x
+    r = kernel // 2
+    padded = np.pad(x, r, mode="edge")
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, kernel), axis=-1)
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if v is not None and np.isfinite(v) else None
+
+
+def compare_controls(target: dict, achieved: dict, frame_rate: float) -> dict:
+    """Adherence of `achieved` controls to `target` ones (both `data.controls.extract_controls`
+    dicts at the same hop): see the module docstring for each number."""
+    n = min(len(target["loudness"]), len(achieved["loudness"]))
+    lt = np.clip(target["loudness"][:n], SILENCE_DB, 0.0)
+    la = np.clip(achieved["loudness"][:n], SILENCE_DB, 0.0)
+    sounding = (target["loudness"][:n] > SILENCE_DB) & (achieved["loudness"][:n] > SILENCE_DB)
+    ct, ca = target["centroid"][:n], achieved["centroid"][:n]
+    kernel = int(round(SMOOTH_SECONDS * frame_rate))
+    loud = control_adherence(lt, la)
+    cent = control_adherence(ct, ca, sounding)
+    loud_s = control_adherence(_running_median(lt, kernel), _running_median(la, kernel))
+    cent_s = control_adherence(_running_median(ct[sounding], kernel), _running_median(ca[sounding], kernel))
+    ft, fa = target["f0"][:n], achieved["f0"][:n]
+    both = (ft > 0) & (fa > 0)
+    pitch = (float(np.median(np.abs(hz_to_midi(ft[both]) - hz_to_midi(fa[both])))) if both.any() else None)
+    return {"frames": int(n),
+            "loudness_correlation": _finite(loud["correlation"]), "loudness_mae_db": _finite(loud["mae"]),
+            "centroid_correlation": _finite(cent["correlation"]), "centroid_mae_semitones": _finite(cent["mae"]),
+            "loudness_correlation_smoothed": _finite(loud_s["correlation"]),
+            "centroid_correlation_smoothed": _finite(cent_s["correlation"]),
+            "pitch_error_semitones": pitch, "voiced_in_both": float(both.mean()) if n else 0.0}
+
+
+def sketch_adherence(source, generated, sample_rate: int, hop: int) -> dict:
+    """Controls of `source` audio (the sketch) vs those of `generated` audio, at `hop`."""
+    return compare_controls(extract_controls(source, sample_rate, hop), extract_controls(generated, sample_rate, hop),
+                            sample_rate / hop)
+
+
+def _onset_envelope(audio, sample_rate: int) -> tuple[np.ndarray, float]:
+    env, rate = onset_strength(audio, sample_rate)
+    sigma = BEAT_SMOOTH_SECONDS * rate
+    r = int(np.ceil(3 * sigma))
+    kernel = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    return np.convolve(env, kernel / kernel.sum(), mode="same"), rate
+
+
+def beat_alignment(given, generated, sample_rate: int) -> dict:
+    """How well the onsets of `generated` line up with those of `given` (both (samples,) or
+    (channels, samples) at `sample_rate`, sample-aligned).
+
+    Precisely: onset envelopes e_g, e_o (`data.tempo.onset_strength`, hop 512, the beat tracker's
+    novelty curve), each smoothed with a Gaussian of sigma 25 ms (so an onset within a few tens of ms
+    still counts), cut to the common length and z-normalised (mean 0, std 1). c(tau) =
+    mean_t z_g[t] z_o[t + tau], a normalised cross-correlation in [-1, 1].
+    - `alignment` = c(0): onsets at the same times score high, unrelated or out-of-phase onsets ~0
+      (the headline number);
+    - `best` = max c(tau) over |tau| <= 1 s and `best_lag_ms` its lag: a rhythmically related but
+      shifted part has best >> alignment and a non-zero lag;
+    - `lag0_share` = c(0) / best (1 when the best alignment is at lag 0).
+    None values when either envelope is flat (silence)."""
+    a, rate = _onset_envelope(given, sample_rate)
+    b, _ = _onset_envelope(generated, sample_rate)
+    n = min(len(a), len(b))
+    a, b = a[:n], b[:n]
+    if n < 3 or a.std() == 0 or b.std() == 0:
+        return {"alignment": None, "best": None, "best_lag_ms": None, "lag0_share": None}
+    a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
+    max_lag = min(int(round(MAX_LAG_SECONDS * rate)), n - 1)
+    lags = np.arange(-max_lag, max_lag + 1)
+    c = np.array([np.dot(a[max(0, -t):n - max(0, t)], b[max(0, t):n - max(0, -t)]) / n for t in lags])
+    zero = float(c[max_lag])
+    k = int(np.argmax(c))
+    best = float(c[k])
+    return {"alignment": zero, "best": best, "best_lag_ms": float(lags[k] / rate * 1000),
+            "lag0_share": zero / best if best > 0 else None}
+
+
+def chroma_profile(audio, sample_rate: int, n_fft: int = 8192, fmin: float = 55.0, fmax: float = 5000.0) -> np.ndarray:
+    """The 12-bin pitch-class profile of a clip: STFT magnitude (Hann, hop n_fft / 2) of bins in
+    [fmin, fmax] summed by their nearest pitch class (C = 0), over the whole clip."""
+    x = to_mono(audio)
+    if len(x) < n_fft:
+        x = np.pad(x, (0, n_fft - len(x)))
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[:: n_fft // 2] * np.hanning(n_fft)
+    mag = np.abs(np.fft.rfft(frames, axis=-1)).sum(0)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    keep = (freqs >= fmin) & (freqs <= min(fmax, sample_rate / 2))
+    pc = np.round(hz_to_midi(freqs[keep])).astype(int) % 12
+    return np.bincount(pc, weights=mag[keep], minlength=12)
+
+
+def key_agreement(given, generated, sample_rate: int) -> float | None:
+    """Pearson correlation of the two clips' chroma profiles (`chroma_profile`): ~1 when they use the
+    same pitch classes in the same proportions (same key), ~0 or below for unrelated keys."""
+    a, b = chroma_profile(given, sample_rate), chroma_profile(generated, sample_rate)
+    if a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+# -- the suite ----------------------------------------------------------------------------------
+
+def _median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.median(values)) if values else None
+
+
+def _skip_reason(model, group: str) -> str | None:
+    groups = model.config.dit.input_groups
+    if group not in groups:
+        return f"the model has no {group!r} input group (dit.input_groups: {sorted(groups)})"
+    if model.autoencoder is None:
+        return "the model has no autoencoder"
+    return None
+
+
+def _choose(entries: list[dict], count: int, seed: int) -> list[dict]:
+    order = np.random.default_rng(seed).permutation(len(entries))
+    return [entries[i] for i in order[:count]]
+
+
+def _clip(path, sr, channels, n) -> np.ndarray:
+    audio = load_audio(path, sr, channels)[:, :n]
+    return np.pad(audio, ((0, 0), (0, n - audio.shape[-1])))
+
+
+def evaluate_controls(model, manifest: str | Path, suite: str | ControlsSuite = "quick", seed: int = 0,
+                      progress=None, accompaniment_manifest: str | Path | None = None, steps: int | None = None) -> dict:
+    """Sketch adherence on pieces of `manifest` and accompaniment coherence on the pieces with stems of
+    `accompaniment_manifest` (default: `manifest`); see the module docstring. -> {"sketch": ...,
+    "accompaniment": ..., "summary": ...}, each part `{"skipped": reason}` where it cannot run."""
+    spec = CONTROL_SUITES[suite] if isinstance(suite, str) else suite
+    say = progress or (lambda msg: None)
+    out = {"seconds": spec.seconds,
+           "sketch": _sketch_part(model, manifest, spec, seed, say, steps),
+           "accompaniment": _accompaniment_part(model, accompaniment_manifest or manifest, spec, seed, say, steps)}
+    out["summary"] = controls_summary(out)
+    return out
+
+
+def _sketch_part(model, manifest, spec: ControlsSuite, seed: int, say, steps) -> dict:
+    from ..generate import generate
+    from ..sketch import sketch_from_controls
+    reason = _skip_reason(model, "sketch")
+    if reason:
+        return {"skipped": reason}
+    entries = read_manifest(manifest)
+    root = Path(manifest).parent
+    sr, hop = model.sample_rate, model.config.downsampling_ratio
+    channels = model.autoencoder.config.audio_channels
+    n = round(spec.seconds * sr)
+    pieces, start, made = [], time.perf_counter(), 0.0
+    for k, entry in enumerate(_choose(entries, spec.sketch_pieces, seed)):
+        say(f"sketch {k + 1}/{spec.sketch_pieces}")
+        source = _clip(root / entry["path"], sr, channels, n)
+        target = extract_controls(source, sr, hop)
+        caption = entry["captions"][0]
+        with_sketch = generate(model, caption, spec.seconds, seed=seed + k, steps=steps,
+                               sketch=sketch_from_controls(target)).numpy()
+        without = generate(model, caption, spec.seconds, seed=seed + k, steps=steps).numpy()
+        made += 2 * spec.seconds
+        pieces.append({"path": entry["path"], "caption": caption,
+                       "sketch": compare_controls(target, extract_controls(with_sketch, sr, hop), sr / hop),
+                       "no_sketch": compare_controls(target, extract_controls(without, sr, hop), sr / hop)})
+    keys = list(pieces[0]["sketch"]) if pieces else []
+    return {"pieces": pieces, "hop": hop, "frame_rate": sr / hop,
+            "sketch": {k: _median(p["sketch"][k] for p in pieces) for k in keys if k != "frames"},
+            "no_sketch": {k: _median(p["no_sketch"][k] for p in pieces) for k in keys if k != "frames"},
+            "realtime_factor": made / max(time.perf_counter() - start, 1e-9)}
+
+
+def _given_stem(entry: dict, prefer: str) -> str:
+    return prefer if prefer in entry["stems"] else sorted(entry["stems"])[0]
+
+
+def _coherence(given, audio, sr) -> dict:
+    return {**beat_alignment(given, audio, sr), "key_agreement": key_agreement(given, audio, sr)}
+
+
+def _accompaniment_part(model, manifest, spec: ControlsSuite, seed: int, say, steps) -> dict:
+    from ..accompany import accompany, default_cutoff
+    from ..generate import generate
+    reason = _skip_reason(model, "accompaniment")
+    if reason:
+        return {"skipped": reason}
+    entries = [e for e in read_manifest(manifest) if e.get("stems")]
+    if not entries:
+        return {"skipped": f"no piece of {manifest} has stems (entry['stems']); make one with `lmdm data synth --stems`"}
+    root = Path(manifest).parent
+    sr, channels = model.sample_rate, model.autoencoder.config.audio_channels
+    n = round(spec.seconds * sr)
+    chosen = _choose(entries, spec.accompaniment_pieces, seed)
+    givens = []
+    for entry in chosen:
+        name = _given_stem(entry, spec.given)
+        givens.append((name, _clip(root / entry["stems"][name], sr, channels, n)))
+    cutoff = default_cutoff(model)
+    pieces, start, made = [], time.perf_counter(), 0.0
+    for k, entry in enumerate(chosen):
+        say(f"accompaniment {k + 1}/{len(chosen)}")
+        name, given = givens[k]
+        caption = entry["captions"][0]
+        generated = accompany(model, torch.from_numpy(given), caption, spec.seconds, seed=seed + k, steps=steps,
+                              cutoff_frames=cutoff).numpy()
+        plain = generate(model, caption, spec.seconds, seed=seed + k, steps=steps).numpy()
+        made += 2 * spec.seconds
+        rest = _clip(root / entry["path"], sr, channels, n) - given
+        other = givens[(k + 1) % len(chosen)] if len(chosen) > 1 else None
+        pieces.append({"path": entry["path"], "given": name, "caption": caption,
+                       "generated": _coherence(given, generated, sr),
+                       "random_stem": _coherence(other[1], generated, sr) if other else None,
+                       "unconditioned": _coherence(given, plain, sr),
+                       "reference": _coherence(given, rest, sr)})
+    out = {"pieces": pieces, "cutoff_frames": cutoff, "given_preference": spec.given}
+    for part in ("generated", "random_stem", "unconditioned", "reference"):
+        rows = [p[part] for p in pieces if p[part] is not None]
+        out[part] = {k: _median(r[k] for r in rows) for k in ("alignment", "best", "lag0_share", "key_agreement")}
+    out["wins_vs_random_stem"] = _wins(pieces, "random_stem")
+    out["wins_vs_unconditioned"] = _wins(pieces, "unconditioned")
+    out["realtime_factor"] = made / max(time.perf_counter() - start, 1e-9)
+    return out
+
+
+def _wins(pieces, other: str) -> float | None:
+    """Fraction of pieces whose generated part aligns better (c(0)) with its own given stem than `other`."""
+    pairs = [(p["generated"]["alignment"], p[other]["alignment"]) for p in pieces
+             if p[other] is not None and p["generated"]["alignment"] is not None and p[other]["alignment"] is not None]
+    return float(np.mean([a > b for a, b in pairs])) if pairs else None
+
+
+def controls_summary(r: dict) -> dict:
+    """The headline numbers (None where a part was skipped)."""
+    s, a = r.get("sketch") or {}, r.get("accompaniment") or {}
+    out = {}
+    for tag in ("sketch", "no_sketch"):
+        m = s.get(tag) or {}
+        for k in ("loudness_correlation", "centroid_correlation", "pitch_error_semitones"):
+            out[f"{k}_{tag}"] = m.get(k)
+    for tag in ("generated", "random_stem", "unconditioned", "reference"):
+        m = a.get(tag) or {}
+        out[f"beat_alignment_{tag}"] = m.get("alignment")
+        out[f"key_agreement_{tag}"] = m.get("key_agreement")
+    out["beat_wins_vs_random_stem"] = a.get("wins_vs_random_stem")
+    return out
+
+
+def controls_table(reports: dict[str, dict]) -> list[str]:
+    """report.md lines: sketch adherence and accompaniment coherence, one column per model."""
+    have = {name: r["controls"] for name, r in reports.items() if r.get("controls")}
+    if not have:
+        return []
+    names = list(have)
+    head = ["| " + " | ".join(["metric", *names]) + " |", "|---|" + "---|" * len(names)]
+
+    def cell(v):
+        return "–" if v is None else f"{v:.3f}"
+
+    lines = ["## Control adherence and accompaniment coherence", ""]
+    for part, label in (("sketch", "Sketch adherence (median over pieces): with the piece's own controls as the "
+                                   "sketch vs the same request without it"),
+                        ("accompaniment", "Accompaniment coherence (median over pieces): beat alignment c(0) and "
+                                          "chroma key agreement of the given stem with the generated part, with a "
+                                          "stem of another piece, without accompaniment, and the real rest")):
+        skipped = {n: have[n][part].get("skipped") for n in names if have[n][part].get("skipped")}
+        lines += [label + ".", ""]
+        for n, why in skipped.items():
+            lines.append(f"- {n}: skipped ({why})")
+        if len(skipped) == len(names):
+            lines.append("")
+            continue
+        lines += head
+        keys = [k for k in next(iter(have.values()))["summary"]
+                if (part == "sketch") == ("sketch" in k)]
+        for k in keys:
+            lines.append(f"| {k} | " + " | ".join(cell(have[n]["summary"].get(k)) for n in names) + " |")
+        lines.append("")
+    return lines

@@ -81,3 +81,18 @@ def make_tiny_t5(folder, d_model: int):
     cfg = T5Config(vocab_size=len(words), d_model=d_model, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
     T5EncoderModel(cfg).save_pretrained(folder)
     return folder
+
+
+def stream_audio_by_hand(stream, total: int, before_block=None) -> torch.Tensor:
+    """`lmdm.generate`'s loop driven by hand: blocks until `total` samples are covered, then the
+    decoder's tail; `before_block(stream)` runs before each block (e.g. to change the prompt)."""
+    pieces, have = [], 0
+    while have < total:
+        if before_block:
+            before_block(stream)
+        audio = stream.next_block()[0]
+        if have + audio.shape[-1] >= total:
+            audio = torch.cat((audio, stream.finish()[0]), -1)
+        pieces.append(audio)
+        have += audio.shape[-1]
+    return torch.cat(pieces, -1)[:, :total]

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 import lmdm
-from conftest import randomized
+from conftest import randomized, stream_audio_by_hand
 from lmdm import sketch as sk
 from lmdm.accompany import accompany, encode_song, load_song, mix
 from lmdm.checkpoints import from_pretrained, save_pretrained
@@ -65,14 +65,7 @@ def run_cli(*argv):
 def by_hand(model, total, **stream_kwargs):
     """`generate`'s loop driven by hand: blocks until the request is covered, then the decoder's tail."""
     stream_kwargs.setdefault("steps", 2)
-    s, pieces, have = model.stream("x", seed=0, **stream_kwargs), [], 0
-    while have < total:
-        audio = s.next_block()[0]
-        if have + audio.shape[-1] >= total:
-            audio = torch.cat((audio, s.finish()[0]), -1)
-        pieces.append(audio)
-        have += audio.shape[-1]
-    return torch.cat(pieces, -1)[:, :total]
+    return stream_audio_by_hand(model.stream("x", seed=0, **stream_kwargs), total)
 
 
 # -- generate --sketch ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import torch
 from lmdm.errors import ConfigError, PromptError
 from lmdm.generate import block_pattern
 from lmdm.prompts import as_schedule, parse_blend, parse_schedule
-from conftest import tiny_model
+from conftest import stream_audio_by_hand, tiny_model
 
 
 def test_blends_and_times_parse():
@@ -52,16 +52,10 @@ def test_timed_change_lands_on_the_first_block_boundary_after_its_time():
     total = got.shape[-1]
 
     def by_hand(change_at):
-        s, pieces, have = model.stream("warm piano", seed=3), [], 0
-        while have < total:
+        def change(s):
             if s.block_index == change_at:
                 s.set_prompts("dub techno")
-            audio = s.next_block()[0]
-            if have + audio.shape[-1] >= total:
-                audio = torch.cat((audio, s.finish()[0]), -1)
-            pieces.append(audio)
-            have += audio.shape[-1]
-        return torch.cat(pieces, -1)[:, :total]
+        return stream_audio_by_hand(model.stream("warm piano", seed=3), total, change)
     assert torch.equal(got, by_hand(3))
     assert not torch.equal(got, by_hand(2))
 

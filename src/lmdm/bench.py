@@ -131,9 +131,8 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
     if threads:
         torch.set_num_threads(threads)
     if preset_name == "default":  # the embedded default model's shape, with its own autoencoder
-        from .checkpoints import DEFAULT_MODEL_DIR
-        from .config import ModelConfig
-        cfg = ModelConfig.load(DEFAULT_MODEL_DIR / "config.json")
+        from .checkpoints import default_config
+        cfg = default_config()
     else:
         cfg = preset(preset_name)
     if end_to_end and cfg.autoencoder is None:  # SAO-small's for the SAO shape, a toy one for tiny

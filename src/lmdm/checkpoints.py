@@ -218,14 +218,20 @@ def convert_sao(sao_folder: str | Path, out_folder: str | Path, pattern: str = "
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 
 
+def default_config() -> ModelConfig:
+    """The embedded default model's config (its shape, for benchmarks), without loading weights."""
+    if not (DEFAULT_MODEL_DIR / CONFIG).is_file():
+        raise CheckpointError(f"the embedded default model is missing from this installation ({DEFAULT_MODEL_DIR} "
+                              "has no config.json); reinstall lmdm or pass a model directory")
+    return ModelConfig.load(DEFAULT_MODEL_DIR / CONFIG)
+
+
 def load(name: str | Path = "default", dtype: torch.dtype | None = None, t5_path: str | None = None
          ) -> LiveMusicModel:
     """`load("default")`: the model shipped inside the package (no network); anything else is a
     model directory for `from_pretrained` (lmdm or Stable Audio Open layout)."""
     if str(name) == "default":
-        if not (DEFAULT_MODEL_DIR / CONFIG).is_file():
-            raise CheckpointError(f"the embedded default model is missing from this installation ({DEFAULT_MODEL_DIR} "
-                                  "has no config.json); reinstall lmdm or pass a model directory")
+        default_config()  # a clear error when the weights are missing
         return from_pretrained(DEFAULT_MODEL_DIR, dtype=dtype)
     return from_pretrained(name, dtype=dtype, t5_path=t5_path)
 

@@ -27,9 +27,8 @@ def _bench(args) -> int:
         from .bench_autoencoder import bench_autoencoder
         from .models.autoencoder import AutoencoderConfig
         if args.preset == "default":
-            from .checkpoints import DEFAULT_MODEL_DIR
-            from .config import ModelConfig
-            ae = AutoencoderConfig.from_dict(ModelConfig.load(DEFAULT_MODEL_DIR / "config.json").autoencoder)
+            from .checkpoints import default_config
+            ae = AutoencoderConfig.from_dict(default_config().autoencoder)
         else:
             ae = (AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[2, 4], latent_dim=8) if args.preset == "tiny"
                   else AutoencoderConfig())

@@ -52,3 +52,9 @@ def test_missing_default_weights_are_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoints, "DEFAULT_MODEL_DIR", tmp_path)
     with pytest.raises(CheckpointError, match="embedded default model is missing"):
         lmdm.load("default")
+
+
+def test_load_takes_dtype_names():
+    assert next(lmdm.load("default", dtype="fp32").parameters()).dtype == torch.float32
+    with pytest.raises(lmdm.errors.ConfigError):
+        lmdm.load("default", dtype="fp16")

@@ -1,6 +1,6 @@
 """The browser UI in a real Chromium (Debian's, driven by playwright): play, move a weight, no underruns.
 
-The screenshot is kept as a test artifact: $LMDM_TEST_ARTIFACTS/live-ui.png (default: the system
+The screenshot is kept as a test artifact: $LMDM_TEST_ARTIFACTS/live-ui-{tiny,default}.png (default: the system
 temp dir's lmdm-live-test/live-ui.png)."""
 import os
 import shutil
@@ -16,6 +16,7 @@ if not os.path.exists(CHROMIUM):
     pytest.skip("Debian chromium is not installed (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
+import lmdm  # noqa: E402
 from lmdm.live.engine import Engine  # noqa: E402
 from lmdm.live.server import LiveServer  # noqa: E402
 from lmdm.live.testmodel import tiny_live_model  # noqa: E402
@@ -31,8 +32,17 @@ def artifact_dir() -> Path:
     return d
 
 
-def test_browser_plays_without_underruns():
-    with LiveServer(Engine(tiny_live_model(steps=4), threads=1)) as srv, sync_api.sync_playwright() as pw:
+def live_model(name: str):
+    return tiny_live_model(steps=4) if name == "tiny" else lmdm.load("default", dtype="auto")
+
+
+# the random tiny model (93 ms blocks) stresses block rate; the embedded default model (2.2 s blocks,
+# bf16 where the CPU has it) is what a user hears on 2 cores
+@pytest.mark.parametrize("name", ["tiny", "default"])
+def test_browser_plays_without_underruns(name):
+    model = live_model(name)
+    block_seconds = model.config.pattern.block_frames * model.config.frame_seconds
+    with LiveServer(Engine(model, threads=1)) as srv, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 620})
@@ -44,7 +54,7 @@ def test_browser_plays_without_underruns():
             page.fill("#new-prompt", "dub techno, 120 BPM")
             page.click("#add-form button")
             page.click("#play")
-            page.wait_for_function("window.lmdmStats.blocksReceived > 5", timeout=20000)
+            page.wait_for_function("window.lmdmStats.blocksReceived > 1", timeout=30000)
             # move the second prompt's weight slider as a user would (input events while dragging)
             page.eval_on_selector_all(".weight", """els => { const w = els[1];
                 for (const v of [0.6, 0.9, 1.4]) { w.value = v; w.dispatchEvent(new Event('input')); } }""")
@@ -52,13 +62,13 @@ def test_browser_plays_without_underruns():
             while time.monotonic() < deadline:
                 page.wait_for_timeout(1000)
             stats = page.evaluate("window.lmdmStats")
-            page.screenshot(path=str(artifact_dir() / "live-ui.png"))
+            page.screenshot(path=str(artifact_dir() / f"live-ui-{name}.png"))
             page.click("#stop")
         finally:
             browser.close()
     print("browser stats:", stats)
     assert not [c for c in console if "pageerror" in c], console
-    assert stats["blocksReceived"] > 100, stats      # 15 s at ~93 ms per block is ~160
+    assert stats["blocksReceived"] * block_seconds > 15, stats   # kept up over the 15 s
     assert stats["lastBlockIndex"] == stats["blocksReceived"] - 1, stats
     assert stats["acks"] >= 3 and stats["errors"] == 0, stats
     assert stats["underruns"] == 0, stats

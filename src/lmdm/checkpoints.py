@@ -94,9 +94,12 @@ def save_pretrained(model: LiveMusicModel, folder: str | Path) -> Path:
     return folder
 
 
-def from_pretrained(folder: str | Path, dtype: torch.dtype | None = None, t5_path: str | None = None
+def from_pretrained(folder: str | Path, dtype: torch.dtype | str | None = None, t5_path: str | None = None
                     ) -> LiveMusicModel:
-    """Load an lmdm directory (config.json) or an official SAO directory (model_config.json)."""
+    """Load an lmdm directory (config.json) or an official SAO directory (model_config.json).
+    `dtype`: a torch dtype or "auto" / "fp32" / "bf16" (`resolve_dtype`); None keeps the stored one."""
+    if isinstance(dtype, str):
+        dtype = resolve_dtype(dtype)
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"model directory {str(folder)!r} does not exist")
@@ -226,7 +229,7 @@ def default_config() -> ModelConfig:
     return ModelConfig.load(DEFAULT_MODEL_DIR / CONFIG)
 
 
-def load(name: str | Path = "default", dtype: torch.dtype | None = None, t5_path: str | None = None
+def load(name: str | Path = "default", dtype: torch.dtype | str | None = None, t5_path: str | None = None
          ) -> LiveMusicModel:
     """`load("default")`: the model shipped inside the package (no network); anything else is a
     model directory for `from_pretrained` (lmdm or Stable Audio Open layout)."""

@@ -74,12 +74,55 @@ def soak(model_dir: str | None, sessions: int = 1, seconds: float = 60.0, *, thr
             "rss_growth_mb": round(rss[-1][1] - rss[1][1], 1) if len(rss) > 1 else 0.0}
 
 
-if __name__ == "__main__":
-    import json
-    import sys
+def rss_summary(rss: list, warmup: float) -> dict:
+    """Memory flatness: RSS at the end against RSS once warm (the first sample at or after `warmup`
+    seconds; model load, first-block allocations and caches come before that), and the slope
+    after warm-up by least squares, in MB per minute."""
+    warm = [(t, mb) for t, mb in rss if t >= warmup] or rss[-1:]
+    t0, mb0 = warm[0]
+    slope = 0.0
+    if len(warm) > 2:
+        ts = [t for t, _ in warm]
+        ms = [m for _, m in warm]
+        tm, mm = sum(ts) / len(ts), sum(ms) / len(ms)
+        var = sum((t - tm) ** 2 for t in ts)
+        slope = 60 * sum((t - tm) * (m - mm) for t, m in zip(ts, ms)) / var if var else 0.0
+    return {"rss_start_mb": rss[0][1], "rss_warm_mb": mb0, "rss_warm_at_s": t0, "rss_end_mb": rss[-1][1],
+            "rss_max_mb": max(m for _, m in rss), "rss_growth_after_warmup_mb": round(rss[-1][1] - mb0, 1),
+            "rss_slope_mb_per_min": round(slope, 3)}
 
-    from .testmodel import tiny_live_model
-    # python -m lmdm.live.soak SESSIONS SECONDS [STEPS]: the random test model (a real one: call soak())
-    n, secs = int(sys.argv[1]), float(sys.argv[2])
-    steps = int(sys.argv[3]) if len(sys.argv) > 3 else 8
-    print(json.dumps(soak(None, n, secs, model=tiny_live_model(steps=steps)), indent=1))
+
+def main(argv=None) -> None:
+    import argparse
+    import json
+    p = argparse.ArgumentParser(prog="python -m lmdm.live.soak", description=(
+        "Soak benchmark of the live server (not a test): SESSIONS simulated real-time listeners on one "
+        "loopback server for SECONDS of audio each; prints real-time factor, underruns and memory over time."))
+    p.add_argument("sessions", type=int, help="concurrent sessions")
+    p.add_argument("seconds", type=float, help="seconds of audio each session plays")
+    p.add_argument("--model", default="test", help="'default' (the embedded model), a model directory, or 'test' "
+                   "(the random tiny test model; default)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="real models only")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the generation thread")
+    p.add_argument("--warmup", type=float, default=30.0, help="seconds before memory counts as warm (default 30)")
+    p.add_argument("--json", metavar="FILE", help="also write the whole report (with the RSS curve) here")
+    args = p.parse_args(argv)
+    if args.model == "test":
+        from .testmodel import tiny_live_model
+        model = tiny_live_model(steps=args.steps or 8)
+    else:
+        from ..checkpoints import load
+        model = load(args.model, dtype=args.dtype)
+        if args.steps:
+            model.config.steps = args.steps
+    report = soak(None, args.sessions, args.seconds, threads=args.threads, model=model)
+    report.update(rss_summary(report["rss_mb"], args.warmup), model=args.model, steps=model.config.steps)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    print(json.dumps({k: v for k, v in report.items() if k != "rss_mb"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

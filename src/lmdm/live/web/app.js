@@ -97,7 +97,9 @@ async function ensureAudio() {
   const block = Math.ceil(info.block_samples * ctx.sampleRate / info.sample_rate);
   player = new AudioWorkletNode(ctx, 'lmdm-player', { numberOfInputs: 0, outputChannelCount: [info.channels],
     processorOptions: { channels: info.channels, size: Math.max(ctx.sampleRate * 4, 16 * block),
-                        prebuffer: Math.max(Math.round(0.2 * ctx.sampleRate), 2 * block),
+                        // two blocks, but never more than 0.5 s: long blocks (the default model's 2.2 s)
+                        // arrive whole, and the server keeps `lead` (0.6 s) of audio ahead anyway
+                        prebuffer: Math.max(Math.round(0.2 * ctx.sampleRate), Math.min(2 * block, Math.round(0.5 * ctx.sampleRate))),
                         fade: Math.round(0.005 * ctx.sampleRate) } });
   player.port.onmessage = (e) => onPlayerStats(e.data);
   analyser = ctx.createAnalyser(); analyser.fftSize = 1024; analyser.smoothingTimeConstant = 0;

@@ -166,3 +166,47 @@ def test_index_page_and_static_files(server):
     assert "lmdm" in html
     info = json.load(urllib.request.urlopen(server.url + "/api/info"))
     assert info["sample_rate"] == 44100 and info["block_samples"] == 4096
+
+
+def test_block_size_changes_live_in_text_mode(server):
+    """A block-size control lands at a block boundary: gapless indices, blocks of the new size from
+    the acked block on; input modes refuse it and return to the model's block size."""
+    B, hop = server.engine.block_frames, server.engine.hop
+
+    async def scenario():
+        async with Client(server.ws_url) as c:
+            sizes = {}
+
+            async def reply(msg_id):   # like wait_for, but keeps the audio
+                while True:
+                    for m in c.acks + c.errors:
+                        if m.get("id") == msg_id:
+                            return m
+                    item = await c.recv()
+                    if isinstance(item, Block):
+                        sizes[item.index] = item.audio.shape[1]
+
+            async def until(n):
+                while max(sizes, default=-1) < n:
+                    item = await c.recv()
+                    if isinstance(item, Block):
+                        sizes[item.index] = item.audio.shape[1]
+
+            await reply(await c.start("a", pace="none", ahead=1, seed=1, block=B // 2))
+            await until(2)
+            at = (await reply(await c.set_block(B // 4)))["block"]
+            await until(at + 2)
+            too_big = await reply(await c.send({"type": "block", "frames": 4 * B}))  # C' = (C // 4B) * 4B = 0
+            assert too_big["type"] == "error"
+            delay = await reply(await c.set_mode("generative_delay"))
+            refused = await reply(await c.set_block(B // 2))
+            assert refused["type"] == "error" and "text mode only" in refused["message"], refused
+            await c.send_input(np.zeros((server.engine.channels, 3 * B * hop), np.float32), 0)
+            await until(delay["block"] + 1)
+            return sizes, at, delay["block"]
+
+    sizes, at, delay_at = run(scenario())
+    assert sorted(sizes) == list(range(len(sizes)))                   # gapless
+    assert all(sizes[i] == B // 2 * hop for i in range(1, at))       # block 0 is shorter by the decoder's delay
+    assert all(sizes[i] == B // 4 * hop for i in range(at, delay_at))
+    assert sizes[delay_at + 1] == B * hop                             # input modes: the model's block

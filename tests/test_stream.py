@@ -119,3 +119,41 @@ def test_batch_of_streams():
     out = s.next_latents()
     assert out.shape == (3, 8, 4)
     assert not torch.equal(out[0], out[1])
+
+
+@pytest.mark.parametrize("pattern", ["enc-dec", "block-causal"])
+def test_reblocked_stream_equals_a_fresh_stream_primed_with_its_past(pattern):
+    """set_block_frames mid-stream = a new stream of that block size, primed with the latents so far
+    (same frame position and block counter, so the same noise): nothing of the old cache leaks."""
+    model = tiny_model(pattern)
+    s = model.stream("piano", seed=5)
+    past = torch.cat([s.next_latents() for _ in range(4)], -1)
+    s.set_block_frames(2)
+    assert (s.B, s.C) == (2, 12) and s.frame == 16
+    got = [s.next_latents() for _ in range(5)]
+    assert all(x.shape[-1] == 2 for x in got) and s.frame == 26
+
+    from lmdm.generate import block_pattern
+    ref = model.stream("piano", seed=5, pattern=block_pattern(model, 2), context=past)
+    ref.block_index, ref._frame = 4, 16
+    for want in got:
+        assert torch.equal(ref.next_latents(), want)
+
+
+def test_reblocked_state_restores_into_a_stream_of_the_model_block_size(tmp_path):
+    model = tiny_model("block-causal")
+    s = model.stream("piano", seed=2)
+    s.next_latents()
+    s.set_block_frames(3)   # C' = (12 // 3) * 3
+    s.next_latents()
+    s.save(tmp_path / "state.safetensors")
+    expected = [s.next_latents() for _ in range(3)]
+    fresh = model.stream("x")
+    fresh.restore(tmp_path / "state.safetensors")
+    assert (fresh.B, fresh.frame) == (3, 7)
+    assert all(torch.equal(fresh.next_latents(), want) for want in expected)
+    with pytest.raises(lmdm.errors.ConfigError, match="block size"):
+        s.set_block_frames(0)
+    assert s.B == 3   # a refused change leaves the stream as it was
+    with pytest.raises(lmdm.errors.ConfigError, match="re-block"):
+        tiny_model("bidirectional").stream("x").set_block_frames(2)

@@ -12,8 +12,13 @@ the blend weights move (SPEC §2), so morphing sliders never stall the stream.
 
 Time-aligned input groups (SPEC §4; `lmdm.sketch`), used only when given, so a stream without them
 computes exactly what it did before. Frames are counted on one absolute axis: the next block's
-target starts at frame `frame` = block_index * B, its context is [frame - C, frame); context primed
-with `set_context` sits at negative frames.
+target starts at frame `frame` (block_index * B while B is unchanged), its context is [frame - C, frame);
+context primed with `set_context` sits at negative frames.
+
+The block size can change mid-stream (`set_block_frames`, block-causal and enc-dec): the clean
+context carries over (as much of it as the new window holds), the cache is rebuilt from it at the
+next block (a bootstrap, as after a dominant prompt change), the decoder keeps running, so the
+audio continues without a seam the decoder did not already smooth.
 - sketch (`sketch=`, `set_sketch`): normalised controls (3, n) from a start frame; the group
   [mask | controls] is given to every frame it covers (context and target), mask 0 elsewhere.
 - accompaniment (`accompaniment=`, `push_accompaniment`, `push_input` for live audio through the
@@ -60,6 +65,7 @@ class Stream:
         self.batch, self.seconds_total = batch, seconds_total
         self.cfg_scale = float(cfg_scale)
         self.block_index = 0
+        self._frame = 0  # absolute latent frame of the next block's target
         self.trace: list[dict] | None = None  # set to [] to record every denoising call (tests, analysis)
         self.history = torch.zeros(batch, self.io, self.C)
         self.history_mask = torch.zeros(batch, 1, self.C)
@@ -123,10 +129,30 @@ class Stream:
             self.history_mask[..., self.C - n:] = 1
         self.pending, self.needs_bootstrap = None, True
 
+    def set_block_frames(self, block_frames: int) -> None:
+        """Generate blocks of `block_frames` latent frames from the next block on (the model's own
+        pattern re-blocked as `generate.block_pattern` does: block-causal keeps C' = (C // B) * B)."""
+        from .generate import block_pattern
+        self._repattern(block_pattern(self.model, block_frames))
+
+    def _repattern(self, pattern: PatternConfig) -> None:
+        if pattern == self.pcfg:
+            return
+        if pattern.pattern != self.pcfg.pattern or pattern.pattern not in ("block-causal", "enc-dec"):
+            raise ConfigError(f"the block size of a {self.pcfg.pattern!r} stream cannot change to a "
+                              f"{pattern.pattern!r} pattern (block-causal and enc-dec streams can re-block)")
+        pattern.validate()
+        hist, mask = self.history[..., -pattern.context_frames:], self.history_mask[..., -pattern.context_frames:]
+        pad = pattern.context_frames - hist.shape[-1]   # a longer window: the older part is empty
+        self.history = torch.nn.functional.pad(hist, (pad, 0))
+        self.history_mask = torch.nn.functional.pad(mask, (pad, 0))
+        self.pcfg, self.B, self.C = pattern, pattern.block_frames, pattern.context_frames
+        self.cache, self.pending, self.needs_bootstrap = self._new_cache(), None, True
+
     @property
     def frame(self) -> int:
         """Absolute latent frame where the next block's target starts."""
-        return self.block_index * self.B
+        return self._frame
 
     def _group_check(self, name: str, x: torch.Tensor | None, channels: int, what: str) -> torch.Tensor | None:
         if x is None:
@@ -311,6 +337,7 @@ class Stream:
         mask = torch.cat((self.history_mask, torch.ones(self.batch, 1, self.B)), -1)
         self.history, self.history_mask = hist[..., hist.shape[-1] - keep:], mask[..., mask.shape[-1] - keep:]
         self.block_index += 1
+        self._frame += self.B
         if self.accompaniment is not None:  # frames before the window are never needed again
             drop = min(max(self.frame - self.C - self.accompaniment_start, 0), self.accompaniment.shape[-1])
             self.accompaniment = self.accompaniment[..., drop:]
@@ -364,7 +391,8 @@ class Stream:
 
     def _meta(self) -> dict:
         return {"version": STATE_VERSION, "model": self.model.config.to_dict(),
-                "pattern": dataclasses.asdict(self.pcfg), "block_index": self.block_index, "seed": self.seed,
+                "pattern": dataclasses.asdict(self.pcfg), "block_index": self.block_index, "frame": self._frame,
+                "seed": self.seed,
                 "steps": self.steps, "cfg_scale": self.cfg_scale, "sampler": self.sampler,
                 "guidance": self.guidance, "prompts": self.prompts, "batch": self.batch,
                 "seconds_total": self.seconds_total, "needs_bootstrap": self.needs_bootstrap,
@@ -398,17 +426,28 @@ class Stream:
             raise StateError("stream state must be a dict with 'meta' and 'tensors'") from e
         if meta.get("version") != STATE_VERSION:
             raise StateError(f"stream state version {meta.get('version')!r}, expected {STATE_VERSION}")
-        for key, mine in (("model", self.model.config.to_dict()), ("pattern", dataclasses.asdict(self.pcfg)),
-                          ("batch", self.batch)):
+        for key, mine in (("model", self.model.config.to_dict()), ("batch", self.batch)):
             if meta.get(key) != mine:
                 raise StateError(f"stream state is from another {key}: {_diff(meta.get(key), mine)}")
+        pattern = self.pcfg
+        if meta.get("pattern") != dataclasses.asdict(self.pcfg):   # the same model re-blocked: take its block size
+            try:
+                pattern = PatternConfig(**meta["pattern"])
+                pattern.validate()
+                if pattern.pattern != self.pcfg.pattern or pattern.pattern not in ("block-causal", "enc-dec"):
+                    raise ConfigError("only block-causal and enc-dec streams re-block")
+            except (ConfigError, TypeError, KeyError) as e:
+                raise StateError(f"stream state is from another pattern: "
+                                 f"{_diff(meta.get('pattern'), dataclasses.asdict(self.pcfg))} ({e})") from e
         for key in ("history", "history_mask", "tokens"):
             if key not in tensors:
                 raise StateError(f"stream state lacks tensor {key!r}")
-        if tensors["history"].shape != self.history.shape:
+        if tensors["history"].shape != (self.batch, self.io, pattern.context_frames):
             raise StateError(f"stream state history has shape {tuple(tensors['history'].shape)}, "
-                             f"expected {tuple(self.history.shape)}")
+                             f"expected {(self.batch, self.io, pattern.context_frames)}")
+        self._repattern(pattern)
         self.block_index, self.seed, self.steps = meta["block_index"], meta["seed"], meta["steps"]
+        self._frame = meta.get("frame", self.block_index * self.B)
         self.cfg_scale, self.sampler, self.guidance = meta["cfg_scale"], meta["sampler"], meta["guidance"]
         self.prompts, self.seconds_total = check_prompts(meta["prompts"]), meta["seconds_total"]
         self.needs_bootstrap = meta["needs_bootstrap"]

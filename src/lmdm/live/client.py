@@ -97,6 +97,10 @@ class Client:
     async def reset(self) -> int:
         return await self.send({"type": "reset"})
 
+    async def set_block(self, frames: int) -> int:
+        """Block size in latent frames (text mode; `Stream.set_block_frames`): the control latency."""
+        return await self.send({"type": "block", "frames": frames})
+
     async def set_mode(self, mode: str) -> int:
         """"text", "sketch", "accompaniment" or "generative_delay" (see `info["supported_modes"]`)."""
         return await self.send({"type": "mode", "mode": mode})

@@ -64,6 +64,7 @@ class Session:
         self.prompts: list[tuple[str, float]] = [("", 1.0)]
         self.seed, self.steps, self.cfg = 0, engine.model.config.steps, 1.0
         self.format, self.pace, self.lead = "f32", "realtime", 1.0
+        self.block_frames: int | None = None  # text mode: another block size than the model's (SetBlock)
         self.mode, self.dry, self.wet = "text", 0.0, 1.0
         self.feedback = engine.default_feedback
         self.cutoff: int | None = None        # None: the mode's default (engine.default_cutoff(mode))
@@ -323,6 +324,7 @@ class Engine:
         if index % 5 == 0:
             s._emit(("json", {"type": "status", "block": index, "rtf": s.audio_total / max(s.compute, 1e-9),
                               "block_ms": 1000 * dt, "playing": s.playing, "mode": s.mode,
+                              "block_frames": s.stream.B if s.stream is not None else self.block_frames,
                               "input_frames": s.input_frames,
                               "input_buffered_ms": 1000 * s.inbuf.shape[1] / self.sample_rate,
                               "input_silence_ms": 1000 * s.input_silence / self.sample_rate,
@@ -391,7 +393,10 @@ class Engine:
         st.set_sketch(s.sketch_ctrl, start=s.sketch_ctrl_start, kernel=s.sketch_kernel)
 
     def _new_stream(self, s: Session):
-        return self.model.stream(s.prompts, seed=s.seed, steps=s.steps, cfg_scale=s.cfg)
+        st = self.model.stream(s.prompts, seed=s.seed, steps=s.steps, cfg_scale=s.cfg)
+        if s.mode == "text" and s.block_frames is not None:
+            st.set_block_frames(s.block_frames)
+        return st
 
     def _new_delay(self, s: Session, cutoff: int | None = None, feedback: float | None = None):
         from ..delay import DelayStream
@@ -458,10 +463,10 @@ class Engine:
             if msg.ahead:
                 s.max_queue = msg.ahead
             for field, kind in (("prompts", P.SetPrompts), ("seed", P.SetSeed), ("steps", P.SetSteps),
-                                ("cfg", P.SetCfg)):
+                                ("cfg", P.SetCfg), ("block", P.SetBlock)):
                 value = getattr(msg, field)
                 if value is not None:
-                    self._apply(s, _make(kind, {"cfg": "scale"}.get(field, field), value))
+                    self._apply(s, _make(kind, {"cfg": "scale", "block": "frames"}.get(field, field), value))
             if not s.playing:
                 s.playing, s.audio_out, s.t0 = True, 0.0, time.monotonic()
         elif isinstance(msg, P.Stop):
@@ -490,6 +495,15 @@ class Engine:
             s.seed = msg.seed
             if st is not None:
                 st.seed = msg.seed
+        elif isinstance(msg, P.SetBlock):
+            if s.mode != "text" and msg.frames != self.block_frames:
+                raise P.ProtocolError(f"the block size changes in text mode only; {s.mode!r} runs on the model's "
+                                      f"block of {self.block_frames} frames (its input is counted in those blocks)")
+            from ..generate import block_pattern
+            block_pattern(self.model, msg.frames)  # raises (nothing changes) when the model cannot
+            if st is not None:
+                st.set_block_frames(msg.frames)
+            s.block_frames = msg.frames
         elif isinstance(msg, P.SetMode):
             self._set_mode(s, msg.mode)
         elif isinstance(msg, P.SetMix):
@@ -549,7 +563,11 @@ class Engine:
                 st = s.stream = self._new_stream(s)
             st.load_state_dict(s.slots[msg.slot])
             s.prompts, s.seed, s.steps, s.cfg = list(st.prompts), st.seed, st.steps, st.cfg_scale
-            s.stream_samples = max(0, st.block_index * self.block_samples - self.delay_samples)
+            s.stream_samples = max(0, st.frame * self.hop - self.delay_samples)
+            if s.mode == "text":
+                s.block_frames = st.B
+            else:  # a state saved at another block size comes back at the model's, as input modes need
+                st.set_block_frames(self.block_frames)
             if s.mode != "text":  # the saved input groups belong to the past: the input timeline restarts
                 s.inbuf = s.inbuf[:, :0]
                 self._attach(s)
@@ -561,6 +579,10 @@ class Engine:
                                   f"(supported: {', '.join(self.supported_modes())})")
         delay = self._new_delay(s) if mode == "generative_delay" else None  # raises before anything changes
         s.mode = mode
+        if mode != "text":  # input modes run on the model's block size
+            s.block_frames = None
+            if s.stream is not None:
+                s.stream.set_block_frames(self.block_frames)
         s.inbuf = s.inbuf[:, :0]  # input sent before the switch belonged to the old mode
         with s.lock:
             s.input_buffered = 0

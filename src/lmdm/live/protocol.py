@@ -110,6 +110,16 @@ class Start(_Msg):
     lead: Annotated[float, Field(ge=0.05, le=10, allow_inf_nan=False)] | None = None
     # most blocks generated but not yet sent; a control reaches the audio at most this many blocks late
     ahead: Annotated[int, Field(ge=1, le=64)] | None = None
+    block: Annotated[int, Field(ge=1, le=4096)] | None = None   # as SetBlock
+
+
+class SetBlock(_Msg):
+    """Block size in latent frames (the control latency): text mode, block-causal and enc-dec models
+    (`Stream.set_block_frames`; block-causal keeps C' = (C // B) * B frames of context). The music
+    carries on; binary frames then carry the new number of samples. Switching to an input mode
+    returns to the model's block size (their input timelines are counted in its blocks)."""
+    type: Literal["block"]
+    frames: Annotated[int, Field(ge=1, le=4096)]
 
 
 class Stop(_Msg):
@@ -207,7 +217,7 @@ class LoadState(_Msg):
     slot: Annotated[str, Field(min_length=1, max_length=64)] = "default"
 
 
-Control = Annotated[Union[Start, Stop, SetPrompts, SetWeights, SetCfg, SetSteps, SetSeed, SetMode, SetMix,
+Control = Annotated[Union[Start, Stop, SetPrompts, SetWeights, SetCfg, SetSteps, SetSeed, SetBlock, SetMode, SetMix,
                           SetFeedback, SetCutoff, SetSketch, SetSketchStrength, Reset, SaveState, LoadState],
                     Field(discriminator="type")]
 _control = TypeAdapter(Control)

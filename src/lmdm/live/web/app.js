@@ -30,7 +30,7 @@ function connect() {
 
 function onJson(m) {
   if (m.type === 'hello') {
-    info = m; stats.sampleRate = m.sample_rate; $('steps').value = m.default_steps;
+    info = m; stats.sampleRate = m.sample_rate; $('steps').value = m.default_steps; $('block').value = m.block_frames;
     const supported = m.supported_modes || ['text'];  // modes this model cannot do are greyed out
     for (const o of $('mode').options) {
       o.disabled = !supported.includes(o.value);
@@ -131,6 +131,7 @@ async function play() {
   player.port.postMessage({ type: 'start' });
   setPlaying(true);
   send({ type: 'start', prompts, seed: +$('seed').value, steps: +$('steps').value, cfg: +$('cfg').value,
+         block: +$('block').value,
          pace: 'realtime', lead: 0.6, ahead: 4, format: 'f32' });
 }
 
@@ -229,6 +230,7 @@ $('cfg').oninput = (e) => { $('cfg-out').textContent = (+e.target.value).toFixed
 $('cfg').onchange = (e) => send({ type: 'cfg', scale: +e.target.value });
 $('steps').onchange = (e) => send({ type: 'steps', steps: +e.target.value });
 $('seed').onchange = (e) => send({ type: 'seed', seed: +e.target.value });
+$('block').onchange = (e) => send({ type: 'block', frames: +e.target.value });
 $('wet').onchange = (e) => send({ type: 'mix', dry: 1 - e.target.value, wet: +e.target.value });  // crossfade with the input
 $('mode').onchange = (e) => {  // the input modes need the microphone: switch it on with them
   say(''); send({ type: 'mode', mode: e.target.value });

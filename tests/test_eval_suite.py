@@ -94,3 +94,11 @@ def test_the_default_embedding_is_the_same_for_mono_and_the_same_signal_as_stere
     tagger = Tagger(TaggerConfig(styles=["house", "jazz"]))
     assert tagger.predict(torch.from_numpy(mono), 44100)[0]["style_probs"] == pytest.approx(
         tagger.predict(torch.from_numpy(stereo), 44100)[0]["style_probs"], abs=1e-6)
+
+
+def test_eval_cli_rejects_streams_shorter_than_a_window(setup, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "lmdm", "eval", "--model", str(setup / "model"), "--reference",
+                          str(setup / "corpus" / "manifest.jsonl"), "--tagger", str(setup / "tagger.safetensors"),
+                          "--seconds", "4", "--steps", "2", "--dtype", "fp32", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "--seconds must be at least one 10 s window" in run.stderr, run.stderr

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .errors import LMDMError, PromptError
+from .errors import ConfigError, LMDMError, PromptError
 
 
 def _bench(args) -> int:
@@ -105,11 +105,21 @@ def _eval(args) -> int:
     tagger, tagger_eval = Tagger.load(args.tagger or SHIPPED)
     from .eval.embedders import load_embedder
     embedder = load_embedder(args.embedder, tagger)
+    import dataclasses
+    from .eval.suite import SUITES
+    suite = args.suite
+    if args.seconds is not None:  # the named suite with longer/shorter streams
+        window = SUITES[suite].window_seconds
+        if not args.seconds >= window:
+            raise ConfigError(f"--seconds must be at least one {window:g} s window, got {args.seconds}")
+        suite = dataclasses.replace(SUITES[suite], seconds=args.seconds)
     reports = {}
     for path in [args.model, *(args.compare or [])]:
-        model = load(path, t5_path=args.t5)
+        model = load(path, dtype=args.dtype, t5_path=args.t5)
+        if args.steps is not None:
+            model.config.steps = args.steps
         say = None if args.quiet else (lambda msg, p=path: print(f"lmdm eval [{p}]: {msg}", file=sys.stderr, flush=True))
-        reports[str(path)] = evaluate(model, args.reference, args.suite, tagger, args.seed, say, embedder=embedder,
+        reports[str(path)] = evaluate(model, args.reference, suite, tagger, args.seed, say, embedder=embedder,
                                       baseline=args.baseline, controls=args.controls,
                                       controls_manifest=args.stems_reference)
         reports[str(path)]["tagger"] = tagger_eval
@@ -283,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "groups (default: on; --no-controls skips it)")
     e.add_argument("--stems-reference", default=None,
                    help="manifest with stems (entry['stems']) for accompaniment coherence (default: --reference)")
+    e.add_argument("--seconds", type=float, default=None,
+                   help="stream length of the suite's drift/adherence streams (default: quick 30, full 60)")
+    e.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: each model's)")
+    e.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="as for generate (auto: bf16 where the CPU has native bf16 matmuls); the same for every model")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_eval)

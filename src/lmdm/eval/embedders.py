@@ -10,7 +10,10 @@ Specs (`lmdm eval --embedder SPEC`):
 - `lmdm` or `lmdm:/path/tagger.safetensors`: the tagger's 128-d embedding (FD-lmdm);
 - `vggish:/path/vggish.pth`: the torchvggish (harritaylor) state dict, e.g. vggish-10086976.pth;
   clips are cut into 0.96 s log-mel examples and the 128-d pre-PCA embeddings (last ReLU removed,
-  as FAD implementations do) are averaged per clip;
+  as FAD implementations do) are averaged per clip. Checked against torchvggish f3f9096: the same 18
+  state-dict keys and shapes (strict load), the same flatten order, log-mel examples equal to its
+  `vggish_input` to 1e-7. One embedding per clip (FD over clips) differs from published FAD, which
+  takes the statistics over every 0.96 s example, so FD-vggish here is not comparable to FAD tables;
 - `clap:/path/dir`: a transformers `ClapModel` directory (config.json + weights, optionally
   preprocessor_config.json), loaded with `local_files_only=True`; the projected audio embedding;
 - `openl3[:content_type]`: needs the `openl3` package (not a dependency of lmdm).

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import lmdm
+
 from conftest import tiny_model
 from lmdm.errors import ConfigError, TrainingError
 from lmdm.models.discriminator import ConvNeXtBlock1d, Discriminator
@@ -268,19 +270,25 @@ def test_batch_of_one_is_rejected_before_training(tmp_path):
         arc.arc_forcing(cfg)
 
 
-@pytest.mark.parametrize("name", ["arc-default.json", "arc-sao-small-gpus.json"])
-def test_shipped_configs_load(name):
-    root = Path(__file__).resolve().parents[1]
-    cfg = load_config(root / "configs" / "train" / name)
-    assert cfg.optim.lr == 1e-6 and cfg.optim.betas == [0.9, 0.95] and cfg.optim.weight_decay == 0.01
-    assert cfg.arc.contrastive_weight == 2.0 and cfg.arc.max_steps == 6 and cfg.run.batch_size >= 2
+def test_shipped_configs_load():
+    root = Path(__file__).resolve().parents[1] / "configs" / "train"
+    sao = load_config(root / "arc-sao-small-gpus.json")   # the paper's settings
+    assert sao.optim.lr == 1e-6 and sao.optim.betas == [0.9, 0.95] and sao.optim.weight_decay == 0.01
+    assert sao.arc.contrastive_weight == 2.0 and sao.arc.max_steps == 6 and sao.run.batch_size >= 2
+    # the default model's run: its own sampler length, a discriminator cut inside its 8 blocks
+    default = load_config(root / "arc-default.json")
+    shipped = lmdm.checkpoints.default_config()
+    assert default.arc.max_steps == shipped.steps and default.arc.disc_layers < shipped.dit.depth
+    assert default.arc.contrastive_weight == 2.0 and default.run.batch_size >= 2
+    for name in ("default-model.json", "default-controls.json", "default-autoencoder.json"):
+        load_config(root / name)
 
 
 def test_cli_has_arc_forcing(tmp_path, capsys):
     from lmdm.train.cli import main
     root = Path(__file__).resolve().parents[1]
     assert main(["arc-forcing", "--config", str(root / "configs/train/arc-default.json"), "--print-config"]) == 0
-    assert json.loads(capsys.readouterr().out)["arc"]["chunks"] == 12
+    assert json.loads(capsys.readouterr().out)["arc"]["chunks"] == 6
 
 
 def test_real_and_fake_share_noise_and_t_and_phases_alternate(tmp_path):

@@ -170,6 +170,11 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
     return report
 
 
+def _cell(value, width: int) -> str:
+    """A ratio cell; "–" where it does not exist (no bidirectional baseline in the run)."""
+    return f"{value:>{width}.2f}" if value is not None else f"{'–':>{width}}"
+
+
 def format_table(report: dict) -> str:
     c = report["config"]
     what = "end to end (DiT + streaming decode)" if c.get("end_to_end") else "DiT only"
@@ -182,8 +187,8 @@ def format_table(report: dict) -> str:
         phases = ", ".join(f"{k[:-3]} {v['median_ms']}" for k, v in r.items() if k.endswith("_ms") and
                            isinstance(v, dict))
         lines.append(f"{name:<14}{r['block_ms_median']:>10.1f}{r['block_ms_p90']:>9.1f}{r['tokens_per_block']:>8}"
-                     f"{r['realtime_factor']:>8.2f}{r.get('speedup', float('nan')):>9.2f}"
-                     f"{r.get('token_bound', float('nan')):>7.2f}{r.get('fraction_of_bound', float('nan')):>9.2f}"
+                     f"{r['realtime_factor']:>8.2f}{_cell(r.get('speedup'), 9)}"
+                     f"{_cell(r.get('token_bound'), 7)}{_cell(r.get('fraction_of_bound'), 9)}"
                      f"  {phases}")
     lines.append("p99 block ms: " + ", ".join(f"{n} {r['block_ms_p99']}" for n, r in report["patterns"].items())
                  + "; achieved GFLOP/s: " + ", ".join(f"{n} {r['achieved_gflops']}"

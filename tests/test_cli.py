@@ -24,6 +24,18 @@ def test_cli_errors_are_clean():
     assert "whole number of chunks" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_bench_device_is_reported_and_a_missing_gpu_is_a_clear_error():
+    import torch
+    out = subprocess.run([sys.executable, "-m", "lmdm", "bench", "--preset", "tiny", "--blocks", "1", "--warmup", "1",
+                          "--patterns", "block-causal", "--device", "cpu", "--json"], capture_output=True, text=True,
+                         check=True)
+    assert json.loads(out.stdout)["config"]["device"] == "cpu"
+    if not torch.cuda.is_available():
+        out = subprocess.run([sys.executable, "-m", "lmdm", "bench", "--preset", "tiny", "--device", "cuda"],
+                             capture_output=True, text=True)
+        assert out.returncode == 2 and "no CUDA GPU" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_bench_end_to_end_batch_and_compare(tmp_path):
     def bench(*extra):
         out = subprocess.run([sys.executable, "-m", "lmdm", "bench", "--preset", "tiny", "--blocks", "2", "--warmup",

@@ -19,6 +19,7 @@ from functools import wraps
 import torch
 
 from .config import PATTERNS, PatternConfig, preset
+from .errors import ConfigError
 from .flops import comparison, dit_flops_per_block
 from .model import LiveMusicModel
 
@@ -34,11 +35,18 @@ def tokens_per_block(pattern: str, C: int, B: int, steps: int) -> int:
     return (steps + 1) * B + steps
 
 
+def _sync() -> None:
+    """GPU work is asynchronous: wait for it before reading a clock (nothing to wait for on a CPU)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _timed(store: list[float], fn):
     @wraps(fn)
     def wrapper(*args, **kwargs):
         start = time.perf_counter()
         out = fn(*args, **kwargs)
+        _sync()
         store.append(time.perf_counter() - start)
         return out
     return wrapper
@@ -68,8 +76,10 @@ class _PatternRun:
         self.blocks: list[float] = []
 
     def block(self) -> float:
+        _sync()
         start = time.perf_counter()
         self.generate()
+        _sync()
         return time.perf_counter() - start
 
     def report(self, first_block: float) -> dict:
@@ -127,7 +137,10 @@ def _prompt_change_ms(model: LiveMusicModel, repeats: int = 5) -> dict:
 def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, blocks: int = 5, warmup: int = 2,
               patterns: tuple[str, ...] = PATTERNS, block_frames: int | None = None,
               context_frames: int | None = None, threads: int | None = None, progress=None,
-              end_to_end: bool = False, batch: int = 1) -> dict:
+              end_to_end: bool = False, batch: int = 1, device: str = "cpu") -> dict:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is visible to torch on this machine")
     if threads:
         torch.set_num_threads(threads)
     if preset_name == "default":  # the embedded default model's shape, with its own autoencoder
@@ -141,12 +154,13 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
             if preset_name == "tiny" else AutoencoderConfig(latent_dim=cfg.dit.io_channels)
         cfg.autoencoder, cfg.downsampling_ratio = ae.to_dict(), ae.downsampling_ratio
     torch.manual_seed(0)
-    model = LiveMusicModel(cfg).to(DTYPES[dtype]).eval()
+    model = LiveMusicModel(cfg).to(dev, DTYPES[dtype]).eval()
     B = block_frames or cfg.pattern.block_frames
     C = cfg.pattern.context_frames if context_frames is None else context_frames
     report = {"config": {"preset": preset_name, "dtype": dtype, "steps": steps, "block_frames": B,
                          "context_frames": C, "block_seconds": round(B * cfg.frame_seconds, 4),
-                         "threads": torch.get_num_threads(), "torch": torch.__version__,
+                         "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(dev),
+                         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                          "dit": dataclasses.asdict(cfg.dit), "end_to_end": end_to_end, "batch": batch,
                          "dit_parameters": sum(p.numel() for p in model.dit.parameters())},
               "patterns": {}}
@@ -158,6 +172,8 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
         report["prompt_change_ms"] = _prompt_change_ms(model)
         report["config"]["decoder_delay_ms"] = round(model.autoencoder.streaming_decoder().delay_ms, 1)
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if dev.type == "cuda":
+        report["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2 ** 20, 1)
     report["gflop_per_audio_second"] = comparison(cfg.dit, C, B, steps, cfg.frame_seconds, patterns)
     base = report["patterns"].get("bidirectional")
     bound_base = tokens_per_block("bidirectional", C, B, steps)
@@ -180,6 +196,7 @@ def format_table(report: dict) -> str:
     what = "end to end (DiT + streaming decode)" if c.get("end_to_end") else "DiT only"
     lines = [f"lmdm bench: preset={c['preset']} dtype={c['dtype']} steps={c['steps']} C={c['context_frames']} "
              f"B={c['block_frames']} ({c['block_seconds']} s/block) threads={c['threads']} "
+             f"{'' if c.get('device', 'cpu') == 'cpu' else 'device=' + c['device_name'] + ' '}"
              f"params={c['dit_parameters'] / 1e6:.1f}M batch={c.get('batch', 1)} — {what}",
              f"{'pattern':<14}{'block ms':>10}{'p90':>9}{'tokens':>8}{'RTF':>8}{'speedup':>9}{'bound':>7}"
              f"{'of bound':>9}  phases (median ms)"]
@@ -197,7 +214,8 @@ def format_table(report: dict) -> str:
         lines.append(f"prompt change (text encoding + cross-attention K/V): median "
                      f"{report['prompt_change_ms']['median_ms']} ms; decoder look-ahead {c['decoder_delay_ms']} ms")
     lines.append("analytic GFLOP per second of audio: " + ", ".join(
-        f"{k} {v}" for k, v in report["gflop_per_audio_second"].items()) + f"; peak RSS {report['peak_rss_mb']} MB")
+        f"{k} {v}" for k, v in report["gflop_per_audio_second"].items()) + f"; peak RSS {report['peak_rss_mb']} MB"
+        + (f", peak GPU memory {report['peak_gpu_mb']} MB" if "peak_gpu_mb" in report else ""))
     ae = report.get("autoencoder")
     if ae:
         lines.append(f"autoencoder (decoder delay {ae['decoder_delay_ms']:.1f} ms): compute seconds per audio second "

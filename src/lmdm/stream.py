@@ -58,6 +58,10 @@ class Stream:
                  pattern: PatternConfig | None = None, sketch: torch.Tensor | None = None,
                  accompaniment: torch.Tensor | None = None, cutoff_frames: int | None = None):
         self.model, self.dit = model, pack_linears(model.dit)
+        # the stream's own buffers (context, inputs, noise, sampler state) stay on the CPU: small, and
+        # seeded noise and saved states do not depend on the device; the DiT, its cache and the
+        # codec run wherever the model is (`model.to("cuda")`), fed through `_dev`
+        self.device = next(model.dit.parameters()).device
         self.pcfg = pattern or model.config.pattern
         self.pcfg.validate()
         self.io, self.B, self.C = model.config.dit.io_channels, self.pcfg.block_frames, self.pcfg.context_frames
@@ -204,7 +208,8 @@ class Stream:
         if self._encoder is None:
             self.set_accompaniment(torch.zeros(self.batch, self.io, 0))
             self._encoder = self.model.autoencoder.streaming_encoder()
-        latents = self._encoder.push(audio.to(self.model.autoencoder.dtype)).float()
+        ae = self.model.autoencoder
+        latents = self._encoder.push(audio.to(next(ae.parameters()).device, ae.dtype)).float().cpu()
         self.push_accompaniment(latents)
         return latents.shape[-1]
 
@@ -253,19 +258,20 @@ class Stream:
         Decoding is streamed: every sample equals the offline decode of the whole latent stream.
         The decoder holds back `decoder.delay_samples` samples (its look-ahead), so the first
         block is that much shorter and `finish()` returns the held-back tail."""
-        decoder = self.decoder
-        return decoder.push(self.next_latents().to(self.model.autoencoder.dtype)).float()
+        ae = self.model.autoencoder
+        latents = self.next_latents()
+        return self.decoder.push(latents.to(next(ae.parameters()).device, ae.dtype)).float().cpu()
 
     def finish(self) -> torch.Tensor:
         """End of stream: the decoder's held-back tail (as if the stream stopped here)."""
-        return self.decoder.flush().float()
+        return self.decoder.flush().float().cpu()
 
     def _denoise_fn(self, run_target):
         """Wrap `run_target(x_model_batch, t_model_batch, step) -> raw v` with CFG and tracing."""
         def denoise(x, t, i):
             xin = self._double(x)
             tin = torch.full((xin.shape[0],), t, dtype=torch.float32)
-            v = run_target(xin, tin, i).float()
+            v = run_target(xin, tin, i).float().cpu()
             if self.trace is not None:
                 self.trace.append({"block": self.block_index, "step": i, "x": xin, "t": t, "v": v})
             if not self.guided:
@@ -274,14 +280,21 @@ class Stream:
             return guide(v_cond, v_uncond, self.cfg_scale), v_uncond
         return denoise
 
+    def _dev(self, x):
+        """A tensor or a dict of them on the model's device (no copy on the CPU)."""
+        if isinstance(x, dict):
+            return {k: v.to(self.device) for k, v in x.items()}
+        return x.to(self.device)
+
     def _target_tokens(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        groups = self._window_groups(self.frame, self.B)
-        return torch.cat((self.dit.embed_frames(x, groups), self.dit.timestep_token(t, self.cond)), 1)
+        groups = self._dev(self._window_groups(self.frame, self.B))
+        return torch.cat((self.dit.embed_frames(self._dev(x), groups),
+                          self.dit.timestep_token(self._dev(t), self.cond)), 1)
 
     def _context_tokens(self, latents: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
         groups = {"context": torch.cat((self._double(mask), self._double(latents)), 1)}
         groups.update(self._window_groups(start, latents.shape[-1]))
-        return self.dit.embed_frames(None, groups)
+        return self.dit.embed_frames(None, self._dev(groups))
 
     def _block_causal(self, noise):
         dit, cache = self.dit, self.cache
@@ -326,7 +339,7 @@ class Stream:
             renoised = (1 - tt) * self._double(clean) + tt * self._double(context_noise[i])
             m = self._double(known)
             x = torch.cat((m * renoised + (1 - m) * ctx, x[..., self.C:]), -1)
-            return self.dit(x, t, self.cond, groups)
+            return self.dit(self._dev(x), self._dev(t), self.cond, None if groups is None else self._dev(groups))
 
         x0 = sample(self._denoise_fn(run), window_noise, self.sampler, self.guidance)
         return x0[..., self.C:]
@@ -367,7 +380,8 @@ class Stream:
     def _encode(self) -> None:
         dtype = self.dit.dtype
         tokens, glob = self.model.encode_prompts(self.prompts, self.seconds_total)
-        self.tokens, self.global_cond = tokens.to(dtype), None if glob is None else glob.to(dtype)
+        self.tokens = tokens.to(self.device, dtype)
+        self.global_cond = None if glob is None else glob.to(self.device, dtype)
         self._condition()
 
     @torch.no_grad()
@@ -417,7 +431,8 @@ class Stream:
         if self._encoder is not None:
             tensors["encoder.live"] = torch.ones(1)
             tensors.update({f"encoder.{k}": v for k, v in self._encoder.state_dict().items()})
-        return {"meta": self._meta(), "tensors": {k: v.clone() for k, v in tensors.items()}}
+        # on the CPU whatever the device: a state saved on a GPU restores on a CPU and vice versa
+        return {"meta": self._meta(), "tensors": {k: v.cpu().clone() for k, v in tensors.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         try:
@@ -452,12 +467,14 @@ class Stream:
         self.prompts, self.seconds_total = check_prompts(meta["prompts"]), meta["seconds_total"]
         self.needs_bootstrap = meta["needs_bootstrap"]
         self.history, self.history_mask = tensors["history"].clone(), tensors["history_mask"].clone()
-        self.tokens = tensors["tokens"].clone()
-        self.global_cond = tensors["global_cond"].clone() if "global_cond" in tensors else None
+        self.tokens = tensors["tokens"].to(self.device).clone()
+        self.global_cond = tensors["global_cond"].to(self.device).clone() if "global_cond" in tensors else None
         self.pending = tensors["pending"].clone() if "pending" in tensors else None
         if self.cache is not None:
-            self.cache.load_state_dict(tensors, self.model.config.dit.depth)
-        decoder_state = {k[len("decoder."):]: v for k, v in tensors.items() if k.startswith("decoder.")}
+            self.cache.load_state_dict({k: self._dev(v) for k, v in tensors.items() if k.startswith("cache.")},
+                                       self.model.config.dit.depth)
+        ae_device = next(self.model.autoencoder.parameters()).device if self.model.autoencoder is not None else None
+        decoder_state = {k[len("decoder."):]: v.to(ae_device) for k, v in tensors.items() if k.startswith("decoder.")}
         self._decoder = None
         if decoder_state:
             self.decoder.load_state_dict(decoder_state)
@@ -468,7 +485,7 @@ class Stream:
         self._encoder = None
         if "encoder.live" in tensors:
             self._encoder = self.model.autoencoder.streaming_encoder()
-            self._encoder.load_state_dict({k[len("encoder."):]: v for k, v in tensors.items()
+            self._encoder.load_state_dict({k[len("encoder."):]: v.to(ae_device) for k, v in tensors.items()
                                            if k.startswith("encoder.") and k != "encoder.live"})
         self._condition()
 

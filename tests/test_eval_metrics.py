@@ -71,3 +71,18 @@ def test_control_adherence_is_perfect_for_audio_rendered_from_its_own_controls()
 def test_windows_split_a_stream():
     audio = np.zeros((2, 44100 * 25))
     assert [w.shape[-1] for w in windows(audio, 44100, 10)] == [441000, 441000]
+
+
+def test_context_memory_is_zero_for_forgotten_priming_and_one_for_unrelated_streams():
+    from lmdm.eval.metrics import EvalError, context_memory
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(40, 16))
+    text = [rng.normal(size=(6, 16)) for _ in range(4)]
+    assert context_memory(text, text, reference) == [0.0] * 4          # the priming left no trace
+    unrelated = [rng.normal(size=(6, 16)) for _ in range(4)]
+    assert all(0.7 < m < 1.3 for m in context_memory(unrelated, text, reference))
+    fading = [t + (0.5 ** k) * (u - t) for k, (t, u) in enumerate(zip(text, unrelated))]
+    curve = context_memory(fading, text, reference)
+    assert all(a > b for a, b in zip(curve, curve[1:]))               # a stream forgetting its start
+    with pytest.raises(EvalError):
+        context_memory(text, text, reference[:1])

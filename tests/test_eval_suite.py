@@ -66,6 +66,8 @@ def test_eval_suite_on_a_mono_22khz_model_with_the_offline_baseline(setup):
     report = evaluate(model, setup / "corpus" / "manifest.jsonl", suite, tagger)
     assert report["channels"] == 1 and report["embedder"] == "lmdm"
     assert len(report["streams"]["primed"]["drift_curve"]) == 3
+    assert len(report["context_memory"]) == 3 and all(m >= 0 for m in report["context_memory"])
+    assert report["summary"]["context_memory_last"] == report["context_memory"][-1]
     base = report["baseline"]
     assert base["windows"] == 6 and base["fd_all_windows"]["fd"] >= 0 and len(base["adherence"]) == 2
     assert report["summary"]["fd_baseline"] is not None and report["summary"]["fd_text"] is not None

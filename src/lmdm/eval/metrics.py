@@ -74,6 +74,30 @@ def drift_ratio(curve: list[float]) -> float:
     return float(np.mean(late) / curve[0])
 
 
+def context_memory(primed: list[np.ndarray], unprimed: list[np.ndarray], reference: np.ndarray) -> list[float]:
+    """How much a stream still depends on how it began, window by window: for each window k, the
+    mean distance between the embeddings of a primed stream and the same stream (same prompt and
+    seed) without the priming, divided by the mean distance between two different reference pieces.
+
+    primed[k] / unprimed[k]: (streams, dim) for window k, row i the same request. About 0: the
+    stream has forgotten its priming (the model ignores its context, or has "locked" onto the
+    prompt); about 1: as different as two pieces. A model that continues what it hears stays high."""
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.ndim != 2 or len(ref) < 2:
+        raise EvalError(f"context memory needs >= 2 reference embeddings, got shape {ref.shape}")
+    d = np.linalg.norm(ref[:, None] - ref[None], axis=-1)
+    scale = d[np.triu_indices(len(ref), 1)].mean()
+    if not scale > 0:
+        raise EvalError("the reference embeddings are all identical: no scale for context memory")
+    out = []
+    for p, u in zip(primed, unprimed):
+        p, u = np.asarray(p, dtype=np.float64), np.asarray(u, dtype=np.float64)
+        if p.shape != u.shape:
+            raise EvalError(f"primed and unprimed windows differ in shape: {p.shape} vs {u.shape}")
+        out.append(float(np.linalg.norm(p - u, axis=-1).mean() / scale))
+    return out
+
+
 def spectral_flux(audio: np.ndarray, hop: int = 1024, n_fft: int = 2048) -> np.ndarray:
     """Positive spectral flux per hop of a mono mix (log magnitude), a novelty curve."""
     x = np.asarray(audio, dtype=np.float64)

@@ -4,6 +4,8 @@ Streams use fixed held-out captions (from a corpus manifest) and fixed seeds, so
 stage-1 vs ARC-Forcing) are compared on identical requests. Measured per model:
 - FD-lmdm of every 10 s window against held-out corpus audio, as a drift curve, for text-only
   and primed streams (primed: the stream starts from the encoded opening of a reference piece);
+- context memory: per window, how far each primed stream still is from the same request without
+  the priming (`metrics.context_memory`; ~0 = the model has forgotten, or never used, its context);
 - prompt adherence: tagger agreement with the caption's style and instrument families, and the
   beat tracker's tempo error against the caption's BPM;
 - prompt transitions: A→B switched mid-stream: blocks until the tagger prefers B, and the
@@ -32,8 +34,8 @@ import torch
 from ..data.dataset import load_audio, read_manifest
 from ..data.tempo import estimate_tempo
 from .embedders import lmdm_embedder
-from .metrics import (blocks_until_match, drift_curve, drift_ratio, frechet_with_interval, switch_discontinuity,
-                      windows)
+from .metrics import (blocks_until_match, context_memory, drift_curve, drift_ratio, frechet_with_interval,
+                      switch_discontinuity, windows)
 from .tagger import Tagger, instruments_of
 
 WINDOW_SECONDS = 10.0
@@ -130,6 +132,7 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
     report = {"suite": suite if isinstance(suite, str) else "custom", "window_seconds": spec.window_seconds,
               "embedder": embed_name, "sample_rate": sr, "channels": channels,
               "streams": {}, "adherence": [], "transitions": [], "rtf": []}
+    by_kind = {}
     for kind in ("text", "primed"):
         per_window: list[list[np.ndarray]] = []
         for k, entry in enumerate(chosen):
@@ -154,6 +157,8 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
         pooled = np.concatenate([np.stack(w) for w in per_window]) if per_window else np.zeros((0, 1))
         report["streams"][kind] = {"drift_curve": curve, "drift_ratio": drift_ratio(curve) if len(curve) > 1 else None,
                                    "fd_first_window": _fd(first, reference), "fd_all_windows": _fd(pooled, reference)}
+        by_kind[kind] = [np.stack(w) for w in per_window]
+    report["context_memory"] = context_memory(by_kind["primed"], by_kind["text"], reference)
     if baseline:
         report["baseline"] = _baseline(model, chosen, spec, seed, embed, tagger, reference, say)
     block_frames = model.config.pattern.block_frames
@@ -256,6 +261,8 @@ def _summary(r: dict) -> dict:
            "median_tempo_error_baseline": base.get("median_tempo_error"),
            "drift_ratio_text": r["streams"]["text"]["drift_ratio"],
            "drift_ratio_primed": r["streams"]["primed"]["drift_ratio"],
+           "context_memory_first": (r.get("context_memory") or [None])[0],
+           "context_memory_last": (r.get("context_memory") or [None])[-1],
            "blocks_until_match": _mean(t["blocks_until_match"] for t in r["transitions"]),
            "switch_discontinuity": _mean(t["discontinuity"] for t in r["transitions"]),
            "realtime_factor": _mean(r["rtf"])}

@@ -54,6 +54,9 @@ def test_hello_lists_supported_modes(server):
     assert info["delay_lag_samples"] == (1 + info["delay_cutoff_frames"] // B) * info["block_samples"]
 
 
+SOCKET_SLACK = 4   # blocks of 93 ms the loopback socket may hold unread
+
+
 def test_every_mode_streams_gapless_and_switches_at_the_next_block(server):
     """text → accompaniment → sketch (input, then drawn curves) → generative delay → text, with input
     frames (mono, another rate, int16) all the way; bad frames are errors and the session goes on."""
@@ -84,8 +87,10 @@ def test_every_mode_streams_gapless_and_switches_at_the_next_block(server):
                 await read_blocks(c, 4, blocks)
                 ack = await c.wait_for("ack", id)
                 # the server's next block boundary: up to `ahead` blocks queued past what we read, plus
-                # the one in flight when the control arrived
-                assert at < ack["block"] <= at + ahead + 2, (mode, at, ack)
+                # the one in flight when the control arrived, plus blocks already sent but still in the
+                # loopback socket (the server's bound counts from what it sent, which a client cannot
+                # see; with pace "none" and bursty reads a few blocks sit there — seen once in CI)
+                assert at < ack["block"] <= at + ahead + 2 + SOCKET_SLACK, (mode, at, ack)
                 assert sum("NaN" in e["message"] for e in c.errors) == step + 1
                 assert sum("payload" in e["message"] for e in c.errors) == step + 1
             assert all(e.get("cmd") == "input" for e in c.errors), c.errors

@@ -139,13 +139,17 @@ class Stream:
         from .generate import block_pattern
         self._repattern(block_pattern(self.model, block_frames))
 
-    def _repattern(self, pattern: PatternConfig) -> None:
-        if pattern == self.pcfg:
-            return
+    def _check_reblock(self, pattern: PatternConfig) -> None:
+        """Only this stream's own pattern kind with another block size (block-causal or enc-dec)."""
         if pattern.pattern != self.pcfg.pattern or pattern.pattern not in ("block-causal", "enc-dec"):
             raise ConfigError(f"the block size of a {self.pcfg.pattern!r} stream cannot change to a "
                               f"{pattern.pattern!r} pattern (block-causal and enc-dec streams can re-block)")
         pattern.validate()
+
+    def _repattern(self, pattern: PatternConfig) -> None:
+        if pattern == self.pcfg:
+            return
+        self._check_reblock(pattern)
         hist, mask = self.history[..., -pattern.context_frames:], self.history_mask[..., -pattern.context_frames:]
         pad = pattern.context_frames - hist.shape[-1]   # a longer window: the older part is empty
         self.history = torch.nn.functional.pad(hist, (pad, 0))
@@ -208,8 +212,7 @@ class Stream:
         if self._encoder is None:
             self.set_accompaniment(torch.zeros(self.batch, self.io, 0))
             self._encoder = self.model.autoencoder.streaming_encoder()
-        ae = self.model.autoencoder
-        latents = self._encoder.push(audio.to(next(ae.parameters()).device, ae.dtype)).float().cpu()
+        latents = self._encoder.push(audio.to(self._ae_device, self.model.autoencoder.dtype)).float().cpu()
         self.push_accompaniment(latents)
         return latents.shape[-1]
 
@@ -258,9 +261,8 @@ class Stream:
         Decoding is streamed: every sample equals the offline decode of the whole latent stream.
         The decoder holds back `decoder.delay_samples` samples (its look-ahead), so the first
         block is that much shorter and `finish()` returns the held-back tail."""
-        ae = self.model.autoencoder
         latents = self.next_latents()
-        return self.decoder.push(latents.to(next(ae.parameters()).device, ae.dtype)).float().cpu()
+        return self.decoder.push(latents.to(self._ae_device, self.model.autoencoder.dtype)).float().cpu()
 
     def finish(self) -> torch.Tensor:
         """End of stream: the decoder's held-back tail (as if the stream stopped here)."""
@@ -279,6 +281,10 @@ class Stream:
             v_cond, v_uncond = v.chunk(2)
             return guide(v_cond, v_uncond, self.cfg_scale), v_uncond
         return denoise
+
+    @property
+    def _ae_device(self) -> torch.device:
+        return next(self.model.autoencoder.parameters()).device
 
     def _dev(self, x):
         """A tensor or a dict of them on the model's device (no copy on the CPU)."""
@@ -448,9 +454,7 @@ class Stream:
         if meta.get("pattern") != dataclasses.asdict(self.pcfg):   # the same model re-blocked: take its block size
             try:
                 pattern = PatternConfig(**meta["pattern"])
-                pattern.validate()
-                if pattern.pattern != self.pcfg.pattern or pattern.pattern not in ("block-causal", "enc-dec"):
-                    raise ConfigError("only block-causal and enc-dec streams re-block")
+                self._check_reblock(pattern)
             except (ConfigError, TypeError, KeyError) as e:
                 raise StateError(f"stream state is from another pattern: "
                                  f"{_diff(meta.get('pattern'), dataclasses.asdict(self.pcfg))} ({e})") from e
@@ -473,7 +477,7 @@ class Stream:
         if self.cache is not None:
             self.cache.load_state_dict({k: self._dev(v) for k, v in tensors.items() if k.startswith("cache.")},
                                        self.model.config.dit.depth)
-        ae_device = next(self.model.autoencoder.parameters()).device if self.model.autoencoder is not None else None
+        ae_device = self._ae_device if self.model.autoencoder is not None else None
         decoder_state = {k[len("decoder."):]: v.to(ae_device) for k, v in tensors.items() if k.startswith("decoder.")}
         self._decoder = None
         if decoder_state:

@@ -152,6 +152,17 @@ def test_sketch_group(tmp_path):
         objective(cfg)
 
 
+def test_no_sketch_on_accompaniment_items(tmp_path):
+    """The stored controls describe the mix, an accompaniment item's target is the rest: no sketch there."""
+    lat = make_latents(tmp_path / "lat")
+    obj = objective(group_cfg(tmp_path, lat, p_sketch=1.0, sketch_drop_all=0.0, p_accompaniment=1.0,
+                              accompaniment_drop_all=0.0))
+    b = obj.load_batch([0, 1, 2, 3], [0] * 4, [0, 1, 2, 3])
+    has_pair = [True, False, True, False]   # even clips have an accompaniment pair
+    assert [bool(b["groups"]["sketch"][j].any()) for j in range(4)] == [not p for p in has_pair]
+    assert [bool(b["groups"]["accompaniment"][j].any()) for j in range(4)] == has_pair
+
+
 @pytest.mark.parametrize("cutoff", [-1, 6])
 def test_accompaniment_group_respects_the_stream_cutoff(tmp_path, cutoff):
     lat = make_latents(tmp_path / "lat")
@@ -238,7 +249,8 @@ def test_enc_dec_block_choices_keep_the_context(tmp_path):
 
 def test_short_run_trains_the_groups_and_resumes_exactly(tmp_path):
     lat = make_latents(tmp_path / "lat")
-    opts = dict(p_sketch=0.7, p_accompaniment=0.7, block_frames_choices=[2, 4], trainable=["dit.*"])
+    opts = dict(p_sketch=0.7, p_accompaniment=0.7, block_frames_choices=[2, 4], trainable=["dit.*"],
+                control_loss_weight=1.0, control_probe_steps=20)
 
     def trainer(folder):
         cfg = group_cfg(folder, lat, **opts)
@@ -250,8 +262,10 @@ def test_short_run_trains_the_groups_and_resumes_exactly(tmp_path):
     after = a.obj.model.dit.input_groups.state_dict()
     for name in ("sketch", "accompaniment"):
         assert not torch.equal(before[f"{name}.weight"], after[f"{name}.weight"]), name
-    losses = [json.loads(x)["loss"] for x in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(losses) == 4 and all(np.isfinite(losses))
+    metrics = [json.loads(x) for x in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 4 and all(np.isfinite(m["loss"]) for m in metrics)
+    assert all(m["control_loss"] >= 0 for m in metrics) and any(m["control_loss"] > 0 for m in metrics)
+    assert (tmp_path / "a" / "run" / "control-probe.safetensors").is_file()
     b = trainer(tmp_path / "b")
     b.fit(stop_at=2)
     assert [p.name for p in list_checkpoints(tmp_path / "b" / "run")] == ["step-00000002.ckpt"]

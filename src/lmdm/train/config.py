@@ -79,6 +79,9 @@ class FinetuneConfig:
     sketch_max_kernel: int = 31      # sketch items: median filter with an odd kernel ~ U{1, 3, .., this} (Sketch2Sound)
     sketch_drop_all: float = 0.1     # sketch items: drop the whole sketch group (mask included)
     sketch_drop_each: float = 0.2    # sketch items: otherwise drop each control channel independently
+    control_loss_weight: float = 0.0  # sketch items: + this x the control probe's loss (`train.control_probe`):
+                                     #   loudness / brightness read back from the model's clean estimate
+    control_probe_steps: int = 1500  # steps fitting that probe (once per run, saved in run.out_dir)
     p_accompaniment: float = 0.0     # per item with an accompaniment pair: train as accompaniment (latents =
                                      #   the pair's rest, group = its given stem); needs an "accompaniment" group
     accompaniment_cutoff: int = -1   # accompaniment frames at/after target start - this are zeroed; -1 = one block
@@ -179,6 +182,8 @@ class TrainConfig:
              "finetune.accompaniment_drop_all + finetune.accompaniment_drop_prefix must be <= 1"),
             (f.sketch_max_kernel >= 1 and f.sketch_max_kernel % 2 == 1,
              "finetune.sketch_max_kernel must be a positive odd number"),
+            (f.control_loss_weight >= 0 and f.control_probe_steps >= 1,
+             "finetune.control_loss_weight must be >= 0 and finetune.control_probe_steps >= 1"),
             (f.accompaniment_cutoff >= -1, "finetune.accompaniment_cutoff must be >= 0, or -1 for one block"),
             (all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in f.block_frames_choices),
              "finetune.block_frames_choices must be positive integers"),

@@ -13,7 +13,9 @@ Optional time-aligned input groups (SPEC §4, `lmdm.sketch`), built per item ove
 and passed only when the model has them; an item that does not use one gets an all-zero group
 (mask 0), which is what the stream feeds when that mode is off:
 - `sketch` (p_sketch): the mix's stored controls, normalised, median-filtered with a random odd
-  kernel up to sketch_max_kernel, then `control_dropout`.
+  kernel up to sketch_max_kernel, then `control_dropout`. Never on an accompaniment item: its
+  target is the pair's rest, which the mix's controls do not describe.
+  `control_loss_weight` > 0 adds the control loss of `control_probe` on items with a sketch.
 - `accompaniment` (p_accompaniment, items with an accompaniment pair): the model's latents (context
   and target) become the pair's `rest` and the group is the `given` stem's latents, with
   `accompaniment_dropout` and every frame at or after (target start − cutoff) zeroed.
@@ -116,6 +118,13 @@ class FinetuneObjective(Objective):
             if self.pattern == "block-causal" and self.C // b < 2:
                 raise ConfigError(f"finetune.block_frames_choices: B={b} leaves {self.C // b} context chunk(s) of "
                                   f"the {self.C} context frames; block-causal needs at least 2")
+        self.probe = None
+        if f.control_loss_weight > 0:
+            if "sketch" not in self.groups or f.p_sketch <= 0:
+                raise ConfigError("finetune.control_loss_weight > 0 needs p_sketch > 0 and a 'sketch' input group")
+            from .control_probe import load_or_fit_probe
+            self.probe = load_or_fit_probe(Path(cfg.run.out_dir) / "control-probe.safetensors", dataset,
+                                           model.config.dit.io_channels, f.control_probe_steps, cfg.run.seed)
         # frames each loaded crop must hold: the largest window any block size needs
         self.crop_frames = max(self.window(b)[0] + b for b in [self.B, *f.block_frames_choices])
         crop = getattr(dataset, "crop", self.crop_frames)
@@ -161,12 +170,13 @@ class FinetuneObjective(Objective):
         n, chunks = len(items), math.ceil(C / B)
         groups = {name: torch.zeros(n, SKETCH_CHANNELS if name == "sketch" else io + 1, T) for name in self.groups}
         for j, key in enumerate(keys):
-            if "sketch" in groups and f.p_sketch > 0:
-                groups["sketch"][j] = self._sketch(items[j], key, T)
+            acc = None
             if "accompaniment" in groups and f.p_accompaniment > 0 and "accompaniment" in items[j]:
                 acc = self._accompaniment(items[j], key, C, B)
                 if acc is not None:
                     lat[j], groups["accompaniment"][j] = acc
+            if "sketch" in groups and f.p_sketch > 0 and acc is None:
+                groups["sketch"][j] = self._sketch(items[j], key, T)
         noise, t, keep_from, captions = torch.empty(n, io, T), torch.empty(n), [], []
         for j, key in enumerate(keys):
             g = item_generator(self.cfg.run.seed, key)
@@ -234,7 +244,19 @@ class FinetuneObjective(Objective):
                            block_frames=batch.get("block_frames", self.B),
                            context_chunks=batch.get("context_chunks", self.w))
         loss = F.mse_loss(v[..., C:].float(), (eps - x0)[..., C:].float())
-        return loss, {}
+        if self.probe is None:
+            return loss, {}
+        return self._with_control_loss(loss, x0, xt - tt * v, groups["sketch"], C)
+
+    def _with_control_loss(self, loss, x0, x0_hat, sketch, C: int):
+        """+ weight · ‖probe(x̂0) − probe(x0)‖² on the target frames of the items with a sketch (the
+        context frames are the clean x0 in both, as the probe's receptive field reaches into them)."""
+        self.probe.to(x0.device)
+        has = (sketch[:, 0].amax(-1) > 0).float()
+        estimate = torch.cat((x0[..., :C], x0_hat[..., C:]), -1).float()
+        err = ((self.probe(estimate) - self.probe(x0.float())) ** 2)[..., C:].mean((1, 2))
+        control = (err * has).sum() / has.sum().clamp(min=1)
+        return loss + self.cfg.finetune.control_loss_weight * control, {"control_loss": float(control)}
 
     def demo(self, step: int, folder: Path) -> None:
         if self.model.autoencoder is None:

@@ -273,3 +273,15 @@ def test_short_run_trains_the_groups_and_resumes_exactly(tmp_path):
     c.fit(resume=True)
     pa, pc = a.obj.model.state_dict(), c.obj.model.state_dict()
     assert all(torch.equal(pa[k], pc[k]) for k in pa), [k for k in pa if not torch.equal(pa[k], pc[k])]
+
+
+def test_input_group_lr_multiplier(tmp_path):
+    lat = make_latents(tmp_path / "lat")
+    cfg = group_cfg(tmp_path, lat, p_sketch=1.0, input_group_lr_mult=20.0)
+    t = Trainer(objective(cfg), cfg)
+    groups = {len(g["params"]): g["lr"] for g in t.optimizers[0].param_groups}
+    n_router = len(list(t.obj.model.dit.input_groups.parameters()))
+    assert len(t.optimizers[0].param_groups) == 2 and groups[n_router] == pytest.approx(20 * cfg.optim.lr)
+    router = {id(p) for p in t.obj.model.dit.input_groups.parameters()}
+    assert all((id(p) in router) == (g["lr"] > cfg.optim.lr) for g in t.optimizers[0].param_groups
+               for p in g["params"])

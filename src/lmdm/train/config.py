@@ -81,6 +81,7 @@ class FinetuneConfig:
     sketch_drop_each: float = 0.2    # sketch items: otherwise drop each control channel independently
     control_loss_weight: float = 0.0  # sketch items: + this x the control probe's loss (`train.control_probe`):
                                      #   loudness / brightness read back from the model's clean estimate
+    input_group_lr_mult: float = 1.0  # lr multiplier of the router's input-group projections (dit.input_groups.*)
     control_probe_steps: int = 1500  # steps fitting that probe (once per run, saved in run.out_dir)
     p_accompaniment: float = 0.0     # per item with an accompaniment pair: train as accompaniment (latents =
                                      #   the pair's rest, group = its given stem); needs an "accompaniment" group
@@ -182,6 +183,7 @@ class TrainConfig:
              "finetune.accompaniment_drop_all + finetune.accompaniment_drop_prefix must be <= 1"),
             (f.sketch_max_kernel >= 1 and f.sketch_max_kernel % 2 == 1,
              "finetune.sketch_max_kernel must be a positive odd number"),
+            (f.input_group_lr_mult > 0, "finetune.input_group_lr_mult must be > 0"),
             (f.control_loss_weight >= 0 and f.control_probe_steps >= 1,
              "finetune.control_loss_weight must be >= 0 and finetune.control_probe_steps >= 1"),
             (f.accompaniment_cutoff >= -1, "finetune.accompaniment_cutoff must be >= 0, or -1 for one block"),

@@ -104,7 +104,11 @@ class FinetuneObjective(Objective):
         names = set(select_trainable(model, f.trainable, f.lora_rank, f.lora_alpha))
         model.dit.train()
         self.modules = {"model": model}
-        self.phases = [Phase("model", [(n, p) for n, p in model.named_parameters() if n in names])]
+        # the router's zero-initialised projections grow about lr per step under Adam: at a fine-tuning
+        # lr they stay ~30x smaller than project_in after hundreds of steps (measured), too weak to carry
+        # a sketch, hence their own multiplier
+        mults = {n: f.input_group_lr_mult for n in names if n.startswith("dit.input_groups.")}
+        self.phases = [Phase("model", [(n, p) for n, p in model.named_parameters() if n in names], lr_mults=mults)]
         self.frames_per_item = p.window_frames
         self.seconds_per_item = p.window_frames * model.config.frame_seconds
         groups = model.config.dit.input_groups

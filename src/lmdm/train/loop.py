@@ -51,6 +51,7 @@ class Phase:
     lr: float | None = None          # None = optim.lr
     betas: tuple[float, float] | None = None
     weight_decay: float | None = None
+    lr_mults: dict[str, float] = field(default_factory=dict)   # parameter name -> multiplier of the phase's lr
 
 
 class Objective:
@@ -208,7 +209,11 @@ class Trainer:
             params = [p for _, p in ph.params]
             if not params:
                 raise TrainingError(f"phase {ph.name!r} has no trainable parameters (check finetune.trainable)")
-            opt = torch.optim.AdamW(params, lr=ph.lr or o.lr, betas=tuple(ph.betas or o.betas),
+            lr = ph.lr or o.lr
+            mults = sorted({ph.lr_mults.get(n, 1.0) for n, _ in ph.params})
+            params = [{"params": [p for n, p in ph.params if ph.lr_mults.get(n, 1.0) == m], "lr": lr * m}
+                      for m in mults]
+            opt = torch.optim.AdamW(params, lr=lr, betas=tuple(ph.betas or o.betas),
                                     weight_decay=o.weight_decay if ph.weight_decay is None else ph.weight_decay,
                                     eps=o.eps)
             self.optimizers.append(opt)

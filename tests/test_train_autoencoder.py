@@ -109,3 +109,23 @@ def test_rescaling_latents_is_exact_for_the_decoder():
         ae.rescale_latents(2.5)
         assert torch.allclose(ae.encode(x), 2.5 * z, atol=1e-5)
         assert torch.allclose(ae.decode(ae.encode(x)), y, atol=1e-5)
+
+
+def test_decoder_only_training_keeps_the_latent_space(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from lmdm.errors import ConfigError
+    manifest = make_manifest(tmp_path / "audio")
+    train_autoencoder(cfg_for(tmp_path / "a", manifest, adv_weight=0.0))
+    first = load_file(str(tmp_path / "a" / "run" / "model" / "autoencoder.safetensors"))
+    save_file(first, str(tmp_path / "init.safetensors"))
+    cfg = cfg_for(tmp_path / "b", manifest, init=str(tmp_path / "init.safetensors"), trainable=["decoder.*"])
+    with pytest.raises(ConfigError, match="unit_latents"):
+        train_autoencoder(TrainConfig.from_dict({**cfg.to_dict(), "autoencoder": {
+            **cfg.to_dict()["autoencoder"], "unit_latents": True}}))
+    last = train_autoencoder(cfg)
+    second = load_file(str(tmp_path / "b" / "run" / "model" / "autoencoder.safetensors"))
+    assert all(torch.equal(first[k], second[k]) for k in first if k.startswith("encoder."))
+    assert any(not torch.equal(first[k], second[k]) for k in first if k.startswith("decoder."))
+    assert last["step"] == 3
+    with pytest.raises(ConfigError, match="matches no parameter"):
+        train_autoencoder(cfg_for(tmp_path / "c", manifest, trainable=["nothing.*"]))

@@ -10,6 +10,8 @@ steps and scored by SI-SDR and multi-resolution STFT distance.
 """
 from __future__ import annotations
 
+import fnmatch
+
 import json
 from pathlib import Path
 
@@ -103,7 +105,17 @@ class AutoencoderObjective(Objective):
         ratio = ae.downsampling_ratio
         self.crop = max(ratio, round(a.crop_seconds * ae.sample_rate) // ratio * ratio)
         self.modules = {"autoencoder": ae}
-        self.phases = [Phase("generator", list(ae.named_parameters()))]
+        trained = [(n, p) for n, p in ae.named_parameters() if any(fnmatch.fnmatch(n, pat) for pat in a.trainable)]
+        if not trained:
+            raise ConfigError(f"autoencoder.trainable {a.trainable} matches no parameter (names look like "
+                              f"'encoder.layers.0.weight', 'decoder.layers.0.weight')")
+        for n, p in ae.named_parameters():
+            p.requires_grad_(any(n == m for m, _ in trained))
+        self.encoder_frozen = not any(n.startswith("encoder.") for n, _ in trained)
+        if self.encoder_frozen and a.unit_latents:
+            raise ConfigError("autoencoder.unit_latents rescales the latents, which a frozen encoder must keep: "
+                              "set it to false when training only the decoder")
+        self.phases = [Phase("generator", trained)]
         self.disc = None
         if a.adv_weight > 0:
             self.disc = STFTDiscriminator(ae.config.audio_channels, a.disc_channels, a.fft_sizes[:3])
@@ -141,7 +153,12 @@ class AutoencoderObjective(Objective):
         key = batch["keys"][0]
         if phase == "generator":
             gen = torch.Generator(device=real.device).manual_seed(self.cfg.run.seed * 31 + key)
-            fake, kl = self.ae(real, generator=gen, noise_scale=a.noise_scale)
+            if self.encoder_frozen:   # the latents are fixed: no encoder graph, no KL to train
+                with torch.no_grad():
+                    z = self.ae.encode(real)
+                fake, kl = self.ae.decode(z)[..., :real.shape[-1]], torch.zeros((), device=real.device)
+            else:
+                fake, kl = self.ae(real, generator=gen, noise_scale=a.noise_scale)
             fake = fake.to(real.dtype)
             self._fake[key] = fake.detach()
             stft = mrstft_loss(fake, real, a.fft_sizes)

@@ -101,6 +101,9 @@ class AutoencoderTrainConfig:
 
     model: dict = field(default_factory=dict)  # AutoencoderConfig dict (empty = SAO-small's shape)
     init: str = ""                   # optional autoencoder safetensors to start from
+    trainable: list[str] = field(default_factory=lambda: ["*"])  # fnmatch patterns of trained parameters;
+                                     #   ["decoder.*"] keeps the encoder, hence the latent space a DiT was
+                                     #   trained on, and retrains only how latents sound
     manifest: str = ""               # audio manifest (manifest.jsonl) of training clips
     heldout_clips: int = 2           # the manifest's last N clips are held out for evaluation
     crop_seconds: float = 1.0        # random training crop length

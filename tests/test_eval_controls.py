@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from lmdm.cli import build_parser
 from lmdm.eval.controls_suite import (ControlsSuite, beat_alignment, controls_table, evaluate_controls,
@@ -68,10 +69,20 @@ def test_controls_report_has_every_number(manifest):
     r = evaluate_controls(model, manifest / "manifest.jsonl", SUITE, seed=0, progress=said.append)
     sk = r["sketch"]
     assert len(sk["pieces"]) == 2 and sk["hop"] == 128 and "skipped" not in sk
-    for tag in ("sketch", "no_sketch"):
+    for tag in ("sketch", "no_sketch", "codec"):
         for key in ("loudness_correlation", "centroid_correlation", "loudness_mae_db", "voiced_in_both"):
             assert np.isfinite(sk[tag][key]), (tag, key, sk[tag])
         assert sk["pieces"][0][tag]["frames"] == 188  # ceil(1.5 * 16000 / 128)
+    # the codec ceiling is the source itself through the model's autoencoder
+    from lmdm.data.controls import extract_controls
+    from lmdm.eval.controls_suite import _clip, compare_controls
+    n, hop = round(SUITE.seconds * model.sample_rate), model.config.downsampling_ratio
+    source = _clip(manifest / sk["pieces"][0]["path"], model.sample_rate, model.autoencoder.config.audio_channels, n)
+    with torch.no_grad():
+        codec = model.autoencoder.decode(model.autoencoder.encode(torch.from_numpy(source)[None]))[0, :, :n].numpy()
+    assert sk["pieces"][0]["codec"] == compare_controls(extract_controls(source, model.sample_rate, hop),
+                                                        extract_controls(codec, model.sample_rate, hop),
+                                                        model.sample_rate / hop)
     acc = r["accompaniment"]
     assert len(acc["pieces"]) == 3 and acc["pieces"][0]["given"] == "chords"
     assert acc["cutoff_frames"] == 0  # block-causal: `lmdm accompany`'s default
@@ -87,6 +98,8 @@ def test_controls_report_has_every_number(manifest):
     assert again["summary"] == s
     md = "\n".join(controls_table({"tiny": {"controls": r}}))
     assert "| loudness_correlation_sketch |" in md and "| beat_alignment_random_stem |" in md
+    sketch_table = md.split("Accompaniment coherence")[0]
+    assert "| loudness_correlation_codec |" in sketch_table and "beat_alignment" not in sketch_table
     json.dumps(r)  # report.json-able
 
 

@@ -14,7 +14,8 @@ and controls are extracted from the output the same way. Reported per piece and 
 - `*_smoothed`: the loudness / centroid correlation after a 0.5 s running median on both curves
   (the envelope, without beat-level detail).
 The same numbers for the model WITHOUT the sketch (same caption, same seed) are the baseline: the
-difference is what the sketch does.
+difference is what the sketch does. `codec`: the same numbers for the source itself encoded and
+decoded by the model's autoencoder, the ceiling a perfect DiT could reach through that codec.
 
 Accompaniment coherence (`beat_alignment`, `key_agreement`), for manifest pieces with stems: one stem
 (`given`, default "chords" when the piece has it, else the first in sorted order) of the first
@@ -229,13 +230,19 @@ def _sketch_part(model, manifest, spec: ControlsSuite, seed: int, say, steps) ->
                                sketch=sketch_from_controls(target)).numpy()
         without = generate(model, caption, spec.seconds, seed=seed + k, steps=steps).numpy()
         made += 2 * spec.seconds
+        ae = model.autoencoder
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(source))[None].to(ae.device, ae.dtype)
+            codec = ae.decode(ae.encode(x))[0, :, :n].float().cpu().numpy()
         pieces.append({"path": entry["path"], "caption": caption,
                        "sketch": compare_controls(target, extract_controls(with_sketch, sr, hop), sr / hop),
-                       "no_sketch": compare_controls(target, extract_controls(without, sr, hop), sr / hop)})
+                       "no_sketch": compare_controls(target, extract_controls(without, sr, hop), sr / hop),
+                       "codec": compare_controls(target, extract_controls(codec, sr, hop), sr / hop)})
     keys = list(pieces[0]["sketch"]) if pieces else []
     return {"pieces": pieces, "hop": hop, "frame_rate": sr / hop,
             "sketch": {k: _median(p["sketch"][k] for p in pieces) for k in keys if k != "frames"},
             "no_sketch": {k: _median(p["no_sketch"][k] for p in pieces) for k in keys if k != "frames"},
+            "codec": {k: _median(p["codec"][k] for p in pieces) for k in keys if k != "frames"},
             "realtime_factor": made / max(time.perf_counter() - start, 1e-9)}
 
 
@@ -302,7 +309,7 @@ def controls_summary(r: dict) -> dict:
     """The headline numbers (None where a part was skipped)."""
     s, a = r.get("sketch") or {}, r.get("accompaniment") or {}
     out = {}
-    for tag in ("sketch", "no_sketch"):
+    for tag in ("sketch", "no_sketch", "codec"):
         m = s.get(tag) or {}
         for k in ("loudness_correlation", "centroid_correlation", "pitch_error_semitones"):
             out[f"{k}_{tag}"] = m.get(k)
@@ -327,7 +334,8 @@ def controls_table(reports: dict[str, dict]) -> list[str]:
 
     lines = ["## Control adherence and accompaniment coherence", ""]
     for part, label in (("sketch", "Sketch adherence (median over pieces): with the piece's own controls as the "
-                                   "sketch vs the same request without it"),
+                                   "sketch vs the same request without it, and the piece itself through the "
+                                   "model's autoencoder (codec: the ceiling)"),
                         ("accompaniment", "Accompaniment coherence (median over pieces): beat alignment c(0) and "
                                           "chroma key agreement of the given stem with the generated part, with a "
                                           "stem of another piece, without accompaniment, and the real rest")):
@@ -340,7 +348,7 @@ def controls_table(reports: dict[str, dict]) -> list[str]:
             continue
         lines += head
         keys = [k for k in next(iter(have.values()))["summary"]
-                if (part == "sketch") == ("sketch" in k)]
+                if (part == "sketch") == k.startswith(("loudness", "centroid", "pitch"))]
         for k in keys:
             lines.append(f"| {k} | " + " | ".join(cell(have[n]["summary"].get(k)) for n in names) + " |")
         lines.append("")

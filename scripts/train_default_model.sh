@@ -14,6 +14,12 @@ lmdm data synth --hours 0.25 --seed 1 --out "$W/heldout"
 lmdm train autoencoder --config configs/train/default-autoencoder.json \
   --set autoencoder.manifest="$W/synth/manifest.jsonl" --set run.out_dir="$W/default-autoencoder"
 
+# 2b. a decoder-only fine-tune without the waveform term that made reconstructions quiet (the encoder,
+#     hence the latents below, unchanged); its decoder is the one shipped (step 6)
+lmdm train autoencoder --config configs/train/default-decoder.json \
+  --set autoencoder.manifest="$W/synth/manifest.jsonl" \
+  --set autoencoder.init="$W/default-autoencoder/model/autoencoder.safetensors" --set run.out_dir="$W/default-decoder"
+
 # 3. latents + sketch controls; every 6th piece also gets a (stem, rest-of-the-band) accompaniment pair
 lmdm data encode "$W/synth/manifest.jsonl" --model "$W/default-autoencoder/model" --out "$W/latents" \
   --no-stems --accompaniment-every 6 --dtype bf16
@@ -23,16 +29,24 @@ lmdm train finetune --config configs/train/default-model.json \
   --set finetune.latents="$W/latents" --set finetune.autoencoder_init="$W/default-autoencoder/model" \
   --set run.out_dir="$W/default-model"
 
+# 4b. stage 1b: the sketch group (control loss, router lr multiplier, more high-noise items; ~16 min)
+lmdm train finetune --config configs/train/default-sketch.json \
+  --set finetune.latents="$W/latents" --set finetune.init="$W/default-model/model" \
+  --set run.out_dir="$W/default-model-sketch"
+
 # 5. stage 2: ARC-Forcing on the model's own rollouts (400 steps, ~28 min)
 lmdm train arc-forcing --config configs/train/arc-default.json \
-  --set finetune.latents="$W/latents" --set finetune.init="$W/default-model/model" \
+  --set finetune.latents="$W/latents" --set finetune.init="$W/default-model-sketch/model" \
   --set run.out_dir="$W/default-model-arc"
 
-# 6. ship the ARC-Forced weights in bf16 inside the package
-python - "$W/default-model-arc/model" <<'PY'
+# 6. ship the ARC-Forced weights with the fine-tuned decoder, in bf16, inside the package
+python - "$W/default-model-arc/model" "$W/default-decoder/model/autoencoder.safetensors" <<'PY'
 import sys, torch, lmdm
-from lmdm.checkpoints import DEFAULT_MODEL_DIR, save_pretrained
-save_pretrained(lmdm.from_pretrained(sys.argv[1], dtype=torch.bfloat16), DEFAULT_MODEL_DIR)
+from safetensors.torch import load_file
+from lmdm.checkpoints import DEFAULT_MODEL_DIR, load_strict, save_pretrained
+model = lmdm.from_pretrained(sys.argv[1])
+load_strict(model.autoencoder, load_file(sys.argv[2]), sys.argv[2])   # the fine-tuned decoder
+save_pretrained(model.to(torch.bfloat16), DEFAULT_MODEL_DIR)
 PY
 # 7. evaluate stage 1 against stage 2 on 60-s streams (numbers in src/lmdm/default_model/MODEL_CARD.md)
 lmdm eval --model "$W/default-model/model" --compare "$W/default-model-arc/model" \

@@ -280,7 +280,8 @@ def test_shipped_configs_load():
     shipped = lmdm.checkpoints.default_config()
     assert default.arc.max_steps == shipped.steps and default.arc.disc_layers < shipped.dit.depth
     assert default.arc.contrastive_weight == 2.0 and default.run.batch_size >= 2
-    for name in ("default-model.json", "default-controls.json", "default-autoencoder.json"):
+    for name in ("default-model.json", "default-controls.json", "default-sketch.json", "default-autoencoder.json",
+                 "default-decoder.json"):
         load_config(root / name)
 
 

@@ -129,3 +129,11 @@ def test_decoder_only_training_keeps_the_latent_space(tmp_path):
     assert last["step"] == 3
     with pytest.raises(ConfigError, match="matches no parameter"):
         train_autoencoder(cfg_for(tmp_path / "c", manifest, trainable=["nothing.*"]))
+    with pytest.raises(ConfigError, match="latent_noise"):
+        train_autoencoder(cfg_for(tmp_path / "d", manifest, latent_noise=0.1))
+    # noisy latents: a different decoder from the same start, the same encoder
+    train_autoencoder(cfg_for(tmp_path / "e", manifest, init=str(tmp_path / "init.safetensors"),
+                              trainable=["decoder.*"], latent_noise=0.5))
+    noisy = load_file(str(tmp_path / "e" / "run" / "model" / "autoencoder.safetensors"))
+    assert all(torch.equal(first[k], noisy[k]) for k in first if k.startswith("encoder."))
+    assert any(not torch.equal(second[k], noisy[k]) for k in first if k.startswith("decoder."))

@@ -112,6 +112,9 @@ class AutoencoderObjective(Objective):
         for n, p in ae.named_parameters():
             p.requires_grad_(any(n == m for m, _ in trained))
         self.encoder_frozen = not any(n.startswith("encoder.") for n, _ in trained)
+        if a.latent_noise and not self.encoder_frozen:
+            raise ConfigError("autoencoder.latent_noise applies to decoder-only training (trainable: ['decoder.*']); "
+                              "a trained encoder has noise_scale")
         if self.encoder_frozen and a.unit_latents:
             raise ConfigError("autoencoder.unit_latents rescales the latents, which a frozen encoder must keep: "
                               "set it to false when training only the decoder")
@@ -156,6 +159,8 @@ class AutoencoderObjective(Objective):
             if self.encoder_frozen:   # the latents are fixed: no encoder graph, no KL to train
                 with torch.no_grad():
                     z = self.ae.encode(real)
+                    if a.latent_noise:   # a decoder robust to the near-misses a DiT generates
+                        z = z + a.latent_noise * torch.randn(z.shape, generator=gen, device=z.device, dtype=z.dtype)
                 fake, kl = self.ae.decode(z)[..., :real.shape[-1]], torch.zeros((), device=real.device)
             else:
                 fake, kl = self.ae(real, generator=gen, noise_scale=a.noise_scale)

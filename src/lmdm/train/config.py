@@ -112,6 +112,7 @@ class AutoencoderTrainConfig:
     # the decoder never learns to read latents drowned in unit noise (measured: posterior collapse,
     # latent SNR 0.04 after 600 steps), so the default model trains with 0 (the posterior mean).
     noise_scale: float = 1.0
+    latent_noise: float = 0.0        # decoder-only training: Gaussian noise of this std added to the latents
     unit_latents: bool = False       # export: rescale latents to unit std over the training clips (exact)
     stft_weight: float = 1.0         # weight of the multi-resolution STFT loss
     # weight of a waveform L1 term (normalised by the batch's mean |x|). STFT magnitudes alone leave
@@ -194,6 +195,7 @@ class TrainConfig:
              "finetune.block_frames_choices must be positive integers"),
             (a.adv_loss in ("hinge", "lsgan"), "autoencoder.adv_loss must be hinge or lsgan"),
             (a.crop_seconds > 0, "autoencoder.crop_seconds must be > 0"),
+            (a.latent_noise >= 0, "autoencoder.latent_noise must be >= 0"),
             (self.arc.chunks >= 1 and self.arc.max_steps >= 2, "arc.chunks must be >= 1 and arc.max_steps >= 2"),
             (0 <= self.arc.p_uncond and 0 <= self.arc.p_partial and self.arc.p_uncond + self.arc.p_partial <= 1,
              "arc.p_uncond and arc.p_partial must be probabilities summing to <= 1"),

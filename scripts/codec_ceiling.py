@@ -1,7 +1,8 @@
 """How much prompt adherence the default model's codec leaves: the shipped tagger's style and
 instrument agreement and the tempo error on held-out pieces, as they are and after an
 encode/decode round trip through the default autoencoder.
-Usage: python scripts/codec_ceiling.py HELDOUT/manifest.jsonl [PIECES]   (the model card used 5)"""
+Usage: python scripts/codec_ceiling.py HELDOUT/manifest.jsonl [PIECES] [MODEL]   (the model card used 5;
+MODEL: a model directory, default the embedded default model)"""
 import json
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ from lmdm.eval.suite import _adherence
 from lmdm.eval.tagger import Tagger
 
 manifest, pieces = Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 5
-tagger, ae = Tagger.load()[0], lmdm.load("default", dtype=torch.float32).autoencoder
+model = sys.argv[3] if len(sys.argv) > 3 else "default"
+tagger, ae = Tagger.load()[0], lmdm.load(model, dtype=torch.float32).autoencoder
 sr = ae.sample_rate
 rows = {"original": [], "through the codec": []}
 for line in manifest.read_text().splitlines()[:pieces]:

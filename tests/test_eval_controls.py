@@ -156,3 +156,11 @@ def test_eval_cli_has_the_controls_switches():
     assert args.controls is True and args.stems_reference is None
     args = build_parser().parse_args(["eval", "--reference", "m.jsonl", "--no-controls", "--stems-reference", "s.jsonl"])
     assert args.controls is False and args.stems_reference == "s.jsonl"
+
+
+def test_requests_longer_than_the_pieces_are_capped_not_padded(manifest):
+    """2.5-s pieces, 6-s requests: every comparison covers the piece, never a padded silent tail."""
+    r = evaluate_controls(grouped(), manifest / "manifest.jsonl",
+                          ControlsSuite(sketch_pieces=1, accompaniment_pieces=2, seconds=6.0), seed=0)
+    assert r["sketch"]["pieces"][0]["sketch"]["frames"] == 313   # ceil(2.5 * 16000 / 128), not 750
+    assert r["accompaniment"]["seconds"] == 2.5

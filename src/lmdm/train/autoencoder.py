@@ -11,7 +11,6 @@ steps and scored by SI-SDR and multi-resolution STFT distance.
 from __future__ import annotations
 
 import fnmatch
-
 import json
 from pathlib import Path
 
@@ -109,8 +108,9 @@ class AutoencoderObjective(Objective):
         if not trained:
             raise ConfigError(f"autoencoder.trainable {a.trainable} matches no parameter (names look like "
                               f"'encoder.layers.0.weight', 'decoder.layers.0.weight')")
+        names = {n for n, _ in trained}
         for n, p in ae.named_parameters():
-            p.requires_grad_(any(n == m for m, _ in trained))
+            p.requires_grad_(n in names)
         self.encoder_frozen = not any(n.startswith("encoder.") for n, _ in trained)
         if a.latent_noise and not self.encoder_frozen:
             raise ConfigError("autoencoder.latent_noise applies to decoder-only training (trainable: ['decoder.*']); "

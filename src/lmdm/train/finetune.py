@@ -105,7 +105,7 @@ class FinetuneObjective(Objective):
         model.dit.train()
         self.modules = {"model": model}
         # the router's zero-initialised projections grow about lr per step under Adam: at a fine-tuning
-        # lr they stay ~30x smaller than project_in after hundreds of steps (measured), too weak to carry
+        # lr they stay ~35x smaller than project_in after hundreds of steps (measured), too weak to carry
         # a sketch, hence their own multiplier
         mults = {n: f.input_group_lr_mult for n in names if n.startswith("dit.input_groups.")}
         self.phases = [Phase("model", [(n, p) for n, p in model.named_parameters() if n in names], lr_mults=mults)]

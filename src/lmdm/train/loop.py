@@ -210,7 +210,8 @@ class Trainer:
             if not params:
                 raise TrainingError(f"phase {ph.name!r} has no trainable parameters (check finetune.trainable)")
             lr = ph.lr or o.lr
-            mults = sorted({ph.lr_mults.get(n, 1.0) for n, _ in ph.params})
+            # the base group first, so the logged lr (group 0) is the phase's own
+            mults = sorted({ph.lr_mults.get(n, 1.0) for n, _ in ph.params}, key=lambda m: (m != 1.0, m))
             params = [{"params": [p for n, p in ph.params if ph.lr_mults.get(n, 1.0) == m], "lr": lr * m}
                       for m in mults]
             opt = torch.optim.AdamW(params, lr=lr, betas=tuple(ph.betas or o.betas),

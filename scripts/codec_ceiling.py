@@ -1,8 +1,9 @@
 """How much prompt adherence the default model's codec leaves: the shipped tagger's style and
 instrument agreement and the tempo error on held-out pieces, as they are and after an
 encode/decode round trip through the default autoencoder.
-Usage: python scripts/codec_ceiling.py HELDOUT/manifest.jsonl [PIECES] [MODEL]   (the model card used 5;
-MODEL: a model directory, default the embedded default model)"""
+Usage: python scripts/codec_ceiling.py HELDOUT/manifest.jsonl [PIECES] [MODEL] [TAGGER]   (the model card
+used 5, then 12; MODEL: a model directory, default the embedded default model; TAGGER: a tagger file,
+default the shipped one)"""
 import json
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ from lmdm.eval.tagger import Tagger
 
 manifest, pieces = Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 5
 model = sys.argv[3] if len(sys.argv) > 3 else "default"
-tagger, ae = Tagger.load()[0], lmdm.load(model, dtype=torch.float32).autoencoder
+tagger = Tagger.load(*sys.argv[4:5])[0]
+ae = lmdm.load(model, dtype=torch.float32).autoencoder
 sr = ae.sample_rate
 rows = {"original": [], "through the codec": []}
 for line in manifest.read_text().splitlines()[:pieces]:

@@ -34,7 +34,7 @@ lmdm train finetune --config configs/train/default-sketch.json \
   --set finetune.latents="$W/latents" --set finetune.init="$W/default-model/model" \
   --set run.out_dir="$W/default-model-sketch"
 
-# 5. stage 2: ARC-Forcing on the model's own rollouts (400 steps, ~28 min)
+# 5. stage 2: ARC-Forcing on the model's own rollouts, half of them following a sketch (600 steps, ~45 min)
 lmdm train arc-forcing --config configs/train/arc-default.json \
   --set finetune.latents="$W/latents" --set finetune.init="$W/default-model-sketch/model" \
   --set run.out_dir="$W/default-model-arc"

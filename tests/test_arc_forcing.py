@@ -336,3 +336,58 @@ def test_cli_runs_a_tiny_arc_forcing(tmp_path, capsys):
     assert main(["arc-forcing", *[a for s in sets for a in ("--set", s)]]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["step"] == 1 and "generator_loss" in out and "discriminator_loss" in out
+
+
+# -- sketch-aware rollouts ---------------------------------------------------------------------
+
+def sketch_model(pattern):
+    from test_finetune_groups import GROUPS
+    from conftest import randomized
+    cfg = lmdm.preset("tiny", pattern)
+    cfg.dit.input_groups = dict(GROUPS)
+    torch.manual_seed(0)
+    return randomized(lmdm.LiveMusicModel(cfg).eval(), 0)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_rollout_with_a_sketch_equals_stream_with_that_sketch(pattern):
+    """A sketch over the whole window (context, then chunks) reaches every token as Stream gives it
+    (`set_sketch` from the context's first frame), and it changes the output."""
+    from lmdm.sketch import sketch_group
+    model = sketch_model(pattern)
+    C, B, K, S = model.config.pattern.context_frames, model.config.pattern.block_frames, 2, model.config.steps
+    g = torch.Generator().manual_seed(4)
+    context = torch.randn(1, model.config.dit.io_channels, C, generator=g)
+    controls = torch.randn(1, 3, C + K * B, generator=g)
+    stream = model.stream("dub techno", seed=3, steps=S, context=context)
+    stream.set_sketch(controls, start=-C)
+    noises, outs = [], []
+    for _ in range(K):
+        noises.append(stream._noise())
+        outs.append(stream.next_latents())
+    with torch.no_grad():
+        got = arc.rollout(model.dit, model.config.pattern, context, torch.ones(1, 1, C), stream.cond, noises,
+                          [S] * K, groups={"sketch": sketch_group(controls)})
+        plain = arc.rollout(model.dit, model.config.pattern, context, torch.ones(1, 1, C), stream.cond, noises,
+                            [S] * K)
+    torch.testing.assert_close(got, torch.cat(outs, -1), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, plain, atol=1e-3)
+
+
+def test_arc_forcing_with_sketches_trains_and_logs_the_control_loss(tmp_path):
+    from test_finetune_groups import make_latents, group_cfg
+    cfg = group_cfg(tmp_path, make_latents(tmp_path / "lat", clips=3, frames=24), p_sketch=1.0,
+                    control_loss_weight=1.0, control_probe_steps=5)
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), "run": {**cfg.to_dict()["run"], "steps": 2, "batch_size": 2},
+                                 "arc": {"chunks": 2, "max_steps": 3, "disc_layers": 1, "head_channels": 8}})
+    from lmdm.data.dataset import LatentDataset
+    from lmdm.train.finetune import build_model
+    model = build_model(cfg)
+    C, B = model.config.pattern.context_frames, model.config.pattern.block_frames
+    obj = arc.ArcForcingObjective(model, LatentDataset(cfg.finetune.latents, C + 2 * B, seed=0, controls=True), cfg)
+    batch = obj.load_batch([0, 1], [0, 0], [0, 1])
+    sketch = batch["groups"]["sketch"]
+    assert sketch.shape == (2, 4, C + 2 * B) and (sketch[:, 0] > 0).any()
+    last = arc.Trainer(obj, cfg).fit()
+    assert "control_loss" in last and last["control_loss"] >= 0
+    assert (tmp_path / "run" / "control-probe.safetensors").exists()

@@ -136,7 +136,8 @@ def _eval(args) -> int:
 
 def _tagger(args) -> int:
     from .eval.tagger import SHIPPED, train_tagger
-    tagger, evaluation = train_tagger(args.manifest, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+    tagger, evaluation = train_tagger(args.manifest, epochs=args.epochs, seed=args.seed, progress=not args.quiet,
+                                      codec=args.codec, codec_seconds=args.codec_seconds)
     out = args.out or SHIPPED
     tagger.save(out, evaluation)
     print(f"wrote {out}: " + json.dumps(evaluation))
@@ -311,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--manifest", required=True)
     t.add_argument("--out", default=None, help="weights file (default: the package's shipped tagger)")
     t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--codec", default=None, metavar="MODEL",
+                   help="also train on (and report accuracy for) the pieces round-tripped through this model's "
+                        "autoencoder, e.g. `default`, so generated audio is not mistaken for one style")
+    t.add_argument("--codec-seconds", type=float, default=10.0, help="length of each piece's round-tripped excerpt")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_tagger)

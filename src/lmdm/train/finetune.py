@@ -260,7 +260,7 @@ class FinetuneObjective(Objective):
         estimate = torch.cat((x0[..., :C], x0_hat[..., C:]), -1).float()
         err = ((self.probe(estimate) - self.probe(x0.float())) ** 2)[..., C:].mean((1, 2))
         control = (err * has).sum() / has.sum().clamp(min=1)
-        return loss + self.cfg.finetune.control_loss_weight * control, {"control_loss": float(control)}
+        return loss + self.cfg.finetune.control_loss_weight * control, {"control_loss": float(control.detach())}
 
     def demo(self, step: int, folder: Path) -> None:
         if self.model.autoencoder is None:

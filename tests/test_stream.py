@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import lmdm
-from lmdm.errors import PromptError, ShapeError, StateError
+from lmdm.errors import ConfigError, PromptError, ShapeError, StateError
 from conftest import tiny_model
 
 PATTERNS = ["bidirectional", "enc-dec", "block-causal"]
@@ -157,3 +157,23 @@ def test_reblocked_state_restores_into_a_stream_of_the_model_block_size(tmp_path
     assert s.B == 3   # a refused change leaves the stream as it was
     with pytest.raises(lmdm.errors.ConfigError, match="re-block"):
         tiny_model("bidirectional").stream("x").set_block_frames(2)
+
+
+def test_model_config_sets_the_default_guidance(tmp_path):
+    """`cfg_scale` in a model's config is what a stream (and generate, and the CLI) use unless told
+    otherwise; it survives save/load and bad values are refused."""
+    from lmdm.checkpoints import from_pretrained, save_pretrained
+    model = tiny_model("block-causal")
+    want = model.stream("piano", seed=2, cfg_scale=2.5).next_latents()
+    model.config.cfg_scale = 2.5
+    save_pretrained(model, tmp_path / "m")
+    again = from_pretrained(tmp_path / "m")
+    assert again.config.cfg_scale == 2.5
+    s = again.stream("piano", seed=2)
+    assert s.guided and torch.allclose(s.next_latents(), want, atol=1e-6)
+    assert not again.stream("piano", seed=2, cfg_scale=1.0).guided
+    for bad in (-1.0, 21.0, float("nan")):
+        cfg = lmdm.preset("tiny")
+        cfg.cfg_scale = bad
+        with pytest.raises(ConfigError, match="cfg_scale"):
+            cfg.validate()

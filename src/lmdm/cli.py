@@ -119,6 +119,8 @@ def _eval(args) -> int:
         model = load(path, dtype=args.dtype, t5_path=args.t5)
         if args.steps is not None:
             model.config.steps = args.steps
+        if args.cfg is not None:
+            model.config.cfg_scale = args.cfg
         say = None if args.quiet else (lambda msg, p=path: print(f"lmdm eval [{p}]: {msg}", file=sys.stderr, flush=True))
         reports[str(path)] = evaluate(model, args.reference, suite, tagger, args.seed, say, embedder=embedder,
                                       baseline=args.baseline, controls=args.controls,
@@ -213,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seconds", type=float, default=10.0, help="length of the result (default 10)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: the model's)")
-    g.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    g.add_argument("--cfg", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's; 1 = off, >1 follows the prompt more "
+                   "at about half the speed)")
     g.add_argument("--block", type=int, default=None,
                    help="block size in latent frames (default: the model's, 48 = 2.2 s); smaller reacts faster "
                    "to prompt changes (10 = 0.46 s) at a lower real-time factor")
@@ -256,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--t5", default=None, help="local t5-base directory, for models conditioned on T5")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: the model's)")
-    a.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    a.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     a.add_argument("--block", type=int, default=None, help="block size in latent frames (default: the model's)")
     a.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="as for generate")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -300,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seconds", type=float, default=None,
                    help="stream length of the suite's drift/adherence streams (default: quick 30, full 60)")
     e.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: each model's)")
+    e.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: each model's)")
     e.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
                    help="as for generate (auto: bf16 where the CPU has native bf16 matmuls); the same for every model")
     e.add_argument("--seed", type=int, default=0)

@@ -117,6 +117,7 @@ class ModelConfig:
     sample_rate: int = 44100
     downsampling_ratio: int = 2048   # audio samples per latent frame
     steps: int = 8                   # default denoising steps per block
+    cfg_scale: float = 1.0           # default classifier-free guidance scale (1 = off: one model call per step)
 
     @property
     def frame_seconds(self) -> float:
@@ -136,6 +137,8 @@ class ModelConfig:
                               "dit.global_cond_dim > 0, with global_cond_dim == cond_token_dim")
         if self.steps < 1:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
+        if not 0 <= self.cfg_scale <= 20:
+            raise ConfigError(f"cfg_scale must be in [0, 20], got {self.cfg_scale}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def load_sketch(model, path, seconds: float, strength: float = 1.0, max_kernel: 
 
 
 def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None = None,
-             cfg_scale: float = 1.0, progress: bool = False, on_audio=None, block_frames: int | None = None,
+             cfg_scale: float | None = None, progress: bool = False, on_audio=None, block_frames: int | None = None,
              on_change=None, sketch: torch.Tensor | None = None, accompaniment: torch.Tensor | None = None,
              cutoff_frames: int | None = None) -> torch.Tensor:
     """`prompt`: a string, weighted prompts, or a schedule [(start seconds, prompts)] whose changes

@@ -68,7 +68,7 @@ class LiveMusicModel(nn.Module):
         return torch.cat((blended, tokens[:1, n_text:]), 1), glob[:1]
 
     def generate(self, prompt, seconds: float, *, seed: int = 0, steps: int | None = None,
-                 cfg_scale: float = 1.0, progress: bool = False, on_audio=None, block_frames: int | None = None,
+                 cfg_scale: float | None = None, progress: bool = False, on_audio=None, block_frames: int | None = None,
                  on_change=None, sketch: torch.Tensor | None = None) -> torch.Tensor:
         """Audio (channels, samples) of exactly `seconds`, float32.
 

@@ -53,7 +53,7 @@ STATE_VERSION = 1
 
 class Stream:
     def __init__(self, model, prompt: Prompts | str = "", *, seed: int = 0, steps: int | None = None,
-                 cfg_scale: float = 1.0, sampler: str = "pingpong", guidance: str = "cfg",
+                 cfg_scale: float | None = None, sampler: str = "pingpong", guidance: str = "cfg",
                  context: torch.Tensor | None = None, batch: int = 1, seconds_total: float | None = None,
                  pattern: PatternConfig | None = None, sketch: torch.Tensor | None = None,
                  accompaniment: torch.Tensor | None = None, cutoff_frames: int | None = None):
@@ -67,7 +67,7 @@ class Stream:
         self.io, self.B, self.C = model.config.dit.io_channels, self.pcfg.block_frames, self.pcfg.context_frames
         self.seed, self.steps, self.sampler, self.guidance = seed, steps or model.config.steps, sampler, guidance
         self.batch, self.seconds_total = batch, seconds_total
-        self.cfg_scale = float(cfg_scale)
+        self.cfg_scale = float(model.config.cfg_scale if cfg_scale is None else cfg_scale)
         self.block_index = 0
         self._frame = 0  # absolute latent frame of the next block's target
         self.trace: list[dict] | None = None  # set to [] to record every denoising call (tests, analysis)

@@ -131,7 +131,7 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
 
     report = {"suite": suite if isinstance(suite, str) else "custom", "window_seconds": spec.window_seconds,
               "embedder": embed_name, "sample_rate": sr, "channels": channels,
-              "streams": {}, "adherence": [], "transitions": [], "rtf": []}
+              "steps": model.config.steps, "cfg_scale": model.config.cfg_scale, "streams": {}, "adherence": [], "transitions": [], "rtf": []}
     by_kind = {}
     for kind in ("text", "primed"):
         per_window: list[list[np.ndarray]] = []

@@ -32,7 +32,7 @@ def add_live_parser(subparsers) -> None:
     h.add_argument("--seconds", type=float, default=30.0, help="length of the headless session (default 30)")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--steps", type=int, default=None, help="denoising steps per block (model default)")
-    h.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    h.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     p.set_defaults(func=run_live)
 
 

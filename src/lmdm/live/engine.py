@@ -62,7 +62,7 @@ class Session:
         self.stream = None
         self.playing = False
         self.prompts: list[tuple[str, float]] = [("", 1.0)]
-        self.seed, self.steps, self.cfg = 0, engine.model.config.steps, 1.0
+        self.seed, self.steps, self.cfg = 0, engine.model.config.steps, engine.model.config.cfg_scale
         self.format, self.pace, self.lead = "f32", "realtime", 1.0
         self.block_frames: int | None = None  # text mode: another block size than the model's (SetBlock)
         self.mode, self.dry, self.wet = "text", 0.0, 1.0

@@ -13,7 +13,7 @@ from . import protocol as P
 from .engine import Engine
 
 def run_headless(model, out: str, script: list[str], seconds: float, *, seed: int = 0, steps: int | None = None,
-                 cfg: float = 1.0, threads: int | None = None, progress=print) -> dict:
+                 cfg: float | None = None, threads: int | None = None, progress=print) -> dict:
     import soundfile as sf
     plan = parse_schedule(script)
     engine = Engine(model, threads=threads).start()

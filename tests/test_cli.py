@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def test_bench_json_reports_every_pattern():
     out = subprocess.run([sys.executable, "-m", "lmdm", "bench", "--preset", "tiny", "--blocks", "2",
@@ -64,3 +66,15 @@ def test_flops_counts_are_consistent():
     assert 4.0 < bidi / bc < 5.5
     # Magenta RT v1: ~0.8 B parameters, ~1800 tokens per 2 s chunk (decoder x2 for CFG)
     assert 0.8e12 < MagentaRT().flops_per_audio_second() < 1.6e12
+
+
+def test_bench_with_guidance_counts_both_passes():
+    def bench(*extra):
+        out = subprocess.run([sys.executable, "-m", "lmdm", "bench", "--preset", "tiny", "--blocks", "1", "--warmup",
+                              "1", "--json", "--patterns", "block-causal", *extra],
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
+    plain, guided = bench(), bench("--cfg", "3")
+    assert plain["config"]["cfg_scale"] == 1.0 and guided["config"]["cfg_scale"] == 3.0
+    a, b = plain["patterns"]["block-causal"], guided["patterns"]["block-causal"]
+    assert a["dit_gflop_per_block"] > 0 and b["dit_gflop_per_block"] == pytest.approx(2 * a["dit_gflop_per_block"], rel=0.01)

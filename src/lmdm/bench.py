@@ -64,9 +64,11 @@ def _stats(seconds: list[float]) -> dict[str, float]:
 class _PatternRun:
     """One pattern's stream with timers around its cache phases."""
 
-    def __init__(self, model: LiveMusicModel, pattern: PatternConfig, steps: int, end_to_end: bool, batch: int):
+    def __init__(self, model: LiveMusicModel, pattern: PatternConfig, steps: int, end_to_end: bool, batch: int,
+                 cfg_scale: float = 1.0):
         self.model, self.pattern, self.steps, self.batch = model, pattern, steps, batch
-        self.stream = model.stream("bench", seed=0, steps=steps, pattern=pattern, batch=batch)
+        self.stream = model.stream("bench", seed=0, steps=steps, pattern=pattern, batch=batch, cfg_scale=cfg_scale)
+        self.model_batch = batch * (2 if self.stream.guided else 1)   # guidance runs a cond + uncond pair
         self.generate = self.stream.next_block if end_to_end else self.stream.next_latents
         self.phases: dict[str, list[float]] = {}
         cache = self.stream.cache
@@ -86,13 +88,13 @@ class _PatternRun:
         C, B = self.pattern.context_frames, self.pattern.block_frames
         stats = _stats(self.blocks)
         audio_s = B * self.model.config.frame_seconds * self.batch
-        flops = dit_flops_per_block(self.model.config.dit, self.pattern.pattern, C, B, self.steps) * self.batch
+        flops = dit_flops_per_block(self.model.config.dit, self.pattern.pattern, C, B, self.steps) * self.model_batch
         out = {"block_ms_median": stats["median_ms"], "block_ms_p90": stats["p90_ms"],
                "block_ms_p99": stats["p99_ms"], "blocks_timed": stats["n"],
                "first_block_ms": round(first_block * 1000, 2),
                "tokens_per_block": tokens_per_block(self.pattern.pattern, C, B, self.steps),
                "realtime_factor": round(audio_s / (stats["median_ms"] / 1000), 3),
-               "dit_gflop_per_block": round(flops / 1e9, 2)}
+               "dit_gflop_per_block": round(flops / 1e9, 4)}
         for name, times in self.phases.items():
             if times:
                 out[f"{name}_ms"] = _stats(times)
@@ -100,10 +102,11 @@ class _PatternRun:
 
 
 def bench_patterns(model: LiveMusicModel, patterns: list[PatternConfig], steps: int, blocks: int,
-                   warmup: int, progress=None, end_to_end: bool = False, batch: int = 1) -> dict[str, dict]:
+                   warmup: int, progress=None, end_to_end: bool = False, batch: int = 1,
+                   cfg_scale: float = 1.0) -> dict[str, dict]:
     """Round-robin: each round runs one block of every pattern, so slow drifts of the machine
     (thermal, other load) hit all patterns alike and the speedups stay honest."""
-    runs = [_PatternRun(model, p, steps, end_to_end, batch) for p in patterns]
+    runs = [_PatternRun(model, p, steps, end_to_end, batch, cfg_scale) for p in patterns]
     first = [run.block() for run in runs]  # includes the block-causal bootstrap
     for run in runs:
         for name, times in run.phases.items():
@@ -137,7 +140,7 @@ def _prompt_change_ms(model: LiveMusicModel, repeats: int = 5) -> dict:
 def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, blocks: int = 5, warmup: int = 2,
               patterns: tuple[str, ...] = PATTERNS, block_frames: int | None = None,
               context_frames: int | None = None, threads: int | None = None, progress=None,
-              end_to_end: bool = False, batch: int = 1, device: str = "cpu") -> dict:
+              end_to_end: bool = False, batch: int = 1, device: str = "cpu", cfg_scale: float = 1.0) -> dict:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is visible to torch on this machine")
@@ -162,12 +165,14 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
                          "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(dev),
                          "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                          "dit": dataclasses.asdict(cfg.dit), "end_to_end": end_to_end, "batch": batch,
+                         "cfg_scale": cfg_scale,
                          "dit_parameters": sum(p.numel() for p in model.dit.parameters())},
               "patterns": {}}
     pcfgs = [PatternConfig(name, B, C) for name in patterns]
     for p in pcfgs:
         p.validate()
-    report["patterns"] = bench_patterns(model, pcfgs, steps, blocks, max(warmup, 1), progress, end_to_end, batch)
+    report["patterns"] = bench_patterns(model, pcfgs, steps, blocks, max(warmup, 1), progress, end_to_end, batch,
+                                        cfg_scale)
     if end_to_end:
         report["prompt_change_ms"] = _prompt_change_ms(model)
         report["config"]["decoder_delay_ms"] = round(model.autoencoder.streaming_decoder().delay_ms, 1)
@@ -197,7 +202,7 @@ def format_table(report: dict) -> str:
     lines = [f"lmdm bench: preset={c['preset']} dtype={c['dtype']} steps={c['steps']} C={c['context_frames']} "
              f"B={c['block_frames']} ({c['block_seconds']} s/block) threads={c['threads']} "
              f"{'' if c.get('device', 'cpu') == 'cpu' else 'device=' + c['device_name'] + ' '}"
-             f"params={c['dit_parameters'] / 1e6:.1f}M batch={c.get('batch', 1)} — {what}",
+             f"params={c['dit_parameters'] / 1e6:.1f}M batch={c.get('batch', 1)} cfg={c.get('cfg_scale', 1.0):g} — {what}",
              f"{'pattern':<14}{'block ms':>10}{'p90':>9}{'tokens':>8}{'RTF':>8}{'speedup':>9}{'bound':>7}"
              f"{'of bound':>9}  phases (median ms)"]
     for name, r in report["patterns"].items():

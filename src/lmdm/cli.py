@@ -23,7 +23,7 @@ def _bench(args) -> int:
     report = run_bench(args.preset, args.dtype, steps=args.steps, blocks=args.blocks, warmup=args.warmup,
                        patterns=tuple(args.patterns), block_frames=args.block, context_frames=args.context,
                        threads=args.threads, progress=progress, end_to_end=args.end_to_end, batch=args.batch,
-                       device=args.device)
+                       device=args.device, cfg_scale=args.cfg)
     if args.autoencoder:
         from .bench_autoencoder import bench_autoencoder
         from .models.autoencoder import AutoencoderConfig
@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time whole audio blocks (DiT + streaming decode with SAO-small's autoencoder shape; default: its own; tiny: "
                    "a toy one) and the cost of a prompt change")
     b.add_argument("--batch", type=int, default=1, help="concurrent streams generated as one batch (default 1)")
+    b.add_argument("--cfg", type=float, default=1.0,
+                   help="classifier-free guidance scale of the timed streams (1 = off; otherwise every step runs "
+                   "a conditional and an unconditional pass)")
     b.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N: the DiT, its cache and the codec "
                    "run there, the stream's small buffers stay on the CPU (timings wait for the GPU)")
     b.add_argument("--train", action="store_true",

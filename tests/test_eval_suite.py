@@ -46,6 +46,7 @@ def test_eval_suite_produces_report_and_plots(setup):
                                                                         reference=2, window_seconds=2.0), tagger)
     assert len(report["streams"]["text"]["drift_curve"]) == 2
     assert len(report["adherence"]) == 2 and report["summary"]["realtime_factor"] > 0
+    assert report["reference_pieces"] == 2 and report["reference_windows"] == 2 * 4   # 8-s pieces, 2-s windows
     out = write_report({"tiny": report}, setup / "report")
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "drift.png", "transitions.png"}
     assert "| style_agreement |" in (out / "report.md").read_text()

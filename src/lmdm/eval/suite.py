@@ -128,10 +128,15 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
     ref_audio = [load_audio(root / e["path"], sr, channels) for e in ref_entries]
     reference = np.concatenate([_embed_windows(embed, a, sr, spec.window_seconds) for a in ref_audio])
     say = progress or (lambda msg: None)
+    if len(reference) <= reference.shape[1]:
+        say(f"warning: {len(reference)} reference windows from {len(ref_entries)} pieces for a {reference.shape[1]}-d "
+            f"embedding: its covariance is rank-deficient and FD values are noisy (the manifest has "
+            f"{len(entries)} pieces, {len(chosen)} of them prompts; a larger held-out corpus helps)")
 
     report = {"suite": suite if isinstance(suite, str) else "custom", "window_seconds": spec.window_seconds,
               "embedder": embed_name, "sample_rate": sr, "channels": channels,
-              "steps": model.config.steps, "cfg_scale": model.config.cfg_scale, "streams": {}, "adherence": [], "transitions": [], "rtf": []}
+              "steps": model.config.steps, "cfg_scale": model.config.cfg_scale,
+              "reference_pieces": len(ref_entries), "reference_windows": len(reference), "streams": {}, "adherence": [], "transitions": [], "rtf": []}
     by_kind = {}
     for kind in ("text", "primed"):
         per_window: list[list[np.ndarray]] = []

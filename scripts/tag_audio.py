@@ -1,0 +1,22 @@
+"""What the shipped tagger hears in audio files, per 10-s window: style, tempo class, instruments,
+plus RMS and peak. The model card's listening notes come from
+`python scripts/tag_audio.py src/lmdm/default_model/examples/*.flac`.
+Usage: python scripts/tag_audio.py FILE [FILE ...]"""
+import sys
+
+import numpy as np
+import torch
+
+from lmdm.data.dataset import load_audio
+from lmdm.eval.metrics import windows
+from lmdm.eval.tagger import Tagger
+
+tagger = Tagger.load()[0]
+sr = tagger.cfg.sample_rate
+for path in sys.argv[1:]:
+    audio = load_audio(path, sr, 1)
+    parts = windows(audio, sr, 10.0) or [audio]
+    heard = tagger.predict(torch.from_numpy(np.stack(parts)), sr)
+    print(f"{path}: {audio.shape[-1] / sr:.1f} s, RMS {np.sqrt((audio ** 2).mean()):.3f}, peak {np.abs(audio).max():.2f}")
+    for k, h in enumerate(heard):
+        print(f"  window {k + 1}: {h['style']}, {h['tempo']}, {', '.join(h['instruments'])}")

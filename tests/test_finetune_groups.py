@@ -163,6 +163,19 @@ def test_no_sketch_on_accompaniment_items(tmp_path):
     assert [bool(b["groups"]["accompaniment"][j].any()) for j in range(4)] == has_pair
 
 
+def test_augmented_items_always_carry_their_sketch(tmp_path):
+    """A dynamics-augmented clip (`data.augment`) gets its sketch whatever p_sketch and drop_all say."""
+    lat = make_latents(tmp_path / "lat")
+    lines = [json.loads(x) for x in (lat / "latents.jsonl").read_text().splitlines()]
+    for r in lines[1::2]:
+        r["augment"] = {"gain_db": [[0.0, -6.0]]}
+    (lat / "latents.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    obj = objective(group_cfg(tmp_path, lat, p_sketch=0.01, sketch_drop_all=1.0, sketch_drop_each=0.0))
+    b = obj.load_batch([0, 1, 2, 3] * 2, [0] * 8, list(range(8)))
+    assert [bool(b["groups"]["sketch"][j, 0].all()) for j in range(8)] == [False, True] * 4
+    assert [bool(b["groups"]["sketch"][j].any()) for j in range(8)] == [False, True] * 4
+
+
 @pytest.mark.parametrize("cutoff", [-1, 6])
 def test_accompaniment_group_respects_the_stream_cutoff(tmp_path, cutoff):
     lat = make_latents(tmp_path / "lat")

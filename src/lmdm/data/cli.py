@@ -51,7 +51,8 @@ def _encode(args) -> int:
         ae = ae.to(torch.bfloat16)
     path = encode_dataset(args.manifest, ae.eval(), args.out, stems=not args.no_stems,
                           controls=not args.no_controls, chunk_seconds=args.chunk_seconds, progress=not args.quiet,
-                          accompaniment_every=args.accompaniment_every)
+                          accompaniment_every=args.accompaniment_every, augment_copies=args.augment_copies,
+                          augment_seed=args.augment_seed)
     print(f"wrote {path}")
     return 0
 
@@ -119,6 +120,11 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
                    help="accompaniment training pairs: for every Nth clip with stems, encode one stem (rotating "
                         "through its stems) as the given part and mix minus that stem as the part to generate "
                         "(2 extra encodes per chosen clip; works with --no-stems). 0 = none (default)")
+    e.add_argument("--augment-copies", type=int, default=0, metavar="N",
+                   help="also encode N copies of every clip under random slow gain curves (swells, fades, stops) "
+                        "and low-pass sweeps, with their own controls, so a model learns to follow drawn sketch "
+                        "curves (lmdm.data.augment). 0 = none (default)")
+    e.add_argument("--augment-seed", type=int, default=0, help="seed of the augmentation curves (default 0)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_encode)
     return d

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .augment import augment_dynamics
 from .controls import NAMES as CONTROL_NAMES, controls_array, extract_controls
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".opus")
@@ -206,7 +207,8 @@ def encode_audio(autoencoder, audio: np.ndarray, chunk_frames: int | None = None
 
 def encode_dataset(manifest_path: str | Path, autoencoder, out_dir: str | Path, stems: bool = True,
                    controls: bool = True, chunk_seconds: float | None = 60.0, overlap_frames: int = 32,
-                   shard_mb: float = 512.0, progress: bool = True, accompaniment_every: int = 0) -> Path:
+                   shard_mb: float = 512.0, progress: bool = True, accompaniment_every: int = 0,
+                   augment_copies: int = 0, augment_seed: int = 0) -> Path:
     """Encode every clip of a manifest (and its stems) to latents in safetensors shards; compute
     sketch controls from the same audio at the latent frame rate. Returns the latent manifest path.
 
@@ -214,9 +216,17 @@ def encode_dataset(manifest_path: str | Path, autoencoder, out_dir: str | Path, 
     also gets an accompaniment pair: one stem, rotating through the clip's sorted stem names with
     the pair's index, is the "given" part and the complement is encoded from the audio mix − stem
     (the manifest's stems must sum to the mix). Cheaper than `stems` (two encodes per chosen clip
-    instead of one per stem)."""
+    instead of one per stem).
+
+    `augment_copies` N > 0: every clip also gets N copies under random gain and brightness curves
+    (`augment.augment_dynamics`, seeded by (augment_seed, clip, copy)), each a clip of its own with
+    `"augment"` (the curves) in its record, controls from the augmented audio, no stems or pairs."""
     if accompaniment_every < 0:
         raise DataError(f"accompaniment_every must be >= 0, got {accompaniment_every}")
+    if augment_copies < 0:
+        raise DataError(f"augment_copies must be >= 0, got {augment_copies}")
+    if augment_copies and not controls:
+        raise DataError("augment_copies needs controls: the augmented clips are there to teach the sketch")
     from safetensors.torch import save_file
     from tqdm import tqdm
     manifest_path = Path(manifest_path)
@@ -245,19 +255,30 @@ def encode_dataset(manifest_path: str | Path, autoencoder, out_dir: str | Path, 
         audio = load_audio(root / rel, sr, _channels(autoencoder))
         return encode_array(audio, str(root / rel)), audio
 
+    def add_controls(record: dict, tensors: dict, audio: np.ndarray, frames: int) -> None:
+        c = controls_array(extract_controls(audio, sr, ratio))
+        c = np.pad(c, ((0, 0), (0, max(0, frames - c.shape[1]))), mode="edge")[:, :frames]
+        tensors[f"{record['id']}/controls"] = torch.from_numpy(np.ascontiguousarray(c))
+        record["controls"] = f"{record['id']}/controls"
+
+    def add(record: dict, tensors: dict) -> None:
+        nonlocal shard_bytes
+        record["shard"] = f"shard-{shard_index:05d}.safetensors"
+        shard.update(tensors)
+        shard_bytes += sum(t.numel() * t.element_size() for t in tensors.values())
+        lines.append(record)
+        if shard_bytes >= shard_mb * 2 ** 20:
+            flush()
+
     for i, entry in enumerate(tqdm(entries, desc="lmdm data encode", unit="clip", disable=not progress)):
         cid = f"{i:06d}"
         z, audio = encode(entry["path"])
         latent_dim = z.shape[0]
-        record = {"id": cid, "path": entry["path"], "shard": f"shard-{shard_index:05d}.safetensors",
-                  "latents": f"{cid}/mix", "frames": z.shape[1], "duration": entry["duration"],
-                  "captions": entry["captions"], "metadata": entry["metadata"]}
+        record = {"id": cid, "path": entry["path"], "latents": f"{cid}/mix", "frames": z.shape[1],
+                  "duration": entry["duration"], "captions": entry["captions"], "metadata": entry["metadata"]}
         tensors = {record["latents"]: z}
         if controls:
-            c = controls_array(extract_controls(audio, sr, ratio))
-            c = np.pad(c, ((0, 0), (0, max(0, z.shape[1] - c.shape[1]))), mode="edge")[:, : z.shape[1]]
-            tensors[f"{cid}/controls"] = torch.from_numpy(np.ascontiguousarray(c))
-            record["controls"] = f"{cid}/controls"
+            add_controls(record, tensors, audio, z.shape[1])
         if stems and entry.get("stems"):
             record["stems"] = {}
             for name, rel in entry["stems"].items():
@@ -283,11 +304,16 @@ def encode_dataset(manifest_path: str | Path, autoencoder, out_dir: str | Path, 
                 tensors[keys["rest_latents"]] = encode_array(audio - stem, f"{root / entry['path']} minus stem {rel}")
                 record["accompaniment"] = {"given": given, **keys}
             with_stems += 1
-        shard.update(tensors)
-        shard_bytes += sum(t.numel() * t.element_size() for t in tensors.values())
-        lines.append(record)
-        if shard_bytes >= shard_mb * 2 ** 20:
-            flush()
+        add(record, tensors)
+        for k in range(augment_copies):
+            aug, curves = augment_dynamics(audio, sr, np.random.default_rng([augment_seed, i, k]))
+            za = encode_array(aug, f"{root / entry['path']} (augmented copy {k})")
+            copy = {"id": f"{cid}-aug{k}", "path": entry["path"], "latents": f"{cid}-aug{k}/mix",
+                    "frames": za.shape[1], "duration": entry["duration"], "captions": entry["captions"],
+                    "metadata": entry["metadata"], "augment": curves}
+            copy_tensors = {copy["latents"]: za}
+            add_controls(copy, copy_tensors, aug, za.shape[1])
+            add(copy, copy_tensors)
     flush()
     info = {"sample_rate": sr, "downsampling_ratio": ratio, "frame_rate": sr / ratio, "latent_dim": latent_dim,
             "controls": list(CONTROL_NAMES) if controls else [], "source": str(manifest_path), "clips": len(lines)}
@@ -379,7 +405,7 @@ class LatentDataset(torch.utils.data.Dataset):
         start = rng.randrange(r["frames"] - self.crop + 1)
         window = slice(start, start + self.crop)
         item = {"latents": self.tensors[r["latents"]][:, window], "caption": rng.choice(r["captions"] or [""]),
-                "path": r["path"], "start": start}
+                "path": r["path"], "start": start, "augmented": "augment" in r}
         if self.controls:
             item["controls"] = self.tensors[r["controls"]][:, window]
         if self.stems:

@@ -202,10 +202,13 @@ class FinetuneObjective(Objective):
 
     def _sketch(self, item: dict, key: int, T: int) -> torch.Tensor:
         """The item's sketch group (4, T), all zero unless drawn with p_sketch. Its own generator (salted)
-        so the base draws (noise, t, context dropout) do not depend on whether sketches are on."""
+        so the base draws (noise, t, context dropout) do not depend on whether sketches are on.
+        A dynamics-augmented item (`data.augment`) always carries its sketch: its swells and sweeps
+        are unpredictable without it, and a model should not learn to invent them unasked."""
         f = self.cfg.finetune
         g = item_generator(self.cfg.run.seed, key, salt=0x5CE7)
-        if float(torch.rand(1, generator=g)) >= f.p_sketch:
+        augmented = item.get("augmented", False)
+        if float(torch.rand(1, generator=g)) >= (1.0 if augmented else f.p_sketch):
             return torch.zeros(SKETCH_CHANNELS, T)
         if "controls" not in item:
             raise DataError(f"{item['path']}: finetune.p_sketch > 0 needs controls (encode with controls)")
@@ -213,7 +216,8 @@ class FinetuneObjective(Objective):
         controls = sketch_from_controls(dict(zip(NAMES, item["controls"].double().numpy())))
         # filter the whole crop (as the stream filters the whole sketch), then keep the window
         controls = median_filter(controls, random_kernel(f.sketch_max_kernel, g))[..., -T:]
-        return control_dropout(sketch_group(controls[None]), f.sketch_drop_all, f.sketch_drop_each, g)[0]
+        drop_all = 0.0 if augmented else f.sketch_drop_all
+        return control_dropout(sketch_group(controls[None]), drop_all, f.sketch_drop_each, g)[0]
 
     def _accompaniment(self, item: dict, key: int, C: int, B: int):
         """(rest latents (io, T), accompaniment group (io + 1, T)) when drawn with p_accompaniment, else None."""

@@ -69,7 +69,7 @@ def test_controls_report_has_every_number(manifest):
     r = evaluate_controls(model, manifest / "manifest.jsonl", SUITE, seed=0, progress=said.append)
     sk = r["sketch"]
     assert len(sk["pieces"]) == 2 and sk["hop"] == 128 and "skipped" not in sk
-    for tag in ("sketch", "no_sketch", "codec"):
+    for tag in ("sketch", "no_sketch", "codec", "drawn", "drawn_no_sketch"):
         for key in ("loudness_correlation", "centroid_correlation", "loudness_mae_db", "voiced_in_both"):
             assert np.isfinite(sk[tag][key]), (tag, key, sk[tag])
         assert sk["pieces"][0][tag]["frames"] == 188  # ceil(1.5 * 16000 / 128)
@@ -100,6 +100,7 @@ def test_controls_report_has_every_number(manifest):
     assert "| loudness_correlation_sketch |" in md and "| beat_alignment_random_stem |" in md
     sketch_table = md.split("Accompaniment coherence")[0]
     assert "| loudness_correlation_codec |" in sketch_table and "beat_alignment" not in sketch_table
+    assert "| loudness_correlation_drawn |" in sketch_table
     json.dumps(r)  # report.json-able
 
 
@@ -115,6 +116,21 @@ def test_skipped_with_a_reason(manifest):
     r = evaluate_controls(grouped(), manifest / "nostems.jsonl", small)
     assert "has stems" in r["accompaniment"]["skipped"] and "skipped" not in r["sketch"]
     assert controls_table({"x": {"no": "controls"}}) == []
+
+
+def test_drawn_curves_are_the_sketch_the_model_is_given():
+    """The drawn part compares the output with exactly the curves fed as the sketch."""
+    from lmdm.eval.controls_suite import _at_frames, random_curves
+    from lmdm.sketch import controls_from_curves, normalise_centroid, normalise_loudness
+    from lmdm.data.controls import hz_to_midi
+    curves = random_curves(np.random.default_rng([0, 1]), 12.0)
+    assert curves["loudness"][-1][0] >= 12.0 and all(1.0 <= b[0] - a[0] <= 4.0 for a, b in
+                                                      zip(curves["loudness"], curves["loudness"][1:]))
+    assert all(-45 <= v <= -10 for _, v in curves["loudness"]) and all(300 <= v <= 4000 for _, v in curves["centroid"])
+    sketch = controls_from_curves(curves, 258, 21.5)
+    assert np.allclose(sketch[0].numpy(), normalise_loudness(_at_frames(curves["loudness"], 258, 21.5)), atol=1e-6)
+    midi = hz_to_midi(_at_frames(curves["centroid"], 258, 21.5))
+    assert np.allclose(sketch[1].numpy(), normalise_centroid(midi), atol=1e-6)
 
 
 def test_sketch_adherence_is_perfect_when_the_output_is_the_source():

@@ -17,6 +17,13 @@ The same numbers for the model WITHOUT the sketch (same caption, same seed) are 
 difference is what the sketch does. `codec`: the same numbers for the source itself encoded and
 decoded by the model's autoencoder, the ceiling a perfect DiT could reach through that codec.
 
+Drawn-curve adherence (`drawn`): what `lmdm generate --sketch curves.json` is for. For the same
+captions, `random_curves` draws a loudness curve (breakpoints 1-4 s apart at levels in [-45, -10] dB)
+and a brightness curve (centroid log-uniform in [300, 4000] Hz), the model generates with them as the
+sketch (`sketch.controls_from_curves`), and the output's controls are compared with the curves as
+above (`drawn`), and the same request without the sketch (`drawn_no_sketch`). A held-out piece's
+controls mostly move beat by beat around a steady level; drawn curves are slow, large moves.
+
 Accompaniment coherence (`beat_alignment`, `key_agreement`), for manifest pieces with stems: one stem
 (`given`, default "chords" when the piece has it, else the first in sorted order) of the first
 `seconds` is the song given to `lmdm.accompany.accompany` (the default cutoff of `lmdm accompany`),
@@ -53,7 +60,7 @@ class ControlsSuite:
     given: str = "chords"       # the stem given as accompaniment (when the piece has it)
 
 
-# quick: (6 + 6) x 2 generations x 20 s = 8 min of audio, under a minute at 10x real time.
+# quick: (6 x 3 sketch + 6 x 2 accompaniment) generations x 20 s = 10 min of audio, about a minute at 10x real time.
 CONTROL_SUITES = {"quick": ControlsSuite(sketch_pieces=6, accompaniment_pieces=6, seconds=20.0),
                   "full": ControlsSuite(sketch_pieces=24, accompaniment_pieces=24, seconds=30.0)}
 
@@ -213,7 +220,7 @@ def evaluate_controls(model, manifest: str | Path, suite: str | ControlsSuite = 
 
 def _sketch_part(model, manifest, spec: ControlsSuite, seed: int, say, steps) -> dict:
     from ..generate import generate
-    from ..sketch import sketch_from_controls
+    from ..sketch import controls_from_curves, sketch_from_controls
     reason = _skip_reason(model, "sketch")
     if reason:
         return {"skipped": reason}
@@ -241,12 +248,39 @@ def _sketch_part(model, manifest, spec: ControlsSuite, seed: int, say, steps) ->
                        "sketch": compare_controls(target, extract_controls(with_sketch, sr, hop), sr / hop),
                        "no_sketch": compare_controls(target, extract_controls(without, sr, hop), sr / hop),
                        "codec": compare_controls(target, extract_controls(codec, sr, hop), sr / hop)})
-    keys = list(pieces[0]["sketch"]) if pieces else []
-    return {"pieces": pieces, "hop": hop, "frame_rate": sr / hop,
-            "sketch": {k: _median(p["sketch"][k] for p in pieces) for k in keys if k != "frames"},
-            "no_sketch": {k: _median(p["no_sketch"][k] for p in pieces) for k in keys if k != "frames"},
-            "codec": {k: _median(p["codec"][k] for p in pieces) for k in keys if k != "frames"},
-            "realtime_factor": made / max(time.perf_counter() - start, 1e-9)}
+        say(f"drawn sketch {k + 1}/{spec.sketch_pieces}")
+        curves = random_curves(np.random.default_rng([seed, k]), seconds)
+        frames = extract_controls(source, sr, hop)["loudness"].shape[0]
+        drawn = {"loudness": _at_frames(curves["loudness"], frames, sr / hop),
+                 "centroid": hz_to_midi(_at_frames(curves["centroid"], frames, sr / hop)), "f0": np.zeros(frames)}
+        following = generate(model, caption, seconds, seed=seed + k, steps=steps,
+                             sketch=controls_from_curves(curves, frames, sr / hop)).numpy()
+        made += seconds
+        pieces[-1]["drawn"] = compare_controls(drawn, extract_controls(following, sr, hop), sr / hop)
+        pieces[-1]["drawn_no_sketch"] = compare_controls(drawn, extract_controls(without, sr, hop), sr / hop)
+    keys = [k for k in (pieces[0]["sketch"] if pieces else []) if k != "frames"]
+    out = {"pieces": pieces, "hop": hop, "frame_rate": sr / hop}
+    for tag in ("sketch", "no_sketch", "codec", "drawn", "drawn_no_sketch"):
+        out[tag] = {k: _median(p[tag][k] for p in pieces) for k in keys}
+    out["realtime_factor"] = made / max(time.perf_counter() - start, 1e-9)
+    return out
+
+
+def random_curves(rng: np.random.Generator, seconds: float) -> dict:
+    """A drawn sketch: loudness (dB) and centroid (Hz) breakpoints [[seconds, value], ...] 1-4 s apart."""
+    times = [0.0]
+    while times[-1] < seconds:
+        times.append(times[-1] + float(rng.uniform(1.0, 4.0)))
+    loud = rng.uniform(-45.0, -10.0, len(times))
+    hz = np.exp(rng.uniform(np.log(300.0), np.log(4000.0), len(times)))
+    return {"loudness": [[t, float(v)] for t, v in zip(times, loud)],
+            "centroid": [[t, float(v)] for t, v in zip(times, hz)]}
+
+
+def _at_frames(points, frames: int, frame_rate: float) -> np.ndarray:
+    """A breakpoint curve at the latent frame times, interpolated as `controls_from_curves` does."""
+    t, v = np.asarray(points, dtype=np.float64).T
+    return np.interp(np.arange(frames) / frame_rate, t, v)
 
 
 def _given_stem(entry: dict, prefer: str) -> str:
@@ -315,7 +349,7 @@ def controls_summary(r: dict) -> dict:
     """The headline numbers (None where a part was skipped)."""
     s, a = r.get("sketch") or {}, r.get("accompaniment") or {}
     out = {}
-    for tag in ("sketch", "no_sketch", "codec"):
+    for tag in ("sketch", "no_sketch", "codec", "drawn", "drawn_no_sketch"):
         m = s.get(tag) or {}
         for k in ("loudness_correlation", "centroid_correlation", "pitch_error_semitones"):
             out[f"{k}_{tag}"] = m.get(k)
@@ -341,7 +375,8 @@ def controls_table(reports: dict[str, dict]) -> list[str]:
     lines = ["## Control adherence and accompaniment coherence", ""]
     for part, label in (("sketch", "Sketch adherence (median over pieces): with the piece's own controls as the "
                                    "sketch vs the same request without it, and the piece itself through the "
-                                   "model's autoencoder (codec: the ceiling)"),
+                                   "model's autoencoder (codec: the ceiling); drawn: random slow loudness and "
+                                   "brightness curves as the sketch, vs the same request without it"),
                         ("accompaniment", "Accompaniment coherence (median over pieces): beat alignment c(0) and "
                                           "chroma key agreement of the given stem with the generated part, with a "
                                           "stem of another piece, without accompaniment, and the real rest")):

@@ -101,6 +101,12 @@ def test_the_sketch_reaches_the_dit_and_equals_a_stream_driven_by_hand(model_dir
     assert run_cli("generate", "x", "--model", model_dir, "--seconds", 0.03, "--sketch", wav,
                    "--sketch-strength", 0.5, "-o", out) == 0
     assert torch.allclose(read(out)[0], got.clamp(-1, 1), atol=Q)
+    # sketch guidance: the CLI's --sketch-cfg is the stream's sketch_cfg
+    guided = by_hand(model, total, sketch=controls, sketch_cfg=3.0)
+    assert not torch.allclose(guided, got, atol=1e-3)
+    assert run_cli("generate", "x", "--model", model_dir, "--seconds", 0.03, "--sketch", wav,
+                   "--sketch-strength", 0.5, "--sketch-cfg", 3, "-o", out) == 0
+    assert torch.allclose(read(out)[0], guided.clamp(-1, 1), atol=Q)
 
 
 def test_audio_sketch_is_taken_at_the_models_latent_frame_rate(tmp_path):

@@ -38,7 +38,17 @@ def ref_group(values, vstart, start, n, visible_until=None):
 
 
 def doubled(s, x):
-    return torch.cat((x, x)) if s.guided else x
+    """x for every branch of the stream's model batch."""
+    return torch.cat([x] * len(s.branches))
+
+
+def branch_reference(s, sketch_group):
+    """The sketch group and the conditioning each branch must get, built independently of the stream:
+    "no_text" the null prompt (zeroed tokens), "no_sketch" an all-zero sketch group (mask 0)."""
+    sketch = torch.cat([torch.zeros_like(sketch_group) if b == "no_sketch" else sketch_group for b in s.branches])
+    tokens = torch.cat([torch.zeros_like(s.tokens) if b == "no_text" else s.tokens for b in s.branches])
+    glob = None if s.global_cond is None else torch.cat([s.global_cond] * len(s.branches))
+    return sketch, s.dit.condition(tokens, glob)
 
 
 # -- utilities -------------------------------------------------------------------------------
@@ -128,13 +138,17 @@ def test_unused_groups_leave_the_stream_unchanged_and_used_ones_matter():
         lmdm.LiveMusicModel(lmdm.preset("tiny")).stream("x", sketch=torch.zeros(3, 4))
 
 
-@pytest.mark.parametrize("cfg_scale", [1.0, 2.0])
-def test_enc_dec_with_sketch_and_accompaniment_equals_full_window_forward(cfg_scale):
+@pytest.mark.parametrize("cfg_scale,sketch_cfg,branches", [
+    (1.0, 1.0, ("cond",)), (2.0, 1.0, ("cond", "no_text")), (1.0, 3.0, ("cond", "no_sketch")),
+    (2.0, 3.0, ("cond", "no_text", "no_sketch"))])
+def test_enc_dec_with_sketch_and_accompaniment_equals_full_window_forward(cfg_scale, sketch_cfg, branches):
     model = grouped_model("enc-dec")
     gen = torch.Generator().manual_seed(1)
     sketch, acc = torch.randn(1, 3, 30, generator=gen), torch.randn(1, 8, 60, generator=gen)
-    s = model.stream("warm piano", seed=3, cfg_scale=cfg_scale)
+    s = model.stream("warm piano", seed=3, cfg_scale=cfg_scale, sketch_cfg=sketch_cfg)
+    assert s.branches == ("cond",) + tuple(b for b in branches if b == "no_text")   # no sketch yet
     s.set_sketch(sketch, start=2)
+    assert s.branches == branches
     s.set_accompaniment(acc[..., :10], start=0)
     s.trace = []
     dit, C, B, cut = model.dit, s.C, s.B, s.cutoff_frames
@@ -143,16 +157,17 @@ def test_enc_dec_with_sketch_and_accompaniment_equals_full_window_forward(cfg_sc
         s.push_accompaniment(acc[..., 10 + 4 * block: 14 + 4 * block])   # live-style pushes
         P = s.frame
         hist, mask = doubled(s, s.history.clone()), doubled(s, s.history_mask.clone())
+        sketch_group, cond = branch_reference(s, ref_group(sketch, 2, P - C, C + B))
         groups = {"context": torch.cat((torch.cat((mask, torch.zeros(mask.shape[0], 1, B)), -1),
                                         torch.cat((hist, torch.zeros(hist.shape[0], 8, B)), -1)), 1),
-                  "sketch": doubled(s, ref_group(sketch, 2, P - C, C + B)),
+                  "sketch": sketch_group,
                   "accompaniment": doubled(s, ref_group(acc, 0, P - C, C + B, visible_until=P - cut))}
         s.trace.clear()
         s.next_latents()
         for rec in s.trace:
             x = torch.cat((torch.zeros_like(hist), rec["x"]), -1)
             with torch.no_grad():
-                ref = dit(x, torch.full((x.shape[0],), rec["t"]), s.cond, groups, "enc-dec", context_frames=C)[..., C:]
+                ref = dit(x, torch.full((x.shape[0],), rec["t"]), cond, groups, "enc-dec", context_frames=C)[..., C:]
             worst = max(worst, (ref - rec["v"]).abs().max().item())
     assert s.accompaniment_start > 0  # the buffer was trimmed
     assert worst < TOL, worst
@@ -225,16 +240,42 @@ def test_accompaniment_cutoff_is_enforced(pattern, cutoff):
         assert torch.equal(base[j], out[j]) != changes, frame
 
 
+def test_sketch_guidance_combines_the_branches():
+    """v = v_cond + (cfg - 1)(v_cond - v_no_text) + (sketch_cfg - 1)(v_cond - v_no_sketch)."""
+    model = grouped_model("block-causal")
+    s = model.stream("x", cfg_scale=2.5, sketch_cfg=4.0, sketch=torch.randn(3, 40))
+    v = {"cond": 1.0, "no_text": 0.25, "no_sketch": -0.5}
+    denoise = s._denoise_fn(lambda x, t, i: torch.cat([torch.full((1, 8, s.B), v[b]) for b in s.branches]))
+    guided, uncond = denoise(torch.zeros(1, 8, s.B), 0.5, 0)
+    assert torch.allclose(guided, torch.full_like(guided, 1.0 + 1.5 * 0.75 + 3.0 * 1.5))
+    assert torch.equal(uncond, torch.full_like(uncond, 0.25))
+    s.set_sketch(None)   # the no-sketch branch goes, the conditioning and the cache are rebuilt
+    assert s.branches == s._branch_names == ("cond", "no_text") and s.needs_bootstrap
+    s.next_latents()
+
+
+def test_sketch_guidance_follows_the_sketch_harder():
+    """On the tiny model, the guided output moves away from the unsketched one along the sketch's
+    direction: the difference to the no-sketch stream grows with the scale."""
+    model = grouped_model("enc-dec")
+    sketch = torch.randn(3, 40, generator=torch.Generator().manual_seed(5))
+    plain = model.stream("x", seed=1).next_latents()
+    diffs = [(model.stream("x", seed=1, sketch=sketch, sketch_cfg=g).next_latents() - plain).norm()
+             for g in (1.0, 2.0, 4.0)]
+    assert diffs[0] < diffs[1] < diffs[2], diffs
+
+
 def test_stream_state_keeps_sketch_and_accompaniment(tmp_path):
     model = grouped_model("block-causal")
-    s = model.stream("x", seed=4, sketch=torch.randn(3, 30), accompaniment=torch.randn(8, 30), cutoff_frames=1)
+    s = model.stream("x", seed=4, sketch=torch.randn(3, 30), accompaniment=torch.randn(8, 30), cutoff_frames=1,
+                     sketch_cfg=2.0)
     for _ in range(3):
         s.next_latents()
     s.save(tmp_path / "s.safetensors")
     want = [s.next_latents() for _ in range(3)]
     fresh = model.stream("x")
     fresh.restore(tmp_path / "s.safetensors")
-    assert fresh.cutoff_frames == 1
+    assert fresh.cutoff_frames == 1 and fresh.branches == ("cond", "no_sketch")
     assert all(torch.equal(fresh.next_latents(), w) for w in want)
 
 

@@ -64,7 +64,8 @@ def _generate(args) -> int:
             out.write(chunk.clamp(-1, 1).T.numpy())
         model.generate(schedule, args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
                        progress=not args.quiet, on_audio=write, block_frames=args.block,
-                       on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"), sketch=sketch)
+                       on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"), sketch=sketch,
+                       sketch_cfg=args.sketch_cfg)
     print(f"wrote {args.output}: {args.seconds} s at {model.sample_rate} Hz, peak {peak:.3f}"
           + (" (clipped to ±1)" if peak > 1 else "")
           + (f", sketch {args.sketch} ({sketch.shape[-1] * model.config.frame_seconds:.2f} s, strength "
@@ -235,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sketch-strength", type=float, default=1.0, metavar="S",
                    help="how closely to follow the sketch, in [0, 1]: 1 (default) follows it frame by frame, lower "
                    "values median-filter it (0: a 31-frame kernel, only its coarse shape)")
+    g.add_argument("--sketch-cfg", type=float, default=None, metavar="S",
+                   help="guidance on the sketch: each step also runs the model without the sketch and pushes the "
+                   "output S times as far towards following it (1 = off; costs one more model call per step). "
+                   "Default: the model's sketch_cfg_scale")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
 

@@ -118,6 +118,7 @@ class ModelConfig:
     downsampling_ratio: int = 2048   # audio samples per latent frame
     steps: int = 8                   # default denoising steps per block
     cfg_scale: float = 1.0           # default classifier-free guidance scale (1 = off: one model call per step)
+    sketch_cfg_scale: float = 1.0    # default guidance on a sketch when one is given (1 = off)
 
     @property
     def frame_seconds(self) -> float:
@@ -139,6 +140,8 @@ class ModelConfig:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if not 0 <= self.cfg_scale <= 20:
             raise ConfigError(f"cfg_scale must be in [0, 20], got {self.cfg_scale}")
+        if not 0 <= self.sketch_cfg_scale <= 20:
+            raise ConfigError(f"sketch_cfg_scale must be in [0, 20], got {self.sketch_cfg_scale}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

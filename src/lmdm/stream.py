@@ -56,7 +56,8 @@ class Stream:
                  cfg_scale: float | None = None, sampler: str = "pingpong", guidance: str = "cfg",
                  context: torch.Tensor | None = None, batch: int = 1, seconds_total: float | None = None,
                  pattern: PatternConfig | None = None, sketch: torch.Tensor | None = None,
-                 accompaniment: torch.Tensor | None = None, cutoff_frames: int | None = None):
+                 accompaniment: torch.Tensor | None = None, cutoff_frames: int | None = None,
+                 sketch_cfg: float | None = None):
         self.model, self.dit = model, pack_linears(model.dit)
         # the stream's own buffers (context, inputs, noise, sampler state) stay on the CPU: small, and
         # seeded noise and saved states do not depend on the device; the DiT, its cache and the
@@ -68,6 +69,8 @@ class Stream:
         self.seed, self.steps, self.sampler, self.guidance = seed, steps or model.config.steps, sampler, guidance
         self.batch, self.seconds_total = batch, seconds_total
         self.cfg_scale = float(model.config.cfg_scale if cfg_scale is None else cfg_scale)
+        self.sketch_cfg = float(model.config.sketch_cfg_scale if sketch_cfg is None else sketch_cfg)
+        self._branch_names: tuple[str, ...] = ()   # the branches the conditioning and cache were built for
         self.block_index = 0
         self._frame = 0  # absolute latent frame of the next block's target
         self.trace: list[dict] | None = None  # set to [] to record every denoising call (tests, analysis)
@@ -97,8 +100,20 @@ class Stream:
     # -- controls ---------------------------------------------------------------------------
 
     @property
+    def branches(self) -> tuple[str, ...]:
+        """The model batch, one copy of the stream's batch per branch: "cond" (prompt and inputs), then
+        under CFG "no_text" (SAO's null prompt) and, with sketch guidance and a sketch set,
+        "no_sketch" (the prompt without the sketch). v = v_cond + sum_b (scale_b - 1)(v_cond - v_b)."""
+        names = ["cond"]
+        if self.cfg_scale != 1.0:
+            names.append("no_text")
+        if self.sketch_cfg != 1.0 and self.sketch is not None:
+            names.append("no_sketch")
+        return tuple(names)
+
+    @property
     def guided(self) -> bool:
-        return self.cfg_scale != 1.0
+        return len(self.branches) > 1
 
     def set_prompts(self, prompts: Prompts | str) -> None:
         """Weighted prompts, applied from the next block on."""
@@ -110,9 +125,16 @@ class Stream:
             self.needs_bootstrap = True
 
     def set_cfg(self, scale: float) -> None:
-        was = self.guided
         self.cfg_scale = float(scale)
-        if self.guided != was:  # the model batch changes, so do the conditioning and the cache
+        self._sync_branches()
+
+    def set_sketch_cfg(self, scale: float) -> None:
+        """Guidance on the sketch (1 = off): how much harder than trained the output follows it."""
+        self.sketch_cfg = float(scale)
+        self._sync_branches()
+
+    def _sync_branches(self) -> None:
+        if self.branches != self._branch_names:  # the model batch changes, so do the conditioning and the cache
             self._condition()
             self.needs_bootstrap = True
 
@@ -184,6 +206,8 @@ class Stream:
         controls = self._group_check("sketch", controls, 3, "sketch controls")
         self.sketch = None if controls is None else median_filter(controls, kernel)
         self.sketch_start = self.frame if start is None else int(start)
+        if self._branch_names:   # set after construction: sketch guidance may add or drop a branch
+            self._sync_branches()
 
     def set_accompaniment(self, latents: torch.Tensor | None, start: int | None = None) -> None:
         """Accompaniment latents (io, frames) or (batch, io, frames) for frames start.. (default: the
@@ -221,7 +245,9 @@ class Stream:
         writing the block at `frame` (accompaniment zeroed from frame - cutoff_frames on)."""
         groups = {}
         if self.sketch is not None:
-            groups["sketch"] = self._double(_slice(self.sketch, self.sketch_start, start, n))
+            sketch = _slice(self.sketch, self.sketch_start, start, n)
+            groups["sketch"] = torch.cat([torch.zeros_like(sketch) if b == "no_sketch" else sketch
+                                          for b in self.branches])
         if self.accompaniment is not None:
             visible = self.frame - self.cutoff_frames - start
             groups["accompaniment"] = self._double(
@@ -278,8 +304,14 @@ class Stream:
                 self.trace.append({"block": self.block_index, "step": i, "x": xin, "t": t, "v": v})
             if not self.guided:
                 return v, None
-            v_cond, v_uncond = v.chunk(2)
-            return guide(v_cond, v_uncond, self.cfg_scale), v_uncond
+            parts = dict(zip(self.branches, v.chunk(len(self.branches))))
+            v_cond, guided = parts["cond"], None
+            for name, scale in (("no_text", self.cfg_scale), ("no_sketch", self.sketch_cfg)):
+                if name in parts:
+                    g = guide(v_cond, parts[name], scale)
+                    guided = g if guided is None else guided + g - v_cond
+            uncond = parts.get("no_text", parts.get("no_sketch"))
+            return guided, uncond
         return denoise
 
     @property
@@ -381,7 +413,8 @@ class Stream:
         return None
 
     def _double(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat((x, x)) if self.guided else x
+        """x repeated for every branch of the model batch."""
+        return torch.cat([x] * len(self.branches)) if self.guided else x
 
     def _encode(self) -> None:
         dtype = self.dit.dtype
@@ -395,9 +428,10 @@ class Stream:
         """Cross-attention K/V for the current prompt blend (and the null prompt under CFG)."""
         tokens = self.tokens.expand(self.batch, -1, -1)
         glob = None if self.global_cond is None else self.global_cond.expand(self.batch, -1)
-        if self.guided:  # SAO's null condition: zeroed tokens, same global vector
-            tokens = torch.cat((tokens, torch.zeros_like(tokens)))
-            glob = None if glob is None else torch.cat((glob, glob))
+        self._branch_names = self.branches
+        # SAO's null condition: zeroed tokens, same global vector
+        tokens = torch.cat([torch.zeros_like(tokens) if b == "no_text" else tokens for b in self._branch_names])
+        glob = None if glob is None else torch.cat([glob] * len(self._branch_names))
         self.cond = self.dit.condition(tokens, glob)
 
     def _noise(self):
@@ -413,7 +447,7 @@ class Stream:
         return {"version": STATE_VERSION, "model": self.model.config.to_dict(),
                 "pattern": dataclasses.asdict(self.pcfg), "block_index": self.block_index, "frame": self._frame,
                 "seed": self.seed,
-                "steps": self.steps, "cfg_scale": self.cfg_scale, "sampler": self.sampler,
+                "steps": self.steps, "cfg_scale": self.cfg_scale, "sketch_cfg": self.sketch_cfg, "sampler": self.sampler,
                 "guidance": self.guidance, "prompts": self.prompts, "batch": self.batch,
                 "seconds_total": self.seconds_total, "needs_bootstrap": self.needs_bootstrap,
                 "cutoff_frames": self.cutoff_frames, "sketch_start": self.sketch_start,
@@ -468,6 +502,7 @@ class Stream:
         self.block_index, self.seed, self.steps = meta["block_index"], meta["seed"], meta["steps"]
         self._frame = meta.get("frame", self.block_index * self.B)
         self.cfg_scale, self.sampler, self.guidance = meta["cfg_scale"], meta["sampler"], meta["guidance"]
+        self.sketch_cfg = meta.get("sketch_cfg", 1.0)
         self.prompts, self.seconds_total = check_prompts(meta["prompts"]), meta["seconds_total"]
         self.needs_bootstrap = meta["needs_bootstrap"]
         self.history, self.history_mask = tensors["history"].clone(), tensors["history_mask"].clone()

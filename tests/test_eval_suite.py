@@ -47,6 +47,7 @@ def test_eval_suite_produces_report_and_plots(setup):
     assert len(report["streams"]["text"]["drift_curve"]) == 2
     assert len(report["adherence"]) == 2 and report["summary"]["realtime_factor"] > 0
     assert report["reference_pieces"] == 2 and report["reference_windows"] == 2 * 4   # 8-s pieces, 2-s windows
+    assert report["cfg_scale"] == model.config.cfg_scale and report["sketch_cfg_scale"] == 1.0
     out = write_report({"tiny": report}, setup / "report")
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "drift.png", "transitions.png"}
     assert "| style_agreement |" in (out / "report.md").read_text()

@@ -122,6 +122,8 @@ def _eval(args) -> int:
             model.config.steps = args.steps
         if args.cfg is not None:
             model.config.cfg_scale = args.cfg
+        if args.sketch_cfg is not None:
+            model.config.sketch_cfg_scale = args.sketch_cfg
         say = None if args.quiet else (lambda msg, p=path: print(f"lmdm eval [{p}]: {msg}", file=sys.stderr, flush=True))
         reports[str(path)] = evaluate(model, args.reference, suite, tagger, args.seed, say, embedder=embedder,
                                       baseline=args.baseline, controls=args.controls,
@@ -313,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stream length of the suite's drift/adherence streams (default: quick 30, full 60)")
     e.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: each model's)")
     e.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: each model's)")
+    e.add_argument("--sketch-cfg", type=float, default=None,
+                   help="guidance on the sketch in the controls part (default: each model's sketch_cfg_scale)")
     e.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
                    help="as for generate (auto: bf16 where the CPU has native bf16 matmuls); the same for every model")
     e.add_argument("--seed", type=int, default=0)

@@ -136,6 +136,7 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
     report = {"suite": suite if isinstance(suite, str) else "custom", "window_seconds": spec.window_seconds,
               "embedder": embed_name, "sample_rate": sr, "channels": channels,
               "steps": model.config.steps, "cfg_scale": model.config.cfg_scale,
+              "sketch_cfg_scale": model.config.sketch_cfg_scale,
               "reference_pieces": len(ref_entries), "reference_windows": len(reference),
               "streams": {}, "adherence": [], "transitions": [], "rtf": []}
     by_kind = {}

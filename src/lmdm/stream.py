@@ -25,6 +25,9 @@ audio continues without a seam the decoder did not already smooth.
   streaming encoder): latents (io, n) from a start frame; the group [mask | latents] is given to
   frames before `frame - cutoff_frames` only (default cutoff: one block), so the block being
   written never depends on the last `cutoff_frames` frames of input before it.
+Guidance runs as branches of one model batch (`branches`): the stream's batch once for the prompt
+and inputs, again with the null prompt under CFG (`cfg_scale`), again without the sketch under
+sketch guidance (`sketch_cfg`, with a sketch set); each branch keeps its own cache rows.
 Each frame's group values are those visible when its tokens are computed: enc-dec recomputes the
 context every block (so it sees every input frame once older than the cutoff); the block-causal
 cache freezes a chunk's values when it enters the cache (at the fused step after it was written,

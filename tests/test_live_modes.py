@@ -218,6 +218,38 @@ def test_sketch_controls_at_another_latent_rate():
     np.testing.assert_allclose(np.median(pitch), (57 - 60) / 36, atol=0.02)
 
 
+def test_sketch_guidance_control_reaches_the_stream():
+    """The model's sketch_cfg_scale is the session default (in hello); {"type": "sketch_cfg"} changes
+    the stream's guidance at the next block, and a stream rebuilt by a mode change keeps it."""
+    model = tiny_live_model(block_frames=8, context_blocks=2, steps=1, groups=True, sample_rate=22050,
+                            strides=(4, 8, 32))
+    model.config.sketch_cfg_scale = 2.0
+    engine = Engine(model, threads=1)
+    assert engine.info()["default_sketch_cfg"] == 2.0
+    s = engine.open(None)
+    for text in ('{"type": "mode", "mode": "sketch"}', '{"type": "start", "pace": "none"}'):
+        s.submit(P.parse_control(text))
+    s.submit_input(np.zeros((1, 4 * engine.block_samples), np.float32) + 0.1, 22050)
+
+    def block():
+        engine._apply_controls(s)
+        assert s.ready(0.0)
+        engine._generate(s)
+        return s.stream
+
+    st = block()
+    assert st.sketch_cfg == 2.0 and st.branches == ("cond", "no_sketch")
+    s.submit(P.parse_control('{"type": "sketch_cfg", "scale": 1}'))
+    st = block()
+    assert st.sketch_cfg == 1.0 and st.branches == ("cond",)
+    s.submit(P.parse_control('{"type": "sketch_cfg", "scale": 3}'))
+    s.submit(P.parse_control('{"type": "mode", "mode": "text"}'))
+    st = block()
+    assert st.sketch_cfg == 3.0 and st.sketch is None and st.branches == ("cond",)
+    with pytest.raises(P.ProtocolError):
+        P.parse_control('{"type": "sketch_cfg", "scale": 50}')
+
+
 def test_osc_mode_messages():
     assert _message("mode", ("generative_delay",)).mode == "generative_delay"
     m = _message("drywet", (0.25,))
@@ -227,5 +259,6 @@ def test_osc_mode_messages():
     assert _message("feedback", (0.3,)).feedback == 0.3
     assert _message("cutoff", (64,)).frames == 64
     assert _message("sketch_strength", (1.0,)).strength == 1.0
+    assert _message("sketch_cfg", (2.5,)).scale == 2.5
     with pytest.raises(P.ProtocolError):
         _message("mode", ("jam",))

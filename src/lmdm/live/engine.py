@@ -69,6 +69,7 @@ class Session:
         self.feedback = engine.default_feedback
         self.cutoff: int | None = None        # None: the mode's default (engine.default_cutoff(mode))
         self.sketch_kernel = 1
+        self.sketch_cfg = engine.model.config.sketch_cfg_scale
         self.curves = None                   # raw drawn sketch controls (3, n) or None: follow the input
         self.curves_start = 0                # stream frame of curves[:, 0]
         self.delay = None                    # DelayStream in generative_delay mode (self.stream is its stream)
@@ -190,7 +191,8 @@ class Engine:
         return {"type": "hello", "protocol": P.PROTOCOL_VERSION, "sample_rate": self.sample_rate,
                 "channels": self.channels, "block_samples": self.block_samples, "block_frames": p.block_frames,
                 "block_seconds": self.block_seconds, "decoder_delay_samples": self.delay_samples,
-                "pattern": p.pattern, "default_steps": self.model.config.steps, "modes": list(P.MODES),
+                "pattern": p.pattern, "default_steps": self.model.config.steps,
+                "default_sketch_cfg": self.model.config.sketch_cfg_scale, "modes": list(P.MODES),
                 "supported_modes": supported, "implemented_modes": supported,
                 "unsupported_modes": {m: self.unsupported_reason(m) for m in P.MODES if m not in supported},
                 "latent_hop": self.hop, "encoder_lookahead_samples": self.lookahead_samples,
@@ -393,7 +395,7 @@ class Engine:
         st.set_sketch(s.sketch_ctrl, start=s.sketch_ctrl_start, kernel=s.sketch_kernel)
 
     def _new_stream(self, s: Session):
-        st = self.model.stream(s.prompts, seed=s.seed, steps=s.steps, cfg_scale=s.cfg)
+        st = self.model.stream(s.prompts, seed=s.seed, steps=s.steps, cfg_scale=s.cfg, sketch_cfg=s.sketch_cfg)
         if s.mode == "text" and s.block_frames is not None:
             st.set_block_frames(s.block_frames)
         return st
@@ -545,6 +547,10 @@ class Engine:
             s.sketch_kernel = strength_to_kernel(msg.strength)
             if s.mode == "sketch" and s.curves is not None and st is not None:
                 st.set_sketch(s.curves, start=s.curves_start, kernel=s.sketch_kernel)
+        elif isinstance(msg, P.SetSketchCfg):
+            s.sketch_cfg = msg.scale
+            if st is not None:
+                st.set_sketch_cfg(msg.scale)
         elif isinstance(msg, P.Reset):
             s.inbuf = s.inbuf[:, :0]
             self._build(s)  # a fresh stream (and decoder) with the current settings; input timeline restarts
@@ -563,6 +569,7 @@ class Engine:
                 st = s.stream = self._new_stream(s)
             st.load_state_dict(s.slots[msg.slot])
             s.prompts, s.seed, s.steps, s.cfg = list(st.prompts), st.seed, st.steps, st.cfg_scale
+            s.sketch_cfg = st.sketch_cfg
             s.stream_samples = max(0, st.frame * self.hop - self.delay_samples)
             if s.mode == "text":
                 s.block_frames = st.B

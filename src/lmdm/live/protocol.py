@@ -35,7 +35,9 @@ Modes ({"type": "mode", "mode": ...}; `hello` / `GET /api/info` list `supported_
 - "sketch": loudness / brightness / pitch curves at the latent frame rate (`lmdm.sketch`), from the
   upstream audio (block j of the mode follows input block j) or from {"type": "sketch", "curves":
   {...}} (drawn curves, frames from the block the ack names; "curves": null = back to the input).
-  {"type": "sketch_strength", "strength": 0..1} sets the median-filter kernel (1 = follow exactly).
+  {"type": "sketch_strength", "strength": 0..1} sets the median-filter kernel (1 = follow exactly);
+  {"type": "sketch_cfg", "scale": 0..20} the guidance on the sketch (`Stream.sketch_cfg`; 1 = off,
+  default the model's `sketch_cfg_scale`, in hello).
 - "generative_delay": `lmdm.delay.DelayStream` (a fresh stream) fed one upstream block per output
   block; the prompt sets the timbre; {"type": "feedback", "feedback": 0..1} (1 = the model continues
   its own output, 0 = its context is the lagged input) and "cutoff" (a multiple of block_frames;
@@ -201,6 +203,12 @@ class SetSketchStrength(_Msg):
     strength: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 
 
+class SetSketchCfg(_Msg):
+    """Guidance on the sketch: 1 = off, > 1 follows it harder (one more model call per step)."""
+    type: Literal["sketch_cfg"]
+    scale: Annotated[float, Field(ge=0, le=20, allow_inf_nan=False)]
+
+
 class Reset(_Msg):
     """Forget the music so far (empty context, fresh decoder); settings and block counter stay."""
     type: Literal["reset"]
@@ -218,7 +226,8 @@ class LoadState(_Msg):
 
 
 Control = Annotated[Union[Start, Stop, SetPrompts, SetWeights, SetCfg, SetSteps, SetSeed, SetBlock, SetMode, SetMix,
-                          SetFeedback, SetCutoff, SetSketch, SetSketchStrength, Reset, SaveState, LoadState],
+                          SetFeedback, SetCutoff, SetSketch, SetSketchStrength, SetSketchCfg, Reset, SaveState,
+                          LoadState],
                     Field(discriminator="type")]
 _control = TypeAdapter(Control)
 _TAGS = {m.model_fields["type"].annotation.__args__[0] for m in Control.__origin__.__args__}

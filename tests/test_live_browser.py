@@ -55,6 +55,10 @@ def test_browser_plays_without_underruns(name):
             page.click("#add-form button")
             page.click("#play")
             page.wait_for_function("window.lmdmStats.blocksReceived > 1", timeout=30000)
+            # the sketch-guidance slider starts at the model's default and its change reaches the session
+            assert float(page.input_value("#sketch-cfg")) == model.config.sketch_cfg_scale
+            page.eval_on_selector("#sketch-cfg", "el => { el.value = 2.5; el.dispatchEvent(new Event('change')); }")
+            page.wait_for_function("window.lmdmStats.acks >= 2", timeout=15000)
             # move the second prompt's weight slider as a user would (input events while dragging)
             page.eval_on_selector_all(".weight", """els => { const w = els[1];
                 for (const v of [0.6, 0.9, 1.4]) { w.value = v; w.dispatchEvent(new Event('input')); } }""")
@@ -63,6 +67,7 @@ def test_browser_plays_without_underruns(name):
                 page.wait_for_timeout(1000)
             stats = page.evaluate("window.lmdmStats")
             page.screenshot(path=str(artifact_dir() / f"live-ui-{name}.png"))
+            sketch_cfg = [x.sketch_cfg for x in srv.engine.sessions]
             page.click("#stop")
         finally:
             browser.close()
@@ -73,3 +78,4 @@ def test_browser_plays_without_underruns(name):
     assert stats["acks"] >= 3 and stats["errors"] == 0, stats
     assert stats["underruns"] == 0, stats
     assert stats["rtf"] > 1, stats
+    assert sketch_cfg == [2.5], sketch_cfg

@@ -31,6 +31,9 @@ function connect() {
 function onJson(m) {
   if (m.type === 'hello') {
     info = m; stats.sampleRate = m.sample_rate; $('steps').value = m.default_steps; $('block').value = m.block_frames;
+    if (m.default_sketch_cfg !== undefined) {
+      $('sketch-cfg').value = m.default_sketch_cfg; $('sketch-cfg-out').textContent = (+m.default_sketch_cfg).toFixed(1);
+    }
     const supported = m.supported_modes || ['text'];  // modes this model cannot do are greyed out
     for (const o of $('mode').options) {
       o.disabled = !supported.includes(o.value);
@@ -228,6 +231,8 @@ $('record').onclick = toggleRecord;
 $('mic').onchange = (e) => toggleMic(e.target.checked);
 $('cfg').oninput = (e) => { $('cfg-out').textContent = (+e.target.value).toFixed(1); };
 $('cfg').onchange = (e) => send({ type: 'cfg', scale: +e.target.value });
+$('sketch-cfg').oninput = (e) => { $('sketch-cfg-out').textContent = (+e.target.value).toFixed(1); };
+$('sketch-cfg').onchange = (e) => send({ type: 'sketch_cfg', scale: +e.target.value });
 $('steps').onchange = (e) => send({ type: 'steps', steps: +e.target.value });
 $('seed').onchange = (e) => send({ type: 'seed', seed: +e.target.value });
 $('block').onchange = (e) => send({ type: 'block', frames: +e.target.value });

@@ -253,7 +253,7 @@ class Stream:
                                           for b in self.branches])
         if self.accompaniment is not None:
             visible = self.frame - self.cutoff_frames - start
-            groups["accompaniment"] = self._double(
+            groups["accompaniment"] = self._per_branch(
                 _slice(self.accompaniment, self.accompaniment_start, start, min(n, max(visible, 0)), n))
         return groups
 
@@ -300,7 +300,7 @@ class Stream:
     def _denoise_fn(self, run_target):
         """Wrap `run_target(x_model_batch, t_model_batch, step) -> raw v` with CFG and tracing."""
         def denoise(x, t, i):
-            xin = self._double(x)
+            xin = self._per_branch(x)
             tin = torch.full((xin.shape[0],), t, dtype=torch.float32)
             v = run_target(xin, tin, i).float().cpu()
             if self.trace is not None:
@@ -333,7 +333,7 @@ class Stream:
                           self.dit.timestep_token(self._dev(t), self.cond)), 1)
 
     def _context_tokens(self, latents: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
-        groups = {"context": torch.cat((self._double(mask), self._double(latents)), 1)}
+        groups = {"context": torch.cat((self._per_branch(mask), self._per_branch(latents)), 1)}
         groups.update(self._window_groups(start, latents.shape[-1]))
         return self.dit.embed_frames(None, self._dev(groups))
 
@@ -377,8 +377,8 @@ class Stream:
 
         def run(x, t, i):
             ctx, tt = x[..., : self.C], float(t[0])
-            renoised = (1 - tt) * self._double(clean) + tt * self._double(context_noise[i])
-            m = self._double(known)
+            renoised = (1 - tt) * self._per_branch(clean) + tt * self._per_branch(context_noise[i])
+            m = self._per_branch(known)
             x = torch.cat((m * renoised + (1 - m) * ctx, x[..., self.C:]), -1)
             return self.dit(self._dev(x), self._dev(t), self.cond, None if groups is None else self._dev(groups))
 
@@ -415,7 +415,7 @@ class Stream:
             return BlockCausalCache(self.B, self.pcfg.context_chunks)
         return None
 
-    def _double(self, x: torch.Tensor) -> torch.Tensor:
+    def _per_branch(self, x: torch.Tensor) -> torch.Tensor:
         """x repeated for every branch of the model batch."""
         return torch.cat([x] * len(self.branches)) if self.guided else x
 

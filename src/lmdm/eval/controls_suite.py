@@ -250,7 +250,7 @@ def _sketch_part(model, manifest, spec: ControlsSuite, seed: int, say, steps) ->
                        "codec": compare_controls(target, extract_controls(codec, sr, hop), sr / hop)})
         say(f"drawn sketch {k + 1}/{spec.sketch_pieces}")
         curves = random_curves(np.random.default_rng([seed, k]), seconds)
-        frames = extract_controls(source, sr, hop)["loudness"].shape[0]
+        frames = len(target["loudness"])   # the frames the music sketch had
         drawn = {"loudness": _at_frames(curves["loudness"], frames, sr / hop),
                  "centroid": hz_to_midi(_at_frames(curves["centroid"], frames, sr / hop)), "f0": np.zeros(frames)}
         following = generate(model, caption, seconds, seed=seed + k, steps=steps,

@@ -65,7 +65,7 @@ def _generate(args) -> int:
         model.generate(schedule, args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
                        progress=not args.quiet, on_audio=write, block_frames=args.block,
                        on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"), sketch=sketch,
-                       sketch_cfg=args.sketch_cfg)
+                       sketch_cfg=args.sketch_cfg, control_guidance=args.control_guidance)
     print(f"wrote {args.output}: {args.seconds} s at {model.sample_rate} Hz, peak {peak:.3f}"
           + (" (clipped to ±1)" if peak > 1 else "")
           + (f", sketch {args.sketch} ({sketch.shape[-1] * model.config.frame_seconds:.2f} s, strength "
@@ -124,6 +124,8 @@ def _eval(args) -> int:
             model.config.cfg_scale = args.cfg
         if args.sketch_cfg is not None:
             model.config.sketch_cfg_scale = args.sketch_cfg
+        if args.control_guidance is not None:
+            model.config.control_guidance = args.control_guidance
         say = None if args.quiet else (lambda msg, p=path: print(f"lmdm eval [{p}]: {msg}", file=sys.stderr, flush=True))
         reports[str(path)] = evaluate(model, args.reference, suite, tagger, args.seed, say, embedder=embedder,
                                       baseline=args.baseline, controls=args.controls,
@@ -242,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guidance on the sketch: each step also runs the model without the sketch and pushes the "
                    "output S times as far towards following it (1 = off; costs one more model call per step). "
                    "Default: the model's sketch_cfg_scale")
+    g.add_argument("--control-guidance", type=float, default=None, metavar="G",
+                   help="enforce the sketch's loudness and brightness on what is heard: at the last denoising "
+                   "steps the block is decoded, its controls compared with the sketch and its latents moved "
+                   "towards it by gradient steps of size G (0 = off, 0.3 typical; about 0.2 s of decoder work "
+                   "per step and block, so slower). Default: the model's control_guidance")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
 
@@ -317,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: each model's)")
     e.add_argument("--sketch-cfg", type=float, default=None,
                    help="guidance on the sketch in the controls part (default: each model's sketch_cfg_scale)")
+    e.add_argument("--control-guidance", type=float, default=None,
+                   help="control guidance strength in the controls part (default: each model's control_guidance)")
     e.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
                    help="as for generate (auto: bf16 where the CPU has native bf16 matmuls); the same for every model")
     e.add_argument("--seed", type=int, default=0)

@@ -119,6 +119,7 @@ class ModelConfig:
     steps: int = 8                   # default denoising steps per block
     cfg_scale: float = 1.0           # default classifier-free guidance scale (1 = off: one model call per step)
     sketch_cfg_scale: float = 1.0    # default guidance on a sketch when one is given (1 = off)
+    control_guidance: float = 0.0    # default control guidance strength on a sketch (0 = off; lmdm.control_guidance)
 
     @property
     def frame_seconds(self) -> float:
@@ -142,6 +143,8 @@ class ModelConfig:
             raise ConfigError(f"cfg_scale must be in [0, 20], got {self.cfg_scale}")
         if not 0 <= self.sketch_cfg_scale <= 20:
             raise ConfigError(f"sketch_cfg_scale must be in [0, 20], got {self.sketch_cfg_scale}")
+        if not 0 <= self.control_guidance <= 2:
+            raise ConfigError(f"control_guidance must be in [0, 2], got {self.control_guidance}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

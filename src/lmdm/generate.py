@@ -74,14 +74,17 @@ def load_sketch(model, path, seconds: float, strength: float = 1.0, max_kernel: 
 def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None = None,
              cfg_scale: float | None = None, progress: bool = False, on_audio=None, block_frames: int | None = None,
              on_change=None, sketch: torch.Tensor | None = None, accompaniment: torch.Tensor | None = None,
-             cutoff_frames: int | None = None, sketch_cfg: float | None = None) -> torch.Tensor:
+             cutoff_frames: int | None = None, sketch_cfg: float | None = None,
+             control_guidance: float | None = None) -> torch.Tensor:
     """`prompt`: a string, weighted prompts, or a schedule [(start seconds, prompts)] whose changes
     are applied at the first block boundary at or after their time; `on_change(seconds, prompts)`
     is told where each landed.
 
     Time-aligned inputs (LMDMs with those input groups), both from latent frame 0 = sample 0:
     `sketch` normalised controls (3, frames) (`load_sketch`); past its end the stream runs without
-    one, with guidance `sketch_cfg` on it (`Stream`; default the model's). `accompaniment` latents (io, frames) (`lmdm.accompany`), each block seeing only frames
+    one, with guidance `sketch_cfg` on it and control guidance of strength `control_guidance` through the
+    decoder (`Stream`, `lmdm.control_guidance`; defaults the model's). `accompaniment` latents (io, frames)
+    (`lmdm.accompany`), each block seeing only frames
     `cutoff_frames` (default one block) before its start; see `Stream`."""
     if model.autoencoder is None:
         raise ConfigError("this model has no autoencoder, so it cannot make audio")
@@ -102,7 +105,7 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
     pattern = block_pattern(model, block_frames)
     stream = model.stream(schedule[0][1], seed=seed, steps=steps, cfg_scale=cfg_scale, pattern=pattern,
                           sketch=sketch, accompaniment=accompaniment, cutoff_frames=cutoff_frames,
-                          sketch_cfg=sketch_cfg)
+                          sketch_cfg=sketch_cfg, control_guidance=control_guidance)
     block_seconds = pattern.block_frames * model.config.frame_seconds
     pending = schedule[1:]
     pieces, have = [], 0

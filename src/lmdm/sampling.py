@@ -33,12 +33,14 @@ def guide(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float) -> torch.T
 
 
 def sample(denoise: Denoise, noise: list[torch.Tensor], sampler: str = "pingpong",
-           guidance: str = "cfg", schedule: list[float] | None = None) -> torch.Tensor:
+           guidance: str = "cfg", schedule: list[float] | None = None,
+           refine: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> torch.Tensor:
     """Run len(noise) steps from pure noise and return x0.
 
     noise[0] is the starting point; ping-pong draws noise[i] fresh at step i (so guidance
     variants coincide there: the re-noising never reuses the predicted ε). Euler follows the
     ODE; with guidance="cfg++" it re-noises with the *unconditional* ε estimate, as CFG++ does.
+    `refine(x0, step)`, when given, corrects each clean estimate before it is used (control guidance).
     """
     if sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -50,6 +52,9 @@ def sample(denoise: Denoise, noise: list[torch.Tensor], sampler: str = "pingpong
         t, t_next = ts[i], ts[i + 1]
         v, v_uncond = denoise(x, t, i)
         x0 = x - t * v
+        if refine is not None:
+            refined = refine(x0, i)
+            v, x0 = v + (x0 - refined) / t, refined   # the velocity that predicts the refined estimate
         if sampler == "pingpong":
             x = x0 if t_next == 0 else (1 - t_next) * x0 + t_next * noise[i + 1]
         elif guidance == "cfg++" and v_uncond is not None:

@@ -33,12 +33,19 @@ SKETCH_CHANNELS = 1 + len(SKETCH_NAMES)  # [mask | controls]
 
 # -- normalisation ----------------------------------------------------------------------------
 
+def _clip(x, lo: float, hi: float):
+    """np.clip in float64, or torch.clamp for a tensor (differentiable: control guidance uses it)."""
+    if isinstance(x, torch.Tensor):
+        return x.clamp(lo, hi)
+    return np.clip(np.asarray(x, dtype=np.float64), lo, hi)
+
+
 def normalise_loudness(db):
-    return (np.clip(np.asarray(db, dtype=np.float64), -80.0, 0.0) + 40.0) / 40.0
+    return (_clip(db, -80.0, 0.0) + 40.0) / 40.0
 
 
 def normalise_centroid(midi):
-    return (np.clip(np.asarray(midi, dtype=np.float64), 24.0, 132.0) - 78.0) / 54.0
+    return (_clip(midi, 24.0, 132.0) - 78.0) / 54.0
 
 
 def normalise_pitch(f0_hz, voicing=None):

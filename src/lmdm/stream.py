@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 from .cache import BlockCausalCache, EncDecCache
+from .control_guidance import ControlGuidance, guide_x0
 from .config import PatternConfig
 from .errors import ConfigError, ShapeError, StateError
 from .models.conditioners import Prompts, check_prompts, dominant
@@ -60,7 +61,7 @@ class Stream:
                  context: torch.Tensor | None = None, batch: int = 1, seconds_total: float | None = None,
                  pattern: PatternConfig | None = None, sketch: torch.Tensor | None = None,
                  accompaniment: torch.Tensor | None = None, cutoff_frames: int | None = None,
-                 sketch_cfg: float | None = None):
+                 sketch_cfg: float | None = None, control_guidance: float | None = None):
         self.model, self.dit = model, pack_linears(model.dit)
         # the stream's own buffers (context, inputs, noise, sampler state) stay on the CPU: small, and
         # seeded noise and saved states do not depend on the device; the DiT, its cache and the
@@ -73,6 +74,8 @@ class Stream:
         self.batch, self.seconds_total = batch, seconds_total
         self.cfg_scale = float(model.config.cfg_scale if cfg_scale is None else cfg_scale)
         self.sketch_cfg = float(model.config.sketch_cfg_scale if sketch_cfg is None else sketch_cfg)
+        self.control_guidance = ControlGuidance(
+            model.config.control_guidance if control_guidance is None else float(control_guidance)).validate()
         self._branch_names: tuple[str, ...] = ()   # the branches the conditioning and cache were built for
         self.block_index = 0
         self._frame = 0  # absolute latent frame of the next block's target
@@ -135,6 +138,10 @@ class Stream:
         """Guidance on the sketch (1 = off): how much harder than trained the output follows it."""
         self.sketch_cfg = float(scale)
         self._sync_branches()
+
+    def set_control_guidance(self, strength: float) -> None:
+        """Control guidance on the sketch through the decoder (`lmdm.control_guidance`; 0 = off)."""
+        self.control_guidance = dataclasses.replace(self.control_guidance, strength=float(strength)).validate()
 
     def _sync_branches(self) -> None:
         if self.branches != self._branch_names:  # the model batch changes, so do the conditioning and the cache
@@ -354,7 +361,7 @@ class Stream:
                 h = cache.step(dit, tokens, self.cond)
             return dit.unembed(h[:, : self.B])
 
-        x0 = sample(self._denoise_fn(run), noise, self.sampler, self.guidance)
+        x0 = sample(self._denoise_fn(run), noise, self.sampler, self.guidance, refine=self._refine_fn())
         self.pending = x0
         return x0
 
@@ -366,7 +373,28 @@ class Stream:
         def run(x, t, i):
             return dit.unembed(cache.step(dit, self._target_tokens(x, t), self.cond)[:, : self.B])
 
-        return sample(self._denoise_fn(run), noise, self.sampler, self.guidance)
+        return sample(self._denoise_fn(run), noise, self.sampler, self.guidance, refine=self._refine_fn())
+
+    def _refine_fn(self):
+        """Control guidance for the block at `frame`, or None when it has nothing to do."""
+        g, ae = self.control_guidance, self.model.autoencoder
+        if not g.active or self.sketch is None or ae is None:
+            return None
+        # the audio of the last `lookahead` context frames is only finished by this block's latents, so
+        # they are guided too; as much clean context again before them keeps their decode warm
+        lookahead = ae.config.decoder_lookahead_frames
+        real = int(self.history_mask[0, 0].flip(0).cumprod(0).sum())   # trailing real context frames
+        context = self.history[..., self.C - min(real, 2 * lookahead):]
+        overlap = min(lookahead, context.shape[-1] // 2)
+        target = _slice(self.sketch, self.sketch_start, self.frame - overlap, overlap + self.B)
+        if not target[:, 0].any():
+            return None
+
+        def refine(x0, i):
+            if i < g.from_step:
+                return x0
+            return guide_x0(x0, context, target, ae, self.model.config.downsampling_ratio, g)
+        return refine
 
     def _outpaint(self, noise):
         """The baseline: the whole window is re-noised and recomputed at every step."""
@@ -450,7 +478,8 @@ class Stream:
         return {"version": STATE_VERSION, "model": self.model.config.to_dict(),
                 "pattern": dataclasses.asdict(self.pcfg), "block_index": self.block_index, "frame": self._frame,
                 "seed": self.seed,
-                "steps": self.steps, "cfg_scale": self.cfg_scale, "sketch_cfg": self.sketch_cfg, "sampler": self.sampler,
+                "steps": self.steps, "cfg_scale": self.cfg_scale, "sketch_cfg": self.sketch_cfg,
+                "control_guidance": dataclasses.asdict(self.control_guidance), "sampler": self.sampler,
                 "guidance": self.guidance, "prompts": self.prompts, "batch": self.batch,
                 "seconds_total": self.seconds_total, "needs_bootstrap": self.needs_bootstrap,
                 "cutoff_frames": self.cutoff_frames, "sketch_start": self.sketch_start,
@@ -506,6 +535,7 @@ class Stream:
         self._frame = meta.get("frame", self.block_index * self.B)
         self.cfg_scale, self.sampler, self.guidance = meta["cfg_scale"], meta["sampler"], meta["guidance"]
         self.sketch_cfg = meta.get("sketch_cfg", 1.0)
+        self.control_guidance = ControlGuidance(**meta.get("control_guidance", {})).validate()
         self.prompts, self.seconds_total = check_prompts(meta["prompts"]), meta["seconds_total"]
         self.needs_bootstrap = meta["needs_bootstrap"]
         self.history, self.history_mask = tensors["history"].clone(), tensors["history_mask"].clone()

@@ -14,7 +14,10 @@ and controls are extracted from the output the same way. Reported per piece and 
 - `*_smoothed`: the loudness / centroid correlation after a 0.5 s running median on both curves
   (the envelope, without beat-level detail).
 The same numbers for the model WITHOUT the sketch (same caption, same seed) are the baseline: the
-difference is what the sketch does. `codec`: the same numbers for the source itself encoded and
+difference is what the sketch does. With `quality` (the main suite passes it), what the sketched
+streams sound like: FD of their windows against the suite's reference windows and the tagger's style
+agreement with the caption, for the music-sketched, drawn-sketched and unsketched streams (equal window
+counts, so the three FDs compare with each other, not with the main suite's 60-s streams). `codec`: the same numbers for the source itself encoded and
 decoded by the model's autoencoder, the ceiling a perfect DiT could reach through that codec.
 
 Drawn-curve adherence (`drawn`): what `lmdm generate --sketch curves.json` is for. For the same
@@ -204,21 +207,34 @@ def _clip(path, sr, channels, n) -> np.ndarray:
     return np.ascontiguousarray(load_audio(path, sr, channels)[:, :n])
 
 
+@dataclass
+class SketchQuality:
+    """What the sketched streams sound like, next to the same requests without a sketch: FD against the
+    main suite's `reference` embeddings (`embed`: clips (N, channels, samples), sr -> (N, D)) over
+    windows of `window_seconds`, and the `tagger`'s style agreement with the caption's style."""
+    embed: object
+    reference: np.ndarray
+    window_seconds: float
+    tagger: object
+
+
 def evaluate_controls(model, manifest: str | Path, suite: str | ControlsSuite = "quick", seed: int = 0,
-                      progress=None, accompaniment_manifest: str | Path | None = None, steps: int | None = None) -> dict:
+                      progress=None, accompaniment_manifest: str | Path | None = None, steps: int | None = None,
+                      quality: SketchQuality | None = None) -> dict:
     """Sketch adherence on pieces of `manifest` and accompaniment coherence on the pieces with stems of
     `accompaniment_manifest` (default: `manifest`); see the module docstring. -> {"sketch": ...,
-    "accompaniment": ..., "summary": ...}, each part `{"skipped": reason}` where it cannot run."""
+    "accompaniment": ..., "summary": ...}, each part `{"skipped": reason}` where it cannot run.
+    `quality`: also FD and style agreement of the sketched streams (`SketchQuality`)."""
     spec = CONTROL_SUITES[suite] if isinstance(suite, str) else suite
     say = progress or (lambda msg: None)
     out = {"seconds": spec.seconds,
-           "sketch": _sketch_part(model, manifest, spec, seed, say, steps),
+           "sketch": _sketch_part(model, manifest, spec, seed, say, steps, quality),
            "accompaniment": _accompaniment_part(model, accompaniment_manifest or manifest, spec, seed, say, steps)}
     out["summary"] = controls_summary(out)
     return out
 
 
-def _sketch_part(model, manifest, spec: ControlsSuite, seed: int, say, steps) -> dict:
+def _sketch_part(model, manifest, spec: ControlsSuite, seed: int, say, steps, quality: SketchQuality | None) -> dict:
     from ..generate import generate
     from ..sketch import controls_from_curves, sketch_from_controls
     reason = _skip_reason(model, "sketch")
@@ -230,6 +246,7 @@ def _sketch_part(model, manifest, spec: ControlsSuite, seed: int, say, steps) ->
     channels = model.autoencoder.config.audio_channels
     n = round(spec.seconds * sr)
     pieces, start, made = [], time.perf_counter(), 0.0
+    heard: dict[str, list] = {"sketch": [], "no_sketch": [], "drawn": []}   # (audio, style) for `quality`
     for k, entry in enumerate(_choose(entries, spec.sketch_pieces, seed)):
         say(f"sketch {k + 1}/{spec.sketch_pieces}")
         source = _clip(root / entry["path"], sr, channels, n)
@@ -258,12 +275,38 @@ def _sketch_part(model, manifest, spec: ControlsSuite, seed: int, say, steps) ->
         made += seconds
         pieces[-1]["drawn"] = compare_controls(drawn, extract_controls(following, sr, hop), sr / hop)
         pieces[-1]["drawn_no_sketch"] = compare_controls(drawn, extract_controls(without, sr, hop), sr / hop)
+        if quality is not None:
+            style = (entry.get("metadata") or {}).get("style")
+            for tag, audio in (("sketch", with_sketch), ("no_sketch", without), ("drawn", following)):
+                heard[tag].append((_quality_of(quality, audio, sr), style))
     keys = [k for k in (pieces[0]["sketch"] if pieces else []) if k != "frames"]
     out = {"pieces": pieces, "hop": hop, "frame_rate": sr / hop}
     for tag in ("sketch", "no_sketch", "codec", "drawn", "drawn_no_sketch"):
         out[tag] = {k: _median(p[tag][k] for p in pieces) for k in keys}
     out["realtime_factor"] = made / max(time.perf_counter() - start, 1e-9)
+    if quality is not None:
+        out["quality"] = {tag: _pooled_quality(quality, rows) for tag, rows in heard.items()}
     return out
+
+
+def _quality_of(q: SketchQuality, audio: np.ndarray, sr: int) -> dict:
+    from .metrics import windows
+    parts = windows(audio, sr, q.window_seconds)
+    if not parts:
+        return {"embeddings": np.zeros((0, q.reference.shape[1])), "styles": []}
+    clips = np.stack(parts)
+    return {"embeddings": np.asarray(q.embed(clips, sr)),
+            "styles": [p["style"] for p in q.tagger.predict(torch.from_numpy(clips), sr)]}
+
+
+def _pooled_quality(q: SketchQuality, rows: list) -> dict:
+    """FD of all windows of one kind of stream against the reference, and style agreement."""
+    from .metrics import frechet_with_interval
+    emb = np.concatenate([r["embeddings"] for r, _ in rows]) if rows else np.zeros((0, q.reference.shape[1]))
+    agree = [s == style for r, style in rows if style is not None for s in r["styles"]]
+    fd = frechet_with_interval(emb, q.reference, bootstrap=50) if len(emb) >= 2 else None
+    return {"windows": int(len(emb)), **({k: fd[k] for k in ("fd", "low", "high")} if fd else {"fd": None}),
+            "style_agreement": float(np.mean(agree)) if agree else None}
 
 
 def random_curves(rng: np.random.Generator, seconds: float) -> dict:
@@ -353,6 +396,9 @@ def controls_summary(r: dict) -> dict:
         m = s.get(tag) or {}
         for k in ("loudness_correlation", "centroid_correlation", "pitch_error_semitones"):
             out[f"{k}_{tag}"] = m.get(k)
+    for tag, m in (s.get("quality") or {}).items():
+        out[f"fd_{tag}"] = m.get("fd")
+        out[f"style_agreement_{tag}"] = m.get("style_agreement")
     for tag in ("generated", "random_stem", "unconditioned", "reference"):
         m = a.get(tag) or {}
         out[f"beat_alignment_{tag}"] = m.get("alignment")

@@ -136,7 +136,7 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
     report = {"suite": suite if isinstance(suite, str) else "custom", "window_seconds": spec.window_seconds,
               "embedder": embed_name, "sample_rate": sr, "channels": channels,
               "steps": model.config.steps, "cfg_scale": model.config.cfg_scale,
-              "sketch_cfg_scale": model.config.sketch_cfg_scale,
+              "sketch_cfg_scale": model.config.sketch_cfg_scale, "control_guidance": model.config.control_guidance,
               "reference_pieces": len(ref_entries), "reference_windows": len(reference),
               "streams": {}, "adherence": [], "transitions": [], "rtf": []}
     by_kind = {}
@@ -181,12 +181,13 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
                                                  block_frames * model.config.downsampling_ratio))
     report["summary"] = _summary(report)
     if controls:
-        from .controls_suite import CONTROL_SUITES, ControlsSuite, evaluate_controls
+        from .controls_suite import CONTROL_SUITES, ControlsSuite, SketchQuality, evaluate_controls
         if controls is True:
             controls = (CONTROL_SUITES[suite] if isinstance(suite, str) else
                         ControlsSuite(sketch_pieces=spec.prompts, accompaniment_pieces=spec.prompts, seconds=spec.seconds))
         report["controls"] = evaluate_controls(model, manifest, controls, seed, say,
-                                               accompaniment_manifest=controls_manifest)
+                                               accompaniment_manifest=controls_manifest,
+                                               quality=SketchQuality(embed, reference, spec.window_seconds, tagger))
     return report
 
 

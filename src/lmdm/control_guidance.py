@@ -56,18 +56,18 @@ def torch_loudness_and_centroid(audio: torch.Tensor, sample_rate: int, hop: int)
 @dataclass
 class ControlGuidance:
     """`strength`: RMS distance (in unit-variance latent units) x0 moves per iteration; 0 = off.
-    `from_step`: the first denoising step it runs at (0-based; early estimates are too blurry to
-    be worth the decoder). `iterations`: gradient steps per denoising step."""
+    `last_steps`: it runs at the last this many denoising steps (earlier estimates are too blurry
+    to be worth the decoder). `iterations`: gradient steps per denoising step."""
     strength: float = 0.0
-    iterations: int = 1
-    from_step: int = 4
+    iterations: int = 2
+    last_steps: int = 4
 
     def validate(self) -> "ControlGuidance":
         if not 0.0 <= self.strength <= 2.0:
             raise ConfigError(f"control guidance strength must be in [0, 2], got {self.strength}")
-        if self.iterations < 1 or self.from_step < 0:
-            raise ConfigError(f"control guidance needs iterations >= 1 and from_step >= 0, "
-                              f"got {self.iterations} and {self.from_step}")
+        if self.iterations < 1 or self.last_steps < 1:
+            raise ConfigError(f"control guidance needs iterations >= 1 and last_steps >= 1, "
+                              f"got {self.iterations} and {self.last_steps}")
         return self
 
     @property

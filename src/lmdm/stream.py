@@ -391,7 +391,7 @@ class Stream:
             return None
 
         def refine(x0, i):
-            if i < g.from_step:
+            if i < self.steps - g.last_steps:
                 return x0
             return guide_x0(x0, context, target, ae, self.model.config.downsampling_ratio, g)
         return refine

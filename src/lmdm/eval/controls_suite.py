@@ -407,6 +407,9 @@ def controls_summary(r: dict) -> dict:
     return out
 
 
+SKETCH_SUMMARY_KEYS = ("loudness", "centroid", "pitch", "fd_", "style_agreement_")
+
+
 def controls_table(reports: dict[str, dict]) -> list[str]:
     """report.md lines: sketch adherence and accompaniment coherence, one column per model."""
     have = {name: r["controls"] for name, r in reports.items() if r.get("controls")}
@@ -435,7 +438,7 @@ def controls_table(reports: dict[str, dict]) -> list[str]:
             continue
         lines += head
         keys = [k for k in next(iter(have.values()))["summary"]
-                if (part == "sketch") == k.startswith(("loudness", "centroid", "pitch"))]
+                if (part == "sketch") == k.startswith(SKETCH_SUMMARY_KEYS)]
         for k in keys:
             lines.append(f"| {k} | " + " | ".join(cell(have[n]["summary"].get(k)) for n in names) + " |")
         lines.append("")

@@ -78,3 +78,22 @@ def test_bench_with_guidance_counts_both_passes():
     assert plain["config"]["cfg_scale"] == 1.0 and guided["config"]["cfg_scale"] == 3.0
     a, b = plain["patterns"]["block-causal"], guided["patterns"]["block-causal"]
     assert a["dit_gflop_per_block"] > 0 and b["dit_gflop_per_block"] == pytest.approx(2 * a["dit_gflop_per_block"], rel=0.01)
+
+
+def test_bench_sketched_streams():
+    """--sketch times streams with a sketch set: sketch guidance adds a model branch (2x the FLOPs),
+    control guidance needs --end-to-end, and a model without the sketch group says so."""
+    def bench(*extra, check=True):
+        return subprocess.run([sys.executable, "-m", "lmdm", "bench", "--preset", "default", "--dtype", "bf16",
+                               "--blocks", "1", "--warmup", "1", "--json", "--patterns", "block-causal", *extra],
+                              capture_output=True, text=True, check=check)
+    guided = json.loads(bench("--sketch", "--sketch-cfg", "3", "--control-guidance", "0.3", "--end-to-end").stdout)
+    assert guided["config"]["sketch"] == {"sketch_cfg": 3.0, "control_guidance": 0.3}
+    plain = json.loads(bench().stdout)
+    a, b = plain["patterns"]["block-causal"], guided["patterns"]["block-causal"]
+    assert b["dit_gflop_per_block"] == pytest.approx(2 * a["dit_gflop_per_block"], rel=0.01)
+    out = bench("--sketch", "--control-guidance", "0.3", check=False)
+    assert out.returncode == 2 and "--end-to-end" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "lmdm", "bench", "--preset", "tiny", "--sketch", "--blocks", "1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "no 'sketch' input group" in out.stderr

@@ -59,6 +59,9 @@ def test_browser_plays_without_underruns(name):
             assert float(page.input_value("#sketch-cfg")) == model.config.sketch_cfg_scale
             page.eval_on_selector("#sketch-cfg", "el => { el.value = 2.5; el.dispatchEvent(new Event('change')); }")
             page.wait_for_function("window.lmdmStats.acks >= 2", timeout=15000)
+            assert float(page.input_value("#control-guidance")) == 0.0   # off live by default
+            page.eval_on_selector("#control-guidance", "el => { el.value = 0.3; el.dispatchEvent(new Event('change')); }")
+            page.wait_for_function("window.lmdmStats.acks >= 3", timeout=15000)
             # move the second prompt's weight slider as a user would (input events while dragging)
             page.eval_on_selector_all(".weight", """els => { const w = els[1];
                 for (const v of [0.6, 0.9, 1.4]) { w.value = v; w.dispatchEvent(new Event('input')); } }""")
@@ -68,6 +71,7 @@ def test_browser_plays_without_underruns(name):
             stats = page.evaluate("window.lmdmStats")
             page.screenshot(path=str(artifact_dir() / f"live-ui-{name}.png"))
             sketch_cfg = [x.sketch_cfg for x in srv.engine.sessions]
+            guidance = [x.control_guidance for x in srv.engine.sessions]
             page.click("#stop")
         finally:
             browser.close()
@@ -79,3 +83,4 @@ def test_browser_plays_without_underruns(name):
     assert stats["underruns"] == 0, stats
     assert stats["rtf"] > 1, stats
     assert sketch_cfg == [2.5], sketch_cfg
+    assert guidance == [0.3], guidance

@@ -250,6 +250,35 @@ def test_sketch_guidance_control_reaches_the_stream():
         P.parse_control('{"type": "sketch_cfg", "scale": 50}')
 
 
+def test_control_guidance_control_reaches_the_stream():
+    """Live sessions start without control guidance (it costs real time), whatever the model's offline
+    default; {"type": "control_guidance"} reaches the stream at the next block and survives a mode
+    change; out of range is refused."""
+    model = tiny_live_model(block_frames=8, context_blocks=2, steps=2, groups=True, sample_rate=22050,
+                            strides=(4, 8, 32))
+    model.config.control_guidance = 0.25
+    engine = Engine(model, threads=1)
+    assert engine.info()["default_control_guidance"] == 0.0
+    s = engine.open(None)
+    for text in ('{"type": "mode", "mode": "sketch"}', '{"type": "start", "pace": "none"}'):
+        s.submit(P.parse_control(text))
+    s.submit_input(np.zeros((1, 4 * engine.block_samples), np.float32) + 0.1, 22050)
+
+    def block():
+        engine._apply_controls(s)
+        assert s.ready(0.0)
+        engine._generate(s)
+        return s.stream
+
+    assert block().control_guidance.strength == 0.0
+    s.submit(P.parse_control('{"type": "control_guidance", "strength": 0.5}'))
+    assert block().control_guidance.strength == 0.5
+    s.submit(P.parse_control('{"type": "mode", "mode": "text"}'))
+    assert block().control_guidance.strength == 0.5
+    with pytest.raises(P.ProtocolError):
+        P.parse_control('{"type": "control_guidance", "strength": 3}')
+
+
 def test_osc_mode_messages():
     assert _message("mode", ("generative_delay",)).mode == "generative_delay"
     m = _message("drywet", (0.25,))
@@ -260,5 +289,6 @@ def test_osc_mode_messages():
     assert _message("cutoff", (64,)).frames == 64
     assert _message("sketch_strength", (1.0,)).strength == 1.0
     assert _message("sketch_cfg", (2.5,)).scale == 2.5
+    assert _message("control_guidance", (0.3,)).strength == 0.3
     with pytest.raises(P.ProtocolError):
         _message("mode", ("jam",))

@@ -5,7 +5,9 @@ bootstrap, the fused first step and the subsequent steps are reported separately
 initialised weights time the same as trained ones. Speedups are ratios measured in the same
 process, round-robin, so machine noise hits them alike. `end_to_end` times whole audio blocks
 (DiT + streaming decode) and the text encoding of a prompt change; `batch` runs that many
-streams at once (real-time factor counts all of them).
+streams at once (real-time factor counts all of them). `sketch` gives every stream a sketch (slow
+random curves; models with the `sketch` input group), so `sketch_cfg` and `control_guidance` time
+what a sketched stream costs (control guidance decodes, so it needs `end_to_end`).
 """
 from __future__ import annotations
 
@@ -65,10 +67,15 @@ class _PatternRun:
     """One pattern's stream with timers around its cache phases."""
 
     def __init__(self, model: LiveMusicModel, pattern: PatternConfig, steps: int, end_to_end: bool, batch: int,
-                 cfg_scale: float = 1.0):
+                 cfg_scale: float = 1.0, sketch: dict | None = None):
         self.model, self.pattern, self.steps, self.batch = model, pattern, steps, batch
-        self.stream = model.stream("bench", seed=0, steps=steps, pattern=pattern, batch=batch, cfg_scale=cfg_scale)
-        self.model_batch = batch * (2 if self.stream.guided else 1)   # guidance runs a cond + uncond pair
+        sketch = sketch or {}
+        self.stream = model.stream("bench", seed=0, steps=steps, pattern=pattern, batch=batch, cfg_scale=cfg_scale,
+                                   sketch_cfg=sketch.get("sketch_cfg", 1.0),
+                                   control_guidance=sketch.get("control_guidance", 0.0))
+        if sketch:
+            self.stream.set_sketch(_bench_sketch(100_000))
+        self.model_batch = batch * len(self.stream.branches)   # guidance runs the model once per branch
         self.generate = self.stream.next_block if end_to_end else self.stream.next_latents
         self.phases: dict[str, list[float]] = {}
         cache = self.stream.cache
@@ -101,12 +108,20 @@ class _PatternRun:
         return out
 
 
+def _bench_sketch(frames: int) -> torch.Tensor:
+    """Slow random normalised curves (3, frames): loudness and brightness moving every ~2 s, no pitch."""
+    gen = torch.Generator().manual_seed(0)
+    points = torch.rand(2, frames // 43 + 2, generator=gen) - 0.5
+    curves = torch.nn.functional.interpolate(points[None], size=frames, mode="linear", align_corners=True)[0]
+    return torch.cat((curves, torch.zeros(1, frames)))
+
+
 def bench_patterns(model: LiveMusicModel, patterns: list[PatternConfig], steps: int, blocks: int,
                    warmup: int, progress=None, end_to_end: bool = False, batch: int = 1,
-                   cfg_scale: float = 1.0) -> dict[str, dict]:
+                   cfg_scale: float = 1.0, sketch: dict | None = None) -> dict[str, dict]:
     """Round-robin: each round runs one block of every pattern, so slow drifts of the machine
     (thermal, other load) hit all patterns alike and the speedups stay honest."""
-    runs = [_PatternRun(model, p, steps, end_to_end, batch, cfg_scale) for p in patterns]
+    runs = [_PatternRun(model, p, steps, end_to_end, batch, cfg_scale, sketch) for p in patterns]
     first = [run.block() for run in runs]  # includes the block-causal bootstrap
     for run in runs:
         for name, times in run.phases.items():
@@ -140,8 +155,12 @@ def _prompt_change_ms(model: LiveMusicModel, repeats: int = 5) -> dict:
 def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, blocks: int = 5, warmup: int = 2,
               patterns: tuple[str, ...] = PATTERNS, block_frames: int | None = None,
               context_frames: int | None = None, threads: int | None = None, progress=None,
-              end_to_end: bool = False, batch: int = 1, device: str = "cpu", cfg_scale: float = 1.0) -> dict:
+              end_to_end: bool = False, batch: int = 1, device: str = "cpu", cfg_scale: float = 1.0,
+              sketch: dict | None = None) -> dict:
+    """`sketch`: None, or {"sketch_cfg": s, "control_guidance": g} to time sketched streams."""
     dev = torch.device(device)
+    if sketch and sketch.get("control_guidance") and not end_to_end:
+        raise ConfigError("control guidance decodes every guided step: time it with --end-to-end")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is visible to torch on this machine")
     if threads:
@@ -165,14 +184,14 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
                          "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(dev),
                          "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                          "dit": dataclasses.asdict(cfg.dit), "end_to_end": end_to_end, "batch": batch,
-                         "cfg_scale": cfg_scale,
+                         "cfg_scale": cfg_scale, "sketch": sketch,
                          "dit_parameters": sum(p.numel() for p in model.dit.parameters())},
               "patterns": {}}
     pcfgs = [PatternConfig(name, B, C) for name in patterns]
     for p in pcfgs:
         p.validate()
     report["patterns"] = bench_patterns(model, pcfgs, steps, blocks, max(warmup, 1), progress, end_to_end, batch,
-                                        cfg_scale)
+                                        cfg_scale, sketch)
     if end_to_end:
         report["prompt_change_ms"] = _prompt_change_ms(model)
         report["config"]["decoder_delay_ms"] = round(model.autoencoder.streaming_decoder().delay_ms, 1)
@@ -202,7 +221,9 @@ def format_table(report: dict) -> str:
     lines = [f"lmdm bench: preset={c['preset']} dtype={c['dtype']} steps={c['steps']} C={c['context_frames']} "
              f"B={c['block_frames']} ({c['block_seconds']} s/block) threads={c['threads']} "
              f"{'' if c.get('device', 'cpu') == 'cpu' else 'device=' + c['device_name'] + ' '}"
-             f"params={c['dit_parameters'] / 1e6:.1f}M batch={c.get('batch', 1)} cfg={c.get('cfg_scale', 1.0):g} — {what}",
+             f"params={c['dit_parameters'] / 1e6:.1f}M batch={c.get('batch', 1)} cfg={c.get('cfg_scale', 1.0):g}"
+             + (" sketch (sketch cfg {sketch_cfg:g}, control guidance {control_guidance:g})".format(**c["sketch"])
+                if c.get("sketch") else "") + f" — {what}",
              f"{'pattern':<14}{'block ms':>10}{'p90':>9}{'tokens':>8}{'RTF':>8}{'speedup':>9}{'bound':>7}"
              f"{'of bound':>9}  phases (median ms)"]
     for name, r in report["patterns"].items():

@@ -23,7 +23,9 @@ def _bench(args) -> int:
     report = run_bench(args.preset, args.dtype, steps=args.steps, blocks=args.blocks, warmup=args.warmup,
                        patterns=tuple(args.patterns), block_frames=args.block, context_frames=args.context,
                        threads=args.threads, progress=progress, end_to_end=args.end_to_end, batch=args.batch,
-                       device=args.device, cfg_scale=args.cfg)
+                       device=args.device, cfg_scale=args.cfg,
+                       sketch={"sketch_cfg": args.sketch_cfg, "control_guidance": args.control_guidance}
+                       if args.sketch else None)
     if args.autoencoder:
         from .bench_autoencoder import bench_autoencoder
         from .models.autoencoder import AutoencoderConfig
@@ -189,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--cfg", type=float, default=1.0,
                    help="classifier-free guidance scale of the timed streams (1 = off; otherwise every step runs "
                    "a conditional and an unconditional pass)")
+    b.add_argument("--sketch", action="store_true",
+                   help="time sketched streams (slow random loudness/brightness curves; models with a sketch input "
+                   "group, e.g. --preset default), with --sketch-cfg and --control-guidance")
+    b.add_argument("--sketch-cfg", type=float, default=1.0, help="with --sketch: guidance on it (default 1 = off)")
+    b.add_argument("--control-guidance", type=float, default=0.0,
+                   help="with --sketch --end-to-end: control guidance strength (default 0 = off)")
     b.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N: the DiT, its cache and the codec "
                    "run there, the stream's small buffers stay on the CPU (timings wait for the GPU)")
     b.add_argument("--train", action="store_true",

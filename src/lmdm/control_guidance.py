@@ -59,8 +59,8 @@ class ControlGuidance:
     `last_steps`: it runs at the last this many denoising steps (earlier estimates are too blurry
     to be worth the decoder). `iterations`: gradient steps per denoising step."""
     strength: float = 0.0
-    iterations: int = 2
-    last_steps: int = 4
+    iterations: int = 4
+    last_steps: int = 2
 
     def validate(self) -> "ControlGuidance":
         if not 0.0 <= self.strength <= 2.0:

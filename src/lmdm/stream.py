@@ -61,7 +61,7 @@ class Stream:
                  context: torch.Tensor | None = None, batch: int = 1, seconds_total: float | None = None,
                  pattern: PatternConfig | None = None, sketch: torch.Tensor | None = None,
                  accompaniment: torch.Tensor | None = None, cutoff_frames: int | None = None,
-                 sketch_cfg: float | None = None, control_guidance: float | None = None):
+                 sketch_cfg: float | None = None, control_guidance: "float | ControlGuidance | None" = None):
         self.model, self.dit = model, pack_linears(model.dit)
         # the stream's own buffers (context, inputs, noise, sampler state) stay on the CPU: small, and
         # seeded noise and saved states do not depend on the device; the DiT, its cache and the
@@ -74,8 +74,10 @@ class Stream:
         self.batch, self.seconds_total = batch, seconds_total
         self.cfg_scale = float(model.config.cfg_scale if cfg_scale is None else cfg_scale)
         self.sketch_cfg = float(model.config.sketch_cfg_scale if sketch_cfg is None else sketch_cfg)
-        self.control_guidance = ControlGuidance(
-            model.config.control_guidance if control_guidance is None else float(control_guidance)).validate()
+        if not isinstance(control_guidance, ControlGuidance):   # a strength: the default iterations and steps
+            control_guidance = ControlGuidance(
+                model.config.control_guidance if control_guidance is None else float(control_guidance))
+        self.control_guidance = control_guidance.validate()
         self._branch_names: tuple[str, ...] = ()   # the branches the conditioning and cache were built for
         self.block_index = 0
         self._frame = 0  # absolute latent frame of the next block's target

@@ -127,6 +127,9 @@ class Client:
     async def set_sketch_cfg(self, scale: float) -> int:
         return await self.send({"type": "sketch_cfg", "scale": scale})
 
+    async def set_control_guidance(self, strength: float) -> int:
+        return await self.send({"type": "control_guidance", "strength": strength})
+
     async def send_input(self, audio: np.ndarray, index: int, sample_rate: int | None = None,
                          fmt: str = "f32") -> None:
         """Upstream audio (channels, samples) for the input modes; rate defaults to the model's."""

@@ -70,6 +70,7 @@ class Session:
         self.cutoff: int | None = None        # None: the mode's default (engine.default_cutoff(mode))
         self.sketch_kernel = 1
         self.sketch_cfg = engine.model.config.sketch_cfg_scale
+        self.control_guidance = 0.0   # off live, whatever the model's offline default: it costs real time
         self.curves = None                   # raw drawn sketch controls (3, n) or None: follow the input
         self.curves_start = 0                # stream frame of curves[:, 0]
         self.delay = None                    # DelayStream in generative_delay mode (self.stream is its stream)
@@ -192,7 +193,8 @@ class Engine:
                 "channels": self.channels, "block_samples": self.block_samples, "block_frames": p.block_frames,
                 "block_seconds": self.block_seconds, "decoder_delay_samples": self.delay_samples,
                 "pattern": p.pattern, "default_steps": self.model.config.steps,
-                "default_sketch_cfg": self.model.config.sketch_cfg_scale, "modes": list(P.MODES),
+                "default_sketch_cfg": self.model.config.sketch_cfg_scale,
+                "default_control_guidance": 0.0, "modes": list(P.MODES),
                 "supported_modes": supported, "implemented_modes": supported,
                 "unsupported_modes": {m: self.unsupported_reason(m) for m in P.MODES if m not in supported},
                 "latent_hop": self.hop, "encoder_lookahead_samples": self.lookahead_samples,
@@ -395,7 +397,8 @@ class Engine:
         st.set_sketch(s.sketch_ctrl, start=s.sketch_ctrl_start, kernel=s.sketch_kernel)
 
     def _new_stream(self, s: Session):
-        st = self.model.stream(s.prompts, seed=s.seed, steps=s.steps, cfg_scale=s.cfg, sketch_cfg=s.sketch_cfg)
+        st = self.model.stream(s.prompts, seed=s.seed, steps=s.steps, cfg_scale=s.cfg, sketch_cfg=s.sketch_cfg,
+                               control_guidance=s.control_guidance)
         if s.mode == "text" and s.block_frames is not None:
             st.set_block_frames(s.block_frames)
         return st
@@ -551,6 +554,10 @@ class Engine:
             s.sketch_cfg = msg.scale
             if st is not None:
                 st.set_sketch_cfg(msg.scale)
+        elif isinstance(msg, P.SetControlGuidance):
+            s.control_guidance = msg.strength
+            if st is not None:
+                st.set_control_guidance(msg.strength)
         elif isinstance(msg, P.Reset):
             s.inbuf = s.inbuf[:, :0]
             self._build(s)  # a fresh stream (and decoder) with the current settings; input timeline restarts
@@ -569,7 +576,7 @@ class Engine:
                 st = s.stream = self._new_stream(s)
             st.load_state_dict(s.slots[msg.slot])
             s.prompts, s.seed, s.steps, s.cfg = list(st.prompts), st.seed, st.steps, st.cfg_scale
-            s.sketch_cfg = st.sketch_cfg
+            s.sketch_cfg, s.control_guidance = st.sketch_cfg, st.control_guidance.strength
             s.stream_samples = max(0, st.frame * self.hop - self.delay_samples)
             if s.mode == "text":
                 s.block_frames = st.B

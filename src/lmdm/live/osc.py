@@ -7,6 +7,7 @@
     /lmdm/mode     text|sketch|accompaniment|generative_delay
     /lmdm/drywet   wet            (dry = 1 - wet)   or   /lmdm/drywet dry wet   (two gains)
     /lmdm/feedback f              /lmdm/cutoff frames    /lmdm/sketch_strength s    /lmdm/sketch_cfg s
+    /lmdm/control_guidance g
     /lmdm/session  id             send to one session only (0: every session, the default)
 
 Messages go through the same validation as WebSocket controls and reach the engine the same
@@ -29,7 +30,7 @@ class OSCBridge:
         self.errors: list[str] = []
         d = Dispatcher()
         for name in ("prompt", "weights", "cfg", "steps", "seed", "play", "stop", "reset", "mode", "drywet",
-                     "feedback", "cutoff", "sketch_strength", "sketch_cfg", "session"):
+                     "feedback", "cutoff", "sketch_strength", "sketch_cfg", "control_guidance", "session"):
             d.map(f"/lmdm/{name}", self._handler(name), needs_reply_address=True)
         d.set_default_handler(self._unknown, needs_reply_address=True)
         self.server = ThreadingOSCUDPServer((host, port), d)
@@ -64,7 +65,8 @@ class OSCBridge:
     def _unknown(self, client, address, *args):
         self._reply_error(client, f"unknown OSC address {address!r}; see /lmdm/prompt, /lmdm/weights, /lmdm/cfg, "
                           "/lmdm/steps, /lmdm/seed, /lmdm/play, /lmdm/stop, /lmdm/reset, /lmdm/mode, /lmdm/drywet, "
-                          "/lmdm/feedback, /lmdm/cutoff, /lmdm/sketch_strength, /lmdm/sketch_cfg, /lmdm/session")
+                          "/lmdm/feedback, /lmdm/cutoff, /lmdm/sketch_strength, /lmdm/sketch_cfg, /lmdm/control_guidance, "
+                          "/lmdm/session")
 
     def _reply_error(self, client, text: str) -> None:
         from pythonosc.osc_message_builder import OscMessageBuilder
@@ -91,8 +93,9 @@ def _message(name: str, args: tuple):
         body = {"type": "prompts", "prompts": [{"text": str(t), "weight": w} for t, w in zip(args[::2], args[1::2])]}
     elif name == "weights":
         body = {"type": "weights", "weights": list(args)}
-    elif name in ("cfg", "steps", "seed", "feedback", "sketch_strength", "sketch_cfg"):
-        field = {"cfg": "scale", "sketch_strength": "strength", "sketch_cfg": "scale"}.get(name, name)
+    elif name in ("cfg", "steps", "seed", "feedback", "sketch_strength", "sketch_cfg", "control_guidance"):
+        field = {"cfg": "scale", "sketch_strength": "strength", "sketch_cfg": "scale",
+                 "control_guidance": "strength"}.get(name, name)
         body = {"type": name, field: _one(args, name)}
     elif name == "cutoff":
         body = {"type": "cutoff", "frames": _one(args, name)}

@@ -37,7 +37,10 @@ Modes ({"type": "mode", "mode": ...}; `hello` / `GET /api/info` list `supported_
   {...}} (drawn curves, frames from the block the ack names; "curves": null = back to the input).
   {"type": "sketch_strength", "strength": 0..1} sets the median-filter kernel (1 = follow exactly);
   {"type": "sketch_cfg", "scale": 0..20} the guidance on the sketch (`Stream.sketch_cfg`; 1 = off,
-  default the model's `sketch_cfg_scale`, in hello).
+  default the model's `sketch_cfg_scale`, in hello); {"type": "control_guidance", "strength": 0..2}
+  enforces the sketch's loudness and brightness through the decoder (`lmdm.control_guidance`; 0 = off).
+  Live sessions start with it off (`default_control_guidance` 0 in hello) whatever the model's offline
+  default: it costs decoder passes per block (about 1x real time at 0.3 on two CPU cores).
 - "generative_delay": `lmdm.delay.DelayStream` (a fresh stream) fed one upstream block per output
   block; the prompt sets the timbre; {"type": "feedback", "feedback": 0..1} (1 = the model continues
   its own output, 0 = its context is the lagged input) and "cutoff" (a multiple of block_frames;
@@ -209,6 +212,12 @@ class SetSketchCfg(_Msg):
     scale: Annotated[float, Field(ge=0, le=20, allow_inf_nan=False)]
 
 
+class SetControlGuidance(_Msg):
+    """Control guidance through the decoder: 0 = off, 0.3 typical (decoder passes at the last steps)."""
+    type: Literal["control_guidance"]
+    strength: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)]
+
+
 class Reset(_Msg):
     """Forget the music so far (empty context, fresh decoder); settings and block counter stay."""
     type: Literal["reset"]
@@ -226,8 +235,8 @@ class LoadState(_Msg):
 
 
 Control = Annotated[Union[Start, Stop, SetPrompts, SetWeights, SetCfg, SetSteps, SetSeed, SetBlock, SetMode, SetMix,
-                          SetFeedback, SetCutoff, SetSketch, SetSketchStrength, SetSketchCfg, Reset, SaveState,
-                          LoadState],
+                          SetFeedback, SetCutoff, SetSketch, SetSketchStrength, SetSketchCfg, SetControlGuidance,
+                          Reset, SaveState, LoadState],
                     Field(discriminator="type")]
 _control = TypeAdapter(Control)
 _TAGS = {m.model_fields["type"].annotation.__args__[0] for m in Control.__origin__.__args__}

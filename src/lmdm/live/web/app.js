@@ -34,6 +34,10 @@ function onJson(m) {
     if (m.default_sketch_cfg !== undefined) {
       $('sketch-cfg').value = m.default_sketch_cfg; $('sketch-cfg-out').textContent = (+m.default_sketch_cfg).toFixed(1);
     }
+    if (m.default_control_guidance !== undefined) {
+      $('control-guidance').value = m.default_control_guidance;
+      $('control-guidance-out').textContent = (+m.default_control_guidance).toFixed(2);
+    }
     const supported = m.supported_modes || ['text'];  // modes this model cannot do are greyed out
     for (const o of $('mode').options) {
       o.disabled = !supported.includes(o.value);
@@ -233,6 +237,8 @@ $('cfg').oninput = (e) => { $('cfg-out').textContent = (+e.target.value).toFixed
 $('cfg').onchange = (e) => send({ type: 'cfg', scale: +e.target.value });
 $('sketch-cfg').oninput = (e) => { $('sketch-cfg-out').textContent = (+e.target.value).toFixed(1); };
 $('sketch-cfg').onchange = (e) => send({ type: 'sketch_cfg', scale: +e.target.value });
+$('control-guidance').oninput = (e) => { $('control-guidance-out').textContent = (+e.target.value).toFixed(2); };
+$('control-guidance').onchange = (e) => send({ type: 'control_guidance', strength: +e.target.value });
 $('steps').onchange = (e) => send({ type: 'steps', steps: +e.target.value });
 $('seed').onchange = (e) => send({ type: 'seed', seed: +e.target.value });
 $('block').onchange = (e) => send({ type: 'block', frames: +e.target.value });

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmdm.control_guidance import ControlGuidance, guide_x0, sketch_loss, torch_loudness_and_centroid
+from lmdm.control_guidance import (PEAK, ControlGuidance, clipping_penalty, guide_x0, sketch_loss,
+                                   torch_loudness_and_centroid)
 from lmdm.data.controls import SILENCE_DB, loudness_and_centroid
 from lmdm.errors import ConfigError
 from lmdm.live.testmodel import tiny_live_model
@@ -129,3 +130,11 @@ def test_stream_state_keeps_control_guidance(tmp_path):
     assert torch.equal(t.next_block(), expected)
     t.set_control_guidance(0.0)
     assert not t.control_guidance.active
+
+
+def test_clipping_penalty_only_beyond_the_peak():
+    quiet = torch.linspace(-PEAK, PEAK, 101)[None, None]
+    assert float(clipping_penalty(quiet)) == 0.0
+    loud = quiet * 2
+    assert float(clipping_penalty(loud)) > 0
+    assert float(clipping_penalty(loud * 1.5)) > float(clipping_penalty(loud))

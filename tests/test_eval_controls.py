@@ -180,3 +180,30 @@ def test_requests_longer_than_the_pieces_are_capped_not_padded(manifest):
                           ControlsSuite(sketch_pieces=1, accompaniment_pieces=2, seconds=6.0), seed=0)
     assert r["sketch"]["pieces"][0]["sketch"]["frames"] == 313   # ceil(2.5 * 16000 / 128), not 750
     assert r["accompaniment"]["seconds"] == 2.5
+
+
+def test_sketch_quality_numbers(manifest):
+    """With `quality`, the sketched, drawn and unsketched streams get FD against the reference windows,
+    style agreement and clipping numbers, and they land in the summary and the sketch table."""
+    from lmdm.eval.controls_suite import SketchQuality
+
+    class Tagger:
+        def predict(self, clips, sr):
+            return [{"style": "house"} for _ in clips]
+
+    def embed(clips, sr):   # a 2-d embedding: RMS and peak of each window
+        return np.stack([np.sqrt((clips ** 2).mean(axis=(1, 2))), np.abs(clips).max(axis=(1, 2))], 1)
+
+    rng = np.random.default_rng(0)
+    quality = SketchQuality(embed, rng.normal(0.1, 0.02, (20, 2)), 0.5, Tagger())
+    r = evaluate_controls(grouped(), manifest / "manifest.jsonl", SUITE, seed=0, quality=quality)
+    q = r["sketch"]["quality"]
+    assert set(q) == {"sketch", "no_sketch", "drawn"}
+    for tag, m in q.items():
+        assert m["windows"] == 2 * 3   # 2 pieces x three 0.5-s windows of 1.5 s
+        assert np.isfinite(m["fd"]) and m["low"] <= m["high"]
+        assert m["style_agreement"] is None   # the manifest's pieces have no style to agree with
+        assert m["median_peak"] > 0 and 0.0 <= m["clipped_fraction"] <= 1.0
+        assert r["summary"][f"fd_{tag}"] == m["fd"]
+    sketch_table = "\n".join(controls_table({"tiny": {"controls": r}})).split("Accompaniment coherence")[0]
+    assert "| fd_drawn |" in sketch_table and "| clipped_fraction_sketch |" in sketch_table

@@ -28,6 +28,8 @@ audio continues without a seam the decoder did not already smooth.
 Guidance runs as branches of one model batch (`branches`): the stream's batch once for the prompt
 and inputs, again with the null prompt under CFG (`cfg_scale`), again without the sketch under
 sketch guidance (`sketch_cfg`, with a sketch set); each branch keeps its own cache rows.
+Control guidance (`control_guidance`, with a sketch set; `lmdm.control_guidance`) corrects the clean
+estimate of the last denoising steps through the decoder, so what is heard follows the sketch.
 Each frame's group values are those visible when its tokens are computed: enc-dec recomputes the
 context every block (so it sees every input frame once older than the cutoff); the block-causal
 cache freezes a chunk's values when it enters the cache (at the fused step after it was written,

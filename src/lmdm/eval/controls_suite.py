@@ -16,7 +16,8 @@ and controls are extracted from the output the same way. Reported per piece and 
 The same numbers for the model WITHOUT the sketch (same caption, same seed) are the baseline: the
 difference is what the sketch does. With `quality` (the main suite passes it), what the sketched
 streams sound like: FD of their windows against the suite's reference windows and the tagger's style
-agreement with the caption, for the music-sketched, drawn-sketched and unsketched streams (equal window
+agreement with the caption, and clipping (median peak, fraction of samples beyond +-1), for the
+music-sketched, drawn-sketched and unsketched streams (equal window
 counts, so the three FDs compare with each other, not with the main suite's 60-s streams). `codec`: the same numbers for the source itself encoded and
 decoded by the model's autoencoder, the ceiling a perfect DiT could reach through that codec.
 
@@ -292,21 +293,26 @@ def _sketch_part(model, manifest, spec: ControlsSuite, seed: int, say, steps, qu
 def _quality_of(q: SketchQuality, audio: np.ndarray, sr: int) -> dict:
     from .metrics import windows
     parts = windows(audio, sr, q.window_seconds)
+    clipping = {"peak": float(np.abs(audio).max()) if audio.size else 0.0,
+                "clipped": float((np.abs(audio) > 1.0).mean()) if audio.size else 0.0}
     if not parts:
-        return {"embeddings": np.zeros((0, q.reference.shape[1])), "styles": []}
+        return {"embeddings": np.zeros((0, q.reference.shape[1])), "styles": [], **clipping}
     clips = np.stack(parts)
     return {"embeddings": np.asarray(q.embed(clips, sr)),
-            "styles": [p["style"] for p in q.tagger.predict(torch.from_numpy(clips), sr)]}
+            "styles": [p["style"] for p in q.tagger.predict(torch.from_numpy(clips), sr)], **clipping}
 
 
 def _pooled_quality(q: SketchQuality, rows: list) -> dict:
-    """FD of all windows of one kind of stream against the reference, and style agreement."""
+    """FD of all windows of one kind of stream against the reference, style agreement, and clipping:
+    the median peak and the fraction of samples beyond +-1 over all streams."""
     from .metrics import frechet_with_interval
     emb = np.concatenate([r["embeddings"] for r, _ in rows]) if rows else np.zeros((0, q.reference.shape[1]))
     agree = [s == style for r, style in rows if style is not None for s in r["styles"]]
     fd = frechet_with_interval(emb, q.reference, bootstrap=50) if len(emb) >= 2 else None
     return {"windows": int(len(emb)), **({k: fd[k] for k in ("fd", "low", "high")} if fd else {"fd": None}),
-            "style_agreement": float(np.mean(agree)) if agree else None}
+            "style_agreement": float(np.mean(agree)) if agree else None,
+            "median_peak": float(np.median([r["peak"] for r, _ in rows])) if rows else None,
+            "clipped_fraction": float(np.mean([r["clipped"] for r, _ in rows])) if rows else None}
 
 
 def random_curves(rng: np.random.Generator, seconds: float) -> dict:
@@ -399,6 +405,7 @@ def controls_summary(r: dict) -> dict:
     for tag, m in (s.get("quality") or {}).items():
         out[f"fd_{tag}"] = m.get("fd")
         out[f"style_agreement_{tag}"] = m.get("style_agreement")
+        out[f"clipped_fraction_{tag}"] = m.get("clipped_fraction")
     for tag in ("generated", "random_stem", "unconditioned", "reference"):
         m = a.get(tag) or {}
         out[f"beat_alignment_{tag}"] = m.get("alignment")
@@ -407,7 +414,7 @@ def controls_summary(r: dict) -> dict:
     return out
 
 
-SKETCH_SUMMARY_KEYS = ("loudness", "centroid", "pitch", "fd_", "style_agreement_")
+SKETCH_SUMMARY_KEYS = ("loudness", "centroid", "pitch", "fd_", "style_agreement_", "clipped_fraction_")
 
 
 def controls_table(reports: dict[str, dict]) -> list[str]:

@@ -47,6 +47,7 @@ from lmdm.checkpoints import DEFAULT_MODEL_DIR, load_strict, save_pretrained
 model = lmdm.from_pretrained(sys.argv[1])
 load_strict(model.autoencoder, load_file(sys.argv[2]), sys.argv[2])   # the fine-tuned decoder
 model.config.sketch_cfg_scale = 3.0   # v0.4.1: guidance on a sketch when one is given (model card)
+model.config.control_guidance = 0.3   # v0.4.2: control guidance through the decoder with a sketch
 save_pretrained(model.to(torch.bfloat16), DEFAULT_MODEL_DIR)
 PY
 # 7. evaluate stage 1 against stage 2 on 60-s streams (numbers in src/lmdm/default_model/MODEL_CARD.md)

@@ -218,14 +218,15 @@ def test_sketch_controls_at_another_latent_rate():
     np.testing.assert_allclose(np.median(pitch), (57 - 60) / 36, atol=0.02)
 
 
-def test_sketch_guidance_control_reaches_the_stream():
-    """The model's sketch_cfg_scale is the session default (in hello); {"type": "sketch_cfg"} changes
-    the stream's guidance at the next block, and a stream rebuilt by a mode change keeps it."""
-    model = tiny_live_model(block_frames=8, context_blocks=2, steps=1, groups=True, sample_rate=22050,
+def _sketch_session(**config):
+    """A sketch-mode session of a tiny grouped model (its config fields set from `config`) with input
+    queued for four blocks, and `block()`: apply the pending controls, generate one block, return the
+    session's stream."""
+    model = tiny_live_model(block_frames=8, context_blocks=2, steps=2, groups=True, sample_rate=22050,
                             strides=(4, 8, 32))
-    model.config.sketch_cfg_scale = 2.0
+    for k, v in config.items():
+        setattr(model.config, k, v)
     engine = Engine(model, threads=1)
-    assert engine.info()["default_sketch_cfg"] == 2.0
     s = engine.open(None)
     for text in ('{"type": "mode", "mode": "sketch"}', '{"type": "start", "pace": "none"}'):
         s.submit(P.parse_control(text))
@@ -236,7 +237,14 @@ def test_sketch_guidance_control_reaches_the_stream():
         assert s.ready(0.0)
         engine._generate(s)
         return s.stream
+    return engine, s, block
 
+
+def test_sketch_guidance_control_reaches_the_stream():
+    """The model's sketch_cfg_scale is the session default (in hello); {"type": "sketch_cfg"} changes
+    the stream's guidance at the next block, and a stream rebuilt by a mode change keeps it."""
+    engine, s, block = _sketch_session(sketch_cfg_scale=2.0)
+    assert engine.info()["default_sketch_cfg"] == 2.0
     st = block()
     assert st.sketch_cfg == 2.0 and st.branches == ("cond", "no_sketch")
     s.submit(P.parse_control('{"type": "sketch_cfg", "scale": 1}'))
@@ -254,22 +262,8 @@ def test_control_guidance_control_reaches_the_stream():
     """Live sessions start without control guidance (it costs real time), whatever the model's offline
     default; {"type": "control_guidance"} reaches the stream at the next block and survives a mode
     change; out of range is refused."""
-    model = tiny_live_model(block_frames=8, context_blocks=2, steps=2, groups=True, sample_rate=22050,
-                            strides=(4, 8, 32))
-    model.config.control_guidance = 0.25
-    engine = Engine(model, threads=1)
+    engine, s, block = _sketch_session(control_guidance=0.25)
     assert engine.info()["default_control_guidance"] == 0.0
-    s = engine.open(None)
-    for text in ('{"type": "mode", "mode": "sketch"}', '{"type": "start", "pace": "none"}'):
-        s.submit(P.parse_control(text))
-    s.submit_input(np.zeros((1, 4 * engine.block_samples), np.float32) + 0.1, 22050)
-
-    def block():
-        engine._apply_controls(s)
-        assert s.ready(0.0)
-        engine._generate(s)
-        return s.stream
-
     assert block().control_guidance.strength == 0.0
     s.submit(P.parse_control('{"type": "control_guidance", "strength": 0.5}'))
     assert block().control_guidance.strength == 0.5

@@ -17,9 +17,10 @@ The same numbers for the model WITHOUT the sketch (same caption, same seed) are 
 difference is what the sketch does. With `quality` (the main suite passes it), what the sketched
 streams sound like: FD of their windows against the suite's reference windows and the tagger's style
 agreement with the caption, and clipping (median peak, fraction of samples beyond +-1), for the
-music-sketched, drawn-sketched and unsketched streams (equal window
-counts, so the three FDs compare with each other, not with the main suite's 60-s streams). `codec`: the same numbers for the source itself encoded and
-decoded by the model's autoencoder, the ceiling a perfect DiT could reach through that codec.
+music-sketched, drawn-sketched and unsketched streams (equal window counts, so the three FDs compare
+with each other, not with the main suite's 60-s streams). `codec`: the same numbers for the source
+itself encoded and decoded by the model's autoencoder, the ceiling a perfect DiT could reach through
+that codec.
 
 Drawn-curve adherence (`drawn`): what `lmdm generate --sketch curves.json` is for. For the same
 captions, `random_curves` draws a loudness curve (breakpoints 1-4 s apart at levels in [-45, -10] dB)
@@ -212,7 +213,7 @@ def _clip(path, sr, channels, n) -> np.ndarray:
 class SketchQuality:
     """What the sketched streams sound like, next to the same requests without a sketch: FD against the
     main suite's `reference` embeddings (`embed`: clips (N, channels, samples), sr -> (N, D)) over
-    windows of `window_seconds`, and the `tagger`'s style agreement with the caption's style."""
+    windows of `window_seconds`, the `tagger`'s style agreement with the caption's style, and clipping."""
     embed: object
     reference: np.ndarray
     window_seconds: float
@@ -247,7 +248,7 @@ def _sketch_part(model, manifest, spec: ControlsSuite, seed: int, say, steps, qu
     channels = model.autoencoder.config.audio_channels
     n = round(spec.seconds * sr)
     pieces, start, made = [], time.perf_counter(), 0.0
-    heard: dict[str, list] = {"sketch": [], "no_sketch": [], "drawn": []}   # (audio, style) for `quality`
+    heard: dict[str, list] = {"sketch": [], "no_sketch": [], "drawn": []}   # (_quality_of, style) per stream
     for k, entry in enumerate(_choose(entries, spec.sketch_pieces, seed)):
         say(f"sketch {k + 1}/{spec.sketch_pieces}")
         source = _clip(root / entry["path"], sr, channels, n)

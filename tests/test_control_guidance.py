@@ -73,6 +73,12 @@ def test_guided_estimate_moves_towards_the_sketch():
     for _ in range(3):
         losses.append(loss(guide_x0(x0, context, target, ae, hop, ControlGuidance(0.3, iterations=len(losses)))))
     assert losses == sorted(losses, reverse=True) and losses[-1] < 0.8 * losses[0], losses
+    # Adam-style: the first step is a sign step, so every latent the loss reaches moves by `strength`,
+    # not just the frames with the largest gradient
+    moved = (guide_x0(x0, context, target, ae, hop, ControlGuidance(0.3, iterations=1)) - x0).abs()
+    reached = moved > 0
+    assert reached.float().mean() > 0.9 and torch.allclose(moved[reached], torch.full_like(moved[reached], 0.3),
+                                                           atol=0.02)
     with pytest.raises(ConfigError):
         ControlGuidance(5.0).validate()
 

@@ -6,8 +6,8 @@ listener will hear instead: at the last `last_steps` denoising steps of a block,
 x0 is decoded together with the clean context before it (the frames whose audio this block finishes,
 the decoder's look-ahead, are compared too, and as many again keep their decode warm), its loudness
 and spectral centroid are computed by a differentiable copy of `data.controls`
-(`torch_loudness_and_centroid`, equal to the numpy extraction), and x0 takes `iterations` normalised
-gradient steps towards the sketch's curves before the sampler re-noises it, so the following model
+(`torch_loudness_and_centroid`, equal to the numpy extraction), and x0 takes `iterations` Adam-style
+steps of fixed RMS towards the sketch's curves before the sampler re-noises it, so the following model
 call builds on the corrected estimate (the last step's correction is the output). The same idea as
 DITTO's inference-time optimisation of differentiable musical features (Novack et al. 2024), applied
 to x0 per block so it streams.
@@ -20,9 +20,10 @@ a loud sketch would otherwise be followed by driving the decoder into clipping (
 on the shipped swell example without it). Cost: one decoder forward and backward per iteration (about
 0.25 s per 48-frame block in bf16 on two CPU cores; the default 4 iterations at the last 2 steps make
 a sketched stream about 1x real time there), so it is off unless `strength` > 0. The defaults were
-measured (12 held-out pieces, drawn and music sketches): at equal decoder passes, iterations at the
-last steps follow the sketch better than passes spread over more steps, and more passes follow it
-better still.
+measured (held-out pieces, drawn and music sketches; the model card): at equal decoder passes,
+iterations at the last steps follow the sketch better than passes spread over more steps, more passes
+follow it better still, and Adam-style steps better than plain normalised gradient steps (3
+iterations fall just short of 0.8 correlation, 4 pass it).
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from .errors import ConfigError
 SILENT_CENTROID = -1.0      # normalise_centroid of a silent frame (centroid 0 -> clipped to 24)
 PEAK = 0.95                 # samples beyond this are pushed back (a loud sketch must not buy its level by clipping)
 CLIP_WEIGHT = 1000.0
+BETA1, BETA2 = 0.5, 0.9   # the Adam-style update's momentum and second-moment decay (`guide_x0`)
 
 
 def torch_loudness_and_centroid(audio: torch.Tensor, sample_rate: int, hop: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,13 +108,21 @@ def clipping_penalty(audio: torch.Tensor) -> torch.Tensor:
 
 def guide_x0(x0: torch.Tensor, context: torch.Tensor, sketch: torch.Tensor, autoencoder, hop: int,
              guidance: ControlGuidance) -> torch.Tensor:
-    """x0 (batch, io, B) after `guidance.iterations` normalised gradient steps on `sketch_loss` of
-    decode([context | x0]); `context` (batch, io, k) are the clean frames before the block and the
-    sketch group covers the last sketch.shape[-1] frames of [context | x0] (the block's and the tail
-    of the context whose audio the block finishes)."""
+    """x0 (batch, io, B) after `guidance.iterations` Adam-style steps of RMS `guidance.strength` on
+    `sketch_loss` of decode([context | x0]); `context` (batch, io, k) are the clean frames before the
+    block and the sketch group covers the last sketch.shape[-1] frames of [context | x0] (the block's
+    and the tail of the context whose audio the block finishes).
+
+    Why Adam-style: the gradient is concentrated on the loud, badly-matched frames, so a plain
+    normalised step barely moves the rest; dividing by the running RMS of each element's gradient
+    moves every latent frame (the first step is a sign step), and momentum damps the zig-zag between
+    loudness and brightness. Measured at equal decoder passes (8 held-out pieces, music and drawn
+    sketches; the model card): loudness / brightness correlation 0.71 / 0.75 and 0.78 / 0.84 for the
+    plain normalised step, 0.82 / 0.83 and 0.84 / 0.85 for this one."""
     sample_rate = autoencoder.config.sample_rate
     device, dtype = next(autoencoder.parameters()).device, autoencoder.dtype
     x = x0.detach().clone()
+    momentum, second = torch.zeros_like(x), torch.zeros_like(x)
     for _ in range(guidance.iterations):
         with torch.enable_grad():
             z = x.to(device, dtype).requires_grad_(True)
@@ -121,6 +131,9 @@ def guide_x0(x0: torch.Tensor, context: torch.Tensor, sketch: torch.Tensor, auto
                                sample_rate, hop) + clipping_penalty(audio)
             (grad,) = torch.autograd.grad(loss, z)
         grad = grad.float().cpu()
-        rms = grad.square().mean(dim=(1, 2), keepdim=True).sqrt()
-        x = x - guidance.strength * grad / rms.clamp_min(1e-12)
+        momentum = BETA1 * momentum + (1 - BETA1) * grad
+        second = BETA2 * second + (1 - BETA2) * grad.square()
+        step = momentum / second.sqrt().clamp_min(1e-12)
+        rms = step.square().mean(dim=(1, 2), keepdim=True).sqrt()
+        x = x - guidance.strength * step / rms.clamp_min(1e-12)
     return x

@@ -19,7 +19,7 @@ sketch marks silent (-1) are left out, plus a penalty on samples beyond +-0.95 (
 a loud sketch would otherwise be followed by driving the decoder into clipping (measured: peak 2.5
 on the shipped swell example without it). Cost: one decoder forward and backward per iteration (about
 0.25 s per 48-frame block in bf16 on two CPU cores; the default 5 iterations at the last 2 steps make
-a sketched stream about 1x real time there), so it is off unless `strength` > 0. The defaults were
+a sketched stream run at 0.86x real time there), so it is off unless `strength` > 0. The defaults were
 measured (held-out pieces, drawn and music sketches; the model card): at equal decoder passes,
 iterations at the last steps follow the sketch better than passes spread over more steps, more passes
 follow it better still, and Adam-style steps better than plain normalised gradient steps. With 4

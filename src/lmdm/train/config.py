@@ -83,6 +83,10 @@ class FinetuneConfig:
                                      #   loudness / brightness read back from the model's clean estimate
     input_group_lr_mult: float = 1.0  # lr multiplier of the router's input-group projections (dit.input_groups.*)
     control_probe_steps: int = 1500  # steps fitting that probe (once per run, saved in run.out_dir)
+    tag_loss_weight: float = 0.0     # captioned items: + this x the tag probe's loss (`train.tag_probe`): the
+                                     #   caption's style / instruments / tempo class read back from the model's
+                                     #   clean estimate (ARC-Forcing: from each rollout chunk); needs corpus metadata
+    tag_probe_steps: int = 1500      # steps fitting that probe (once per run, saved in run.out_dir)
     p_accompaniment: float = 0.0     # per item with an accompaniment pair: train as accompaniment (latents =
                                      #   the pair's rest, group = its given stem); needs an "accompaniment" group
     accompaniment_cutoff: int = -1   # accompaniment frames at/after target start - this are zeroed; -1 = one block
@@ -190,6 +194,8 @@ class TrainConfig:
             (f.input_group_lr_mult > 0, "finetune.input_group_lr_mult must be > 0"),
             (f.control_loss_weight >= 0 and f.control_probe_steps >= 1,
              "finetune.control_loss_weight must be >= 0 and finetune.control_probe_steps >= 1"),
+            (f.tag_loss_weight >= 0 and f.tag_probe_steps >= 1,
+             "finetune.tag_loss_weight must be >= 0 and finetune.tag_probe_steps >= 1"),
             (f.accompaniment_cutoff >= -1, "finetune.accompaniment_cutoff must be >= 0, or -1 for one block"),
             (all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in f.block_frames_choices),
              "finetune.block_frames_choices must be positive integers"),

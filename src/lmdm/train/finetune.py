@@ -19,6 +19,9 @@ and passed only when the model has them; an item that does not use one gets an a
 - `accompaniment` (p_accompaniment, items with an accompaniment pair): the model's latents (context
   and target) become the pair's `rest` and the group is the `given` stem's latents, with
   `accompaniment_dropout` and every frame at or after (target start − cutoff) zeroed.
+- `tag_loss_weight` > 0 adds the tag loss of `tag_probe` (style, instruments, tempo class read back
+  from the clean estimate of the target frames) on items that keep their caption and are not
+  accompaniment items.
 - `block_frames_choices`: each optimizer step draws its block size B; the window is the last
   C_B + B frames of the crop with C_B = (C // B)·B (block-causal) or C (enc-dec).
 """
@@ -129,6 +132,12 @@ class FinetuneObjective(Objective):
             from .control_probe import load_or_fit_probe
             self.probe = load_or_fit_probe(Path(cfg.run.out_dir) / "control-probe.safetensors", dataset,
                                            model.config.dit.io_channels, f.control_probe_steps, cfg.run.seed)
+        self.tag_probe = None
+        if f.tag_loss_weight > 0:
+            from .tag_probe import load_or_fit_tag_probe
+            self.tag_probe = load_or_fit_tag_probe(Path(cfg.run.out_dir) / "tag-probe.safetensors", dataset,
+                                                   model.config.dit.io_channels, f.tag_probe_steps, cfg.run.seed,
+                                                   crop=self.B)
         # frames each loaded crop must hold: the largest window any block size needs
         self.crop_frames = max(self.window(b)[0] + b for b in [self.B, *f.block_frames_choices])
         crop = getattr(dataset, "crop", self.crop_frames)
@@ -196,9 +205,18 @@ class FinetuneObjective(Objective):
             captions.append("" if drop else items[j]["caption"])
         frame = torch.arange(T)
         mask = ((frame[None] >= torch.tensor(keep_from)[:, None]) & (frame[None] < C)).float()[:, None]
-        return {"latents": lat, "noise": noise, "t": t.clamp(1e-5, 1 - 1e-5), "mask": mask, "captions": captions,
-                "groups": groups, "context_frames": C, "block_frames": B, "context_chunks": w,
-                "paths": [it["path"] for it in items], "start": [it["start"] for it in items]}
+        batch = {"latents": lat, "noise": noise, "t": t.clamp(1e-5, 1 - 1e-5), "mask": mask, "captions": captions,
+                 "groups": groups, "context_frames": C, "block_frames": B, "context_chunks": w,
+                 "paths": [it["path"] for it in items], "start": [it["start"] for it in items]}
+        if self.tag_probe is not None:   # accompaniment items generate the rest, not what the caption lists
+            acc = groups["accompaniment"][:, 0].amax(-1) > 0 if "accompaniment" in groups else torch.zeros(n, dtype=bool)
+            batch["tagged"] = torch.tensor([c != "" for c in captions]) & ~acc
+            batch["tags"] = self.tag_labels(indices)
+        return batch
+
+    def tag_labels(self, indices) -> dict[str, torch.Tensor]:
+        from .tag_probe import record_labels, stack_labels
+        return stack_labels([record_labels(self.data.records[i], self.tag_probe.styles) for i in indices])
 
     def _sketch(self, item: dict, key: int, T: int) -> torch.Tensor:
         """The item's sketch group (4, T), all zero unless drawn with p_sketch. Its own generator (salted)
@@ -252,9 +270,23 @@ class FinetuneObjective(Objective):
                            block_frames=batch.get("block_frames", self.B),
                            context_chunks=batch.get("context_chunks", self.w))
         loss = F.mse_loss(v[..., C:].float(), (eps - x0)[..., C:].float())
+        extra = {}
+        if self.tag_probe is not None:
+            loss, extra = self._with_tag_loss(loss, (xt - tt * v)[..., C:], batch["tags"], batch["tagged"])
         if self.probe is None:
-            return loss, {}
-        return self._with_control_loss(loss, x0, xt - tt * v, groups["sketch"], C)
+            return loss, extra
+        loss, more = self._with_control_loss(loss, x0, xt - tt * v, groups["sketch"], C)
+        return loss, {**extra, **more}
+
+    def _with_tag_loss(self, loss, estimate, labels: dict, tagged: torch.Tensor, chunks: int = 1):
+        """+ weight · the tag probe's loss of the clean estimate (n·chunks, io, frames) against its items'
+        labels, averaged over the tagged items (n,); each item's chunks are consecutive rows."""
+        from .tag_probe import tag_loss
+        self.tag_probe.to(estimate.device)
+        labels = {k: v.to(estimate.device).repeat_interleave(chunks, 0) for k, v in labels.items()}
+        weight = tagged.to(estimate.device).float().repeat_interleave(chunks)
+        tag = (tag_loss(self.tag_probe(estimate.float()), labels) * weight).sum() / weight.sum().clamp(min=1)
+        return loss + self.cfg.finetune.tag_loss_weight * tag, {"tag_loss": float(tag.detach())}
 
     def _with_control_loss(self, loss, x0, x0_hat, sketch, C: int):
         """+ weight · ‖probe(x̂0) − probe(x0)‖² on the target frames of the items with a sketch (the

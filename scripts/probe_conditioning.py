@@ -5,6 +5,9 @@
            t = 0.3, 0.6, 0.9, 1.0 (at t = 1 the target can only come from context and text);
         2. a stream primed with 10 s of the first held-out piece vs the same stream unprimed (same
            caption and seed), relative L2 of each of 8 blocks, next to two seeds' difference.
+    python scripts/probe_conditioning.py caption-loss MODEL_DIR LATENTS_DIR
+        the loss on 32 training windows without context at t = 0.5, 0.8, 0.95, 1.0 with each item's own
+        caption, the empty caption and another item's caption: how much the model uses its prompt.
     python scripts/probe_conditioning.py sketch MODEL_DIR
         the output's mean loudness over four 5-s sections of a drawn sketch alternating -60 / -8 dB,
         with and without the sketch.
@@ -82,32 +85,56 @@ def sketch(model_dir: str) -> None:
         print(f"{name}: section loudness (dB) {np.round(sections, 1).tolist()}  (sketch: -60, -8, -60, -8)")
 
 
+def _window_losses(m, x0: torch.Tensor, ts, variants: dict) -> None:
+    """Print the target-frame loss at each t for each variant name -> (conditioning, input groups)."""
+    p = m.config.pattern
+    C, B = p.context_frames, p.block_frames
+    eps = torch.randn_like(x0)
+    with torch.no_grad():
+        for t in ts:
+            xt, out = (1 - t) * x0 + t * eps, []
+            for name, (cond, groups) in variants.items():
+                v = m.dit(xt, torch.full((len(x0),), t), cond, groups, p.pattern,
+                          context_frames=C, block_frames=B, context_chunks=p.context_chunks)
+                out.append(f"{name} {float(F.mse_loss(v[..., C:], (eps - x0)[..., C:])):.4f}")
+            print(f"t={t}: " + ", ".join(out))
+
+
+def caption_loss(model_dir: str, latents: str) -> None:
+    from lmdm.data.dataset import LatentDataset
+    torch.manual_seed(0)
+    m = lmdm.from_pretrained(model_dir).float().eval()
+    T = m.config.pattern.context_frames + m.config.pattern.block_frames
+    ds = LatentDataset(latents, T, seed=0)
+    items = [ds[i] for i in range(0, len(ds), max(1, len(ds) // 32))][:32]
+    x0 = torch.stack([it["latents"][..., -T:] for it in items]).float()
+    captions, n = [it["caption"] for it in items], len(items)
+    none = {"context": torch.zeros(n, 1 + x0.shape[1], T)}
+    with torch.no_grad():
+        variants = {name: (m.dit.condition(*m.text_conditioning(c)), none) for name, c in
+                    (("own caption", captions), ("empty caption", [""] * n),
+                     ("another item's caption", captions[1:] + captions[:1]))}
+    _window_losses(m, x0, (0.5, 0.8, 0.95, 1.0), variants)
+
+
 def sketch_loss(model_dir: str, latents: str) -> None:
     from lmdm.data.controls import NAMES
     from lmdm.data.dataset import LatentDataset
     from lmdm.sketch import sketch_from_controls, sketch_group
     torch.manual_seed(0)
     m = lmdm.from_pretrained(model_dir).float().eval()
-    p = m.config.pattern
-    C, B = p.context_frames, p.block_frames
-    ds = LatentDataset(latents, C + B, seed=0, controls=True)
+    T = m.config.pattern.context_frames + m.config.pattern.block_frames
+    ds = LatentDataset(latents, T, seed=0, controls=True)
     items = [ds[i] for i in range(0, len(ds), max(1, len(ds) // 16))][:16]
-    x0 = torch.stack([it["latents"][..., -(C + B):] for it in items]).float()
-    sk = torch.stack([sketch_from_controls(dict(zip(NAMES, it["controls"].double().numpy())))[..., -(C + B):]
+    x0 = torch.stack([it["latents"][..., -T:] for it in items]).float()
+    sk = torch.stack([sketch_from_controls(dict(zip(NAMES, it["controls"].double().numpy())))[..., -T:]
                       for it in items])
     cond = m.dit.condition(*m.text_conditioning([it["caption"] for it in items]))
-    n, eps = len(items), torch.randn_like(x0)
-    variants = {"own sketch": sketch_group(sk), "no sketch": torch.zeros(n, 4, C + B),
-                "another item's sketch": sketch_group(sk[torch.roll(torch.arange(n), 1)])}
-    with torch.no_grad():
-        for t in (0.5, 0.8, 0.95):
-            xt, out = (1 - t) * x0 + t * eps, []
-            for name, group in variants.items():
-                none = torch.zeros(n, 1 + x0.shape[1], C + B)
-                v = m.dit(xt, torch.full((n,), t), cond, {"context": none, "sketch": group}, p.pattern,
-                          context_frames=C, block_frames=B, context_chunks=p.context_chunks)
-                out.append(f"{name} {float(F.mse_loss(v[..., C:], (eps - x0)[..., C:])):.4f}")
-            print(f"t={t}: " + ", ".join(out))
+    n = len(items)
+    none = torch.zeros(n, 1 + x0.shape[1], T)
+    groups = {"own sketch": sketch_group(sk), "no sketch": torch.zeros(n, 4, T),
+              "another item's sketch": sketch_group(sk[torch.roll(torch.arange(n), 1)])}
+    _window_losses(m, x0, (0.5, 0.8, 0.95), {name: (cond, {"context": none, "sketch": g}) for name, g in groups.items()})
 
 
 def sketch_follow(model_dir: str, latents: str, heldout: str) -> None:
@@ -168,4 +195,4 @@ def sketch_follow(model_dir: str, latents: str, heldout: str) -> None:
 
 
 if __name__ == "__main__":
-    {"context": context, "sketch": sketch, "sketch-loss": sketch_loss, "sketch-follow": sketch_follow}[sys.argv[1]](*sys.argv[2:])
+    {"context": context, "caption-loss": caption_loss, "sketch": sketch, "sketch-loss": sketch_loss, "sketch-follow": sketch_follow}[sys.argv[1]](*sys.argv[2:])

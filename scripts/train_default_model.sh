@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce lmdm's embedded default model from nothing but this repository (2 CPU cores: ~2.5 hours).
+# Reproduce lmdm's embedded default model from nothing but this repository (2 CPU cores: ~3.5 hours).
 # Every step is a plain lmdm command; the weights land in src/lmdm/default_model/.
 # Usage: bash scripts/train_default_model.sh [WORK_DIR]   (default: runs/)
 set -euo pipefail
@@ -48,6 +48,16 @@ model = lmdm.from_pretrained(sys.argv[1])
 load_strict(model.autoencoder, load_file(sys.argv[2]), sys.argv[2])   # the fine-tuned decoder
 model.config.sketch_cfg_scale = 3.0   # v0.4.1: guidance on a sketch when one is given (model card)
 model.config.control_guidance = 0.3   # v0.4.2: control guidance through the decoder with a sketch
+save_pretrained(model.to(torch.bfloat16), DEFAULT_MODEL_DIR)
+PY
+# 6b. v0.5: ARC-Forcing continued from the shipped v0.4 weights with the tag loss (a frozen latent
+#     tagger's style / instruments / tempo class on every rollout chunk; ~55 min), shipped the same way
+lmdm train arc-forcing --config configs/train/arc-default-tags.json \
+  --set finetune.latents="$W/latents" --set run.out_dir="$W/default-model-arc-tags"
+python - "$W/default-model-arc-tags/model" <<'PY'
+import sys, torch, lmdm
+from lmdm.checkpoints import DEFAULT_MODEL_DIR, save_pretrained
+model = lmdm.from_pretrained(sys.argv[1])   # started from DEFAULT_MODEL_DIR: decoder and guidance settings kept
 save_pretrained(model.to(torch.bfloat16), DEFAULT_MODEL_DIR)
 PY
 # 7. evaluate stage 1 against stage 2 on 60-s streams (numbers in src/lmdm/default_model/MODEL_CARD.md)

@@ -18,7 +18,9 @@ rollout and the real continuation the sketch was read from. Without this, rollou
 and post-training washes out what stage 1b taught (measured: loudness correlation 0.13 -> 0.05).
 With finetune.tag_loss_weight > 0 it also pays the tag loss (`train.tag_probe`) of every rollout
 chunk against its caption's labels: a direct prompt-adherence signal where the contrastive term
-gives none (measured: it stays near ln 2 on the default corpus).
+gives none (measured: it stays near ln 2 on the default corpus). With arc.tempo_loss_weight > 0 the
+whole rollout also pays `train.tempo_loss` against its caption's BPM (corpus metadata), read through
+the control probe's loudness (fitted here if the control loss did not already load it).
 
 The discriminator (`lmdm.models.discriminator`) scores the rollout region only. Real and fake are
 re-noised with the SAME noise at the same t (logSNR ~ U[−6, 2], t = sigmoid(−logSNR)). Losses
@@ -32,6 +34,8 @@ discriminator phase scores the (detached) rollout made in the generator phase of
 rather than rolling out again.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -190,6 +194,12 @@ class ArcForcingObjective(FinetuneObjective):
                        Phase(DISC, [(n, p) for n, p in disc.named_parameters() if p.requires_grad],
                              lr=a.disc_lr, betas=tuple(a.disc_betas), weight_decay=a.disc_weight_decay)]
         self.frames_per_item = self.C + self.K * self.B
+        self.loudness_probe = self.probe
+        if a.tempo_loss_weight > 0 and self.loudness_probe is None:
+            from .control_probe import load_or_fit_probe
+            self.loudness_probe = load_or_fit_probe(Path(cfg.run.out_dir) / "control-probe.safetensors", dataset,
+                                                    model.config.dit.io_channels, cfg.finetune.control_probe_steps,
+                                                    cfg.run.seed)
         self.seconds_per_item = self.frames_per_item * model.config.frame_seconds
 
     def load_batch(self, indices, epochs, keys) -> dict:
@@ -220,6 +230,9 @@ class ArcForcingObjective(FinetuneObjective):
                  "groups": groups, "paths": [it["path"] for it in items], "start": [it["start"] for it in items]}
         if self.tag_probe is not None:
             batch["tags"] = self.tag_labels(indices)
+        if a.tempo_loss_weight > 0:
+            batch["bpm"] = torch.tensor([float(self.data.records[i].get("metadata", {}).get("tempo") or 0.0)
+                                         for i in indices])
         return batch
 
     def generate(self, batch: dict, exits: list[int], cond: Conditioning) -> torch.Tensor:
@@ -267,6 +280,9 @@ class ArcForcingObjective(FinetuneObjective):
                 chunks = fake.reshape(b, io, self.K, self.B).permute(0, 2, 1, 3).reshape(b * self.K, io, self.B)
                 loss, more = self._with_tag_loss(loss, chunks, batch["tags"], torch.ones(b, dtype=torch.bool), self.K)
                 extra.update(more)
+            if a.tempo_loss_weight > 0:   # the rollout's beat should be the caption's BPM
+                loss, more = self._with_tempo_loss(loss, fake, batch["bpm"].to(dev))
+                extra.update(more)
             return loss, extra
         if phase != DISC:
             raise TrainingError(f"unknown ARC-Forcing phase {phase!r}")
@@ -294,6 +310,20 @@ class ArcForcingObjective(FinetuneObjective):
             r2 = ((s_fake - self.disc(x_fake + r, t, d_cond)) ** 2).mean()
             loss, extra["r2"] = loss + a.r2_weight * r2, float(r2.detach())
         return loss, extra
+
+
+    def _with_tempo_loss(self, loss, rollout: torch.Tensor, bpm: torch.Tensor):
+        """+ arc.tempo_loss_weight · the tempo loss of the rollout's probe loudness (dB), averaged over
+        the items whose BPM is known."""
+        from .tempo_loss import tempo_loss
+        self.loudness_probe.to(rollout.device)
+        # the probe reads `sketch.normalise_loudness` units, (dB + 40) / 40
+        loudness_db = 40.0 * self.loudness_probe(rollout.float())[:, 0] - 40.0
+        per_item, hit = tempo_loss(loudness_db, bpm, 1.0 / self.model.config.frame_seconds)
+        known = (bpm > 0).float()
+        tempo = (per_item * known).sum() / known.sum().clamp(min=1)
+        return (loss + self.cfg.arc.tempo_loss_weight * tempo,
+                {"tempo_loss": float(tempo.detach()), "tempo_hit": float(hit.float().sum() / known.sum().clamp(min=1))})
 
 
 def build_discriminator(cfg: TrainConfig, model: LiveMusicModel) -> Discriminator:

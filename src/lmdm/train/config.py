@@ -149,6 +149,7 @@ class ArcConfig:
     head_mults: list[int] = field(default_factory=lambda: [1, 2, 4])     # per-stage channel multipliers
     head_blocks: int = 2             # ConvNeXt blocks per stage
     contrastive_weight: float = 2.0  # weight of softplus(-(D(real, c) - D(real, c')))
+    tempo_loss_weight: float = 0.0   # weight of the rollout's tempo loss against its caption's BPM (train.tempo_loss)
     r1_weight: float = 0.0           # approximate R1 on real: mean (D(x) - D(x + sigma·eps))^2; 0 = off
     r2_weight: float = 0.0           # approximate R2, the same on fake
     r_sigma: float = 0.01            # perturbation scale of the approximate R1/R2
@@ -203,6 +204,7 @@ class TrainConfig:
             (a.crop_seconds > 0, "autoencoder.crop_seconds must be > 0"),
             (a.latent_noise >= 0, "autoencoder.latent_noise must be >= 0"),
             (self.arc.chunks >= 1 and self.arc.max_steps >= 2, "arc.chunks must be >= 1 and arc.max_steps >= 2"),
+            (self.arc.tempo_loss_weight >= 0, "arc.tempo_loss_weight must be >= 0"),
             (0 <= self.arc.p_uncond and 0 <= self.arc.p_partial and self.arc.p_uncond + self.arc.p_partial <= 1,
              "arc.p_uncond and arc.p_partial must be probabilities summing to <= 1"),
             (self.arc.disc_layers >= 1 and self.arc.head_blocks >= 0, "arc.disc_layers must be >= 1"),

@@ -14,6 +14,15 @@ onset envelope; `tempo_scores` scores each candidate BPM of a log-spaced grid ex
 the eighth-note subdivision, the same log-normal prior; fractional lags interpolated, so it is
 smooth in the envelope), and the loss is the cross-entropy of softmax(score / TEMPERATURE) over the
 grid against the grid point nearest the caption's BPM: the estimator's argmax, made trainable.
+
+Measured on the default model (not shipped): 200 ARC-Forcing steps from v0.6 at weight 0.25 and
+again at 2 (lr 1e-5) left the loss where it started, ~4.5 (ln 91, a uniform guess over the grid;
+real latents read a median 1.3 and find the BPM within 4 % for 73 % of 13-s windows); 13-s v0.6
+streams for 12 held-out captions read a median 4.7 and none within 4 % (`python
+scripts/probe_conditioning.py tempo ...`): the model plays its own beat, mostly ~110-130 BPM by the
+evaluation's tracker, whatever the caption asks, and this loss at lr 1e-5 did not move it. The loss stays
+available (`arc.tempo_loss_weight`, off by default) for longer runs; a beat-phase input group is the
+structural fix (see the model card).
 """
 from __future__ import annotations
 

@@ -50,8 +50,8 @@ model.config.sketch_cfg_scale = 3.0   # v0.4.1: guidance on a sketch when one is
 model.config.control_guidance = 0.3   # v0.4.2: control guidance through the decoder with a sketch
 save_pretrained(model.to(torch.bfloat16), DEFAULT_MODEL_DIR)
 PY
-# 6b. v0.5: ARC-Forcing continued from the shipped v0.4 weights with the tag loss (a frozen latent
-#     tagger's style / instruments / tempo class on every rollout chunk; ~55 min), shipped the same way
+# 6b. v0.6: ARC-Forcing continued from the shipped v0.4 weights with the tag loss (a frozen latent
+#     tagger's style / instruments / tempo class on every rollout chunk; 1200 steps, ~75 min), shipped the same way
 lmdm train arc-forcing --config configs/train/arc-default-tags.json \
   --set finetune.latents="$W/latents" --set run.out_dir="$W/default-model-arc-tags"
 python - "$W/default-model-arc-tags/model" <<'PY'

@@ -311,7 +311,6 @@ class ArcForcingObjective(FinetuneObjective):
             loss, extra["r2"] = loss + a.r2_weight * r2, float(r2.detach())
         return loss, extra
 
-
     def _with_tempo_loss(self, loss, rollout: torch.Tensor, bpm: torch.Tensor):
         """+ arc.tempo_loss_weight · the tempo loss of the rollout's probe loudness (dB), averaged over
         the items whose BPM is known."""

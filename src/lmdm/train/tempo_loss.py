@@ -2,11 +2,11 @@
 
 Why: the caption names the tempo ("110 bpm"), but MiniLM embeds numbers weakly and neither the
 velocity loss nor the tag probe's three tempo classes teach it: the default model's streams sat
-near 110-130 BPM whatever was asked (eval median tempo error 21 % for v0.5). A loss on audio would
+at ~105-135 BPM (or half that) whatever was asked (eval median tempo error 21 % for v0.5). A loss on audio would
 need the decoder in the training graph; the frozen control probe (`train.control_probe`) already reads
-loudness per latent frame, and the tempo is in it: `data.tempo`'s estimator on the probe's loudness
-of real held-out latents finds the metadata BPM within 5 % for about half of 4.5-s windows (median
-error 3.7 %, octave slips included), so it is a teacher at the resolution the bar asks for.
+loudness per latent frame, and the tempo is in it: this loss on the probe's loudness of real
+held-out latents reads a median 1.3 and places 73 % of 13-s windows within 4 % of the metadata BPM
+(`python scripts/probe_conditioning.py tempo ...`), so it is a teacher at the resolution the bar asks for.
 
 How: the positive frame-to-frame change of the probe's loudness (dB) over the whole rollout is an
 onset envelope; `tempo_scores` scores each candidate BPM of a log-spaced grid exactly as
@@ -15,14 +15,12 @@ the eighth-note subdivision, the same log-normal prior; fractional lags interpol
 smooth in the envelope), and the loss is the cross-entropy of softmax(score / TEMPERATURE) over the
 grid against the grid point nearest the caption's BPM: the estimator's argmax, made trainable.
 
-Measured on the default model (not shipped): 200 ARC-Forcing steps from v0.6 at weight 0.25 and
-again at 2 (lr 1e-5) left the loss where it started, ~4.5 (ln 91, a uniform guess over the grid;
-real latents read a median 1.3 and find the BPM within 4 % for 73 % of 13-s windows); 13-s v0.6
-streams for 12 held-out captions read a median 4.7 and none within 4 % (`python
-scripts/probe_conditioning.py tempo ...`): the model plays its own beat, mostly ~110-130 BPM by the
-evaluation's tracker, whatever the caption asks, and this loss at lr 1e-5 did not move it. The loss stays
-available (`arc.tempo_loss_weight`, off by default) for longer runs; a beat-phase input group is the
-structural fix (see the model card).
+Measured on the default model (not shipped; the model card, v0.6): about 200 ARC-Forcing steps from
+v0.6 at weight 0.25 and again at 2 (lr 1e-5) left the loss where it started, ~4.5 (ln 91, a uniform
+guess over the grid); 13-s v0.6 streams for 12 held-out captions read a median 4.7 and none within
+4 % (the same script): the model plays its own beat whatever the caption asks, and this loss at
+lr 1e-5 did not move it. It stays available (`arc.tempo_loss_weight`, off by default) for longer
+runs; a beat-phase input group is the structural fix (see the model card).
 """
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ def _generate(args) -> int:
         model.generate(schedule, args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
                        progress=not args.quiet, on_audio=write, block_frames=args.block,
                        on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"), sketch=sketch,
-                       sketch_cfg=args.sketch_cfg, control_guidance=args.control_guidance)
+                       sketch_cfg=args.sketch_cfg, control_guidance=args.control_guidance, bpm=args.bpm)
     print(f"wrote {args.output}: {args.seconds} s at {model.sample_rate} Hz, peak {peak:.3f}"
           + (" (clipped to ±1)" if peak > 1 else "")
           + (f", sketch {args.sketch} ({sketch.shape[-1] * model.config.frame_seconds:.2f} s, strength "
@@ -257,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "steps the block is decoded, its controls compared with the sketch and its latents moved "
                    "towards it by gradient steps of size G (0 = off, 0.3 typical; about 0.2 s of decoder work "
                    "per step and block, so slower). Default: the model's control_guidance")
+    g.add_argument("--bpm", type=float, default=None,
+                   help="tempo of the beat clock, for models with a 'beat' input group (the default model from "
+                   "v0.7): by default the tempo the prompt names ('... 110 BPM'); 0 = none, the model picks its own")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
 

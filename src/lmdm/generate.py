@@ -75,7 +75,7 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
              cfg_scale: float | None = None, progress: bool = False, on_audio=None, block_frames: int | None = None,
              on_change=None, sketch: torch.Tensor | None = None, accompaniment: torch.Tensor | None = None,
              cutoff_frames: int | None = None, sketch_cfg: float | None = None,
-             control_guidance: float | None = None) -> torch.Tensor:
+             control_guidance: float | None = None, bpm: float | None = None) -> torch.Tensor:
     """`prompt`: a string, weighted prompts, or a schedule [(start seconds, prompts)] whose changes
     are applied at the first block boundary at or after their time; `on_change(seconds, prompts)`
     is told where each landed.
@@ -85,7 +85,8 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
     one, with guidance `sketch_cfg` on it and control guidance of strength `control_guidance` through the
     decoder (`Stream`, `lmdm.control_guidance`; defaults the model's). `accompaniment` latents (io, frames)
     (`lmdm.accompany`), each block seeing only frames
-    `cutoff_frames` (default one block) before its start; see `Stream`."""
+    `cutoff_frames` (default one block) before its start; see `Stream`. `bpm`: the beat clock of a model
+    with a `beat` group (`lmdm.beat`): None follows the prompts' tempo, a number fixes it, 0 = free tempo."""
     if model.autoencoder is None:
         raise ConfigError("this model has no autoencoder, so it cannot make audio")
     if not (seconds > 0 and math.isfinite(seconds)):
@@ -105,7 +106,7 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
     pattern = block_pattern(model, block_frames)
     stream = model.stream(schedule[0][1], seed=seed, steps=steps, cfg_scale=cfg_scale, pattern=pattern,
                           sketch=sketch, accompaniment=accompaniment, cutoff_frames=cutoff_frames,
-                          sketch_cfg=sketch_cfg, control_guidance=control_guidance)
+                          sketch_cfg=sketch_cfg, control_guidance=control_guidance, bpm=bpm)
     block_seconds = pattern.block_frames * model.config.frame_seconds
     pending = schedule[1:]
     pieces, have = [], 0

@@ -70,7 +70,7 @@ class LiveMusicModel(nn.Module):
     def generate(self, prompt, seconds: float, *, seed: int = 0, steps: int | None = None,
                  cfg_scale: float | None = None, progress: bool = False, on_audio=None, block_frames: int | None = None,
                  on_change=None, sketch: torch.Tensor | None = None, sketch_cfg: float | None = None,
-                 control_guidance: float | None = None) -> torch.Tensor:
+                 control_guidance: float | None = None, bpm: float | None = None) -> torch.Tensor:
         """Audio (channels, samples) of exactly `seconds`, float32.
 
         `prompt`: a string, weighted prompts [(text, weight)], or a schedule [(start seconds,
@@ -81,11 +81,13 @@ class LiveMusicModel(nn.Module):
         controls (3, frames) driving the stream from frame 0 (`lmdm.generate.load_sketch` reads a file;
         needs a model with the "sketch" input group); past its end the stream runs without one.
         `sketch_cfg`: guidance on the sketch (default the model's `sketch_cfg_scale`; 1 = off);
-        `control_guidance`: its strength through the decoder (`lmdm.control_guidance`; 0 = off)."""
+        `control_guidance`: its strength through the decoder (`lmdm.control_guidance`; 0 = off).
+        `bpm`: the beat clock (models with a `beat` group): None follows the prompt's "... N BPM", a number
+        fixes the tempo, 0 lets the model choose (`lmdm.beat`)."""
         from .generate import generate
         return generate(self, prompt, seconds, seed=seed, steps=steps, cfg_scale=cfg_scale, progress=progress,
                         on_audio=on_audio, block_frames=block_frames, on_change=on_change, sketch=sketch,
-                        sketch_cfg=sketch_cfg, control_guidance=control_guidance)
+                        sketch_cfg=sketch_cfg, control_guidance=control_guidance, bpm=bpm)
 
     def stream(self, prompt: Prompts | str = "", **kwargs):
         """A new streaming session; see `lmdm.stream.Stream` for the options."""

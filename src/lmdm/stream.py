@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from .beat import BeatClock, bpm_from_prompts, check_bpm
 from .cache import BlockCausalCache, EncDecCache
 from .control_guidance import ControlGuidance, guide_x0
 from .config import PatternConfig
@@ -63,7 +64,8 @@ class Stream:
                  context: torch.Tensor | None = None, batch: int = 1, seconds_total: float | None = None,
                  pattern: PatternConfig | None = None, sketch: torch.Tensor | None = None,
                  accompaniment: torch.Tensor | None = None, cutoff_frames: int | None = None,
-                 sketch_cfg: float | None = None, control_guidance: "float | ControlGuidance | None" = None):
+                 sketch_cfg: float | None = None, control_guidance: "float | ControlGuidance | None" = None,
+                 bpm: float | None = None):
         self.model, self.dit = model, pack_linears(model.dit)
         # the stream's own buffers (context, inputs, noise, sampler state) stay on the CPU: small, and
         # seeded noise and saved states do not depend on the device; the DiT, its cache and the
@@ -105,6 +107,9 @@ class Stream:
         if context is not None:
             self.set_context(context)
         self.prompts = check_prompts(prompt)
+        has_beat = "beat" in model.config.dit.input_groups
+        self.beat = BeatClock(model.config.frame_seconds) if has_beat else None
+        self.set_bpm(bpm)
         self._encode()
 
     # -- controls ---------------------------------------------------------------------------
@@ -130,6 +135,7 @@ class Stream:
         prompts = check_prompts(prompts)
         dominant_changed = dominant(prompts) != dominant(self.prompts)
         self.prompts = prompts
+        self._sync_beat()
         self._encode()
         if dominant_changed:
             self.needs_bootstrap = True
@@ -192,6 +198,22 @@ class Stream:
         self.history_mask = torch.nn.functional.pad(mask, (pad, 0))
         self.pcfg, self.B, self.C = pattern, pattern.block_frames, pattern.context_frames
         self.cache, self.pending, self.needs_bootstrap = self._new_cache(), None, True
+
+    def set_bpm(self, bpm: float | None) -> None:
+        """The beat clock from the next block on: None follows the prompt, a number fixes the tempo,
+        0 stops the clock (free tempo). Needs a model with a `beat` input group, except None and 0."""
+        if bpm is not None and bpm != 0:
+            bpm = check_bpm(bpm)
+            if self.beat is None:
+                raise ConfigError(f"this model has no 'beat' input group (dit.input_groups: "
+                                  f"{sorted(self.model.config.dit.input_groups)}), so it cannot follow a set tempo")
+        self.bpm_mode = bpm
+        self._sync_beat()
+
+    def _sync_beat(self) -> None:
+        if self.beat is not None:
+            bpm = bpm_from_prompts(self.prompts) if self.bpm_mode is None else (self.bpm_mode or None)
+            self.beat.set_bpm(bpm, self.frame)
 
     @property
     def frame(self) -> int:
@@ -266,6 +288,8 @@ class Stream:
             visible = self.frame - self.cutoff_frames - start
             groups["accompaniment"] = self._per_branch(
                 _slice(self.accompaniment, self.accompaniment_start, start, min(n, max(visible, 0)), n))
+        if self.beat is not None and any(bpm is not None for _, _, bpm in self.beat.segments):
+            groups["beat"] = self._per_branch(self.beat.group(start, n)[None].expand(self.batch, -1, -1))
         return groups
 
     # -- generation -------------------------------------------------------------------------
@@ -487,7 +511,8 @@ class Stream:
                 "guidance": self.guidance, "prompts": self.prompts, "batch": self.batch,
                 "seconds_total": self.seconds_total, "needs_bootstrap": self.needs_bootstrap,
                 "cutoff_frames": self.cutoff_frames, "sketch_start": self.sketch_start,
-                "accompaniment_start": self.accompaniment_start}
+                "accompaniment_start": self.accompaniment_start, "bpm_mode": self.bpm_mode,
+                "beat": None if self.beat is None else [list(seg) for seg in self.beat.segments]}
 
     def state_dict(self) -> dict:
         """Everything needed to continue bit-exactly: {"meta": JSON-able dict, "tensors": {...}}."""
@@ -558,6 +583,9 @@ class Stream:
         self.sketch_start, self.accompaniment_start = meta.get("sketch_start", 0), meta.get("accompaniment_start", 0)
         self.sketch = tensors["sketch"].clone() if "sketch" in tensors else None
         self.accompaniment = tensors["accompaniment"].clone() if "accompaniment" in tensors else None
+        self.bpm_mode = meta.get("bpm_mode")
+        if self.beat is not None and meta.get("beat"):
+            self.beat.segments = [(int(f), float(p), b) for f, p, b in meta["beat"]]
         self._encoder = None
         if "encoder.live" in tensors:
             self._encoder = self.model.autoencoder.streaming_encoder()

@@ -225,6 +225,8 @@ class ArcForcingObjective(FinetuneObjective):
         groups = {}
         if "sketch" in self.groups and self.cfg.finetune.p_sketch > 0:   # rollouts learn to follow a sketch too
             groups["sketch"] = torch.stack([self._sketch(it, key, C + R) for it, key in zip(items, keys)])
+        if "beat" in self.groups and self.cfg.finetune.p_beat > 0:   # and to keep a beat clock
+            groups["beat"] = self.beat_groups(indices, items, keys, [0] * n, C + R)
         batch = {"latents": lat, "noise": noise, "disc_noise": dnoise, "r_noise": rnoise,
                  "t": t.clamp(1e-5, 1 - 1e-5), "mask": mask, "captions": [it["caption"] for it in items],
                  "groups": groups, "paths": [it["path"] for it in items], "start": [it["start"] for it in items]}

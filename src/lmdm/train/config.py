@@ -81,6 +81,10 @@ class FinetuneConfig:
     sketch_drop_each: float = 0.2    # sketch items: otherwise drop each control channel independently
     control_loss_weight: float = 0.0  # sketch items: + this x the control probe's loss (`train.control_probe`):
                                      #   loudness / brightness read back from the model's clean estimate
+    p_beat: float = 0.0              # per item: give the beat clock at its corpus BPM (needs a "beat" input group
+                                     #   and metadata.tempo; pieces start on a beat); else the group is all zero
+    add_input_groups: dict[str, int] = field(default_factory=dict)  # new zero-initialised router groups for a
+                                     #   loaded model, e.g. {"beat": 3} (`lmdm.beat`); existing ones are kept
     input_group_lr_mult: float = 1.0  # lr multiplier of the router's input-group projections (dit.input_groups.*)
     control_probe_steps: int = 1500  # steps fitting that probe (once per run, saved in run.out_dir)
     tag_loss_weight: float = 0.0     # captioned items: + this x the tag probe's loss (`train.tag_probe`): the
@@ -184,6 +188,9 @@ class TrainConfig:
             (f.timesteps in ("logit-normal", "logsnr-uniform"), "finetune.timesteps must be logit-normal or logsnr-uniform"),
             (f.short_clips in ("skip", "error"), "finetune.short_clips must be skip or error"),
             (f.lora_rank >= 0, "finetune.lora_rank must be >= 0"),
+            (0 <= f.p_beat <= 1, "finetune.p_beat must be a probability"),
+            (all(isinstance(c, int) and c >= 1 for c in f.add_input_groups.values()),
+             "finetune.add_input_groups must map group names to channel counts >= 1"),
             (all(0 <= p <= 1 for p in (f.p_sketch, f.sketch_drop_all, f.sketch_drop_each, f.p_accompaniment,
                                        f.accompaniment_drop_all, f.accompaniment_drop_prefix)),
              "finetune.p_sketch, sketch_drop_all, sketch_drop_each, p_accompaniment, accompaniment_drop_all and "

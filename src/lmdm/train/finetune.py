@@ -19,6 +19,9 @@ and passed only when the model has them; an item that does not use one gets an a
 - `accompaniment` (p_accompaniment, items with an accompaniment pair): the model's latents (context
   and target) become the pair's `rest` and the group is the `given` stem's latents, with
   `accompaniment_dropout` and every frame at or after (target start − cutoff) zeroed.
+- `beat` (p_beat, items whose record has metadata.tempo): the beat clock at the piece's BPM
+  (`lmdm.beat`), phases counted from the piece's first frame (the corpus starts on a beat).
+  `add_input_groups` adds zero-initialised groups (e.g. {"beat": 3}) to a loaded model first.
 - `tag_loss_weight` > 0 adds the tag loss of `tag_probe` (style, instruments, tempo class read back
   from the clean estimate of the target frames) on items that keep their caption and are not
   accompaniment items.
@@ -35,6 +38,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..beat import BEAT_CHANNELS, beat_group, grid_phase
 from ..config import ModelConfig, preset
 from ..errors import ConfigError, DataError
 from ..model import LiveMusicModel
@@ -61,10 +65,27 @@ def build_model(cfg: TrainConfig) -> LiveMusicModel:
                               "(set it when converting: lmdm convert --pattern ...)")
         from ..checkpoints import from_pretrained
         model = from_pretrained(f.init)
+    add_input_groups(model, f.add_input_groups)
     if model.config.pattern.pattern not in ("enc-dec", "block-causal"):
         raise ConfigError(f"stage-1 fine-tuning needs an enc-dec or block-causal model, {f.init or 'model'} is "
                           f"{model.config.pattern.pattern!r}; convert it first: lmdm convert SAO_DIR OUT_DIR")
     return model.float()
+
+
+def add_input_groups(model: LiveMusicModel, groups: dict[str, int]) -> None:
+    """Give the router new zero-initialised input groups: the model computes exactly what it did
+    until training moves them. A group it already has must have the same width."""
+    have = model.config.dit.input_groups
+    for name, channels in groups.items():
+        if name in have:
+            if have[name] != channels:
+                raise ConfigError(f"finetune.add_input_groups: {name!r} has {have[name]} channels in this model, "
+                                  f"not {channels}")
+            continue
+        proj = torch.nn.Linear(channels, model.config.dit.width, bias=False)
+        torch.nn.init.zeros_(proj.weight)
+        model.dit.input_groups[name] = proj.to(model.dit.dtype)
+        have[name] = channels
 
 
 def load_autoencoder_weights(model: LiveMusicModel, source: str) -> None:
@@ -115,8 +136,8 @@ class FinetuneObjective(Objective):
         self.frames_per_item = p.window_frames
         self.seconds_per_item = p.window_frames * model.config.frame_seconds
         groups = model.config.dit.input_groups
-        self.groups = [g for g in ("sketch", "accompaniment") if g in groups]
-        for name, prob, field in (("sketch", f.p_sketch, "p_sketch"),
+        self.groups = [g for g in ("sketch", "accompaniment", "beat") if g in groups]
+        for name, prob, field in (("sketch", f.p_sketch, "p_sketch"), ("beat", f.p_beat, "p_beat"),
                                   ("accompaniment", f.p_accompaniment, "p_accompaniment")):
             if prob > 0 and name not in groups:
                 raise ConfigError(f"finetune.{field} = {prob} but the model has no {name!r} input group "
@@ -181,7 +202,10 @@ class FinetuneObjective(Objective):
                                 f"window of {T} frames (block size {B})")
         lat = torch.stack([it["latents"][..., -T:] for it in items]).float()   # the last C_B + B frames
         n, chunks = len(items), math.ceil(C / B)
-        groups = {name: torch.zeros(n, SKETCH_CHANNELS if name == "sketch" else io + 1, T) for name in self.groups}
+        width = {"sketch": SKETCH_CHANNELS, "beat": BEAT_CHANNELS, "accompaniment": io + 1}
+        groups = {name: torch.zeros(n, width[name], T) for name in self.groups}
+        if "beat" in groups and f.p_beat > 0:   # the window is the crop's last T frames
+            groups["beat"] = self.beat_groups(indices, items, keys, [it["latents"].shape[-1] - T for it in items], T)
         for j, key in enumerate(keys):
             acc = None
             if "accompaniment" in groups and f.p_accompaniment > 0 and "accompaniment" in items[j]:
@@ -217,6 +241,18 @@ class FinetuneObjective(Objective):
     def tag_labels(self, indices) -> dict[str, torch.Tensor]:
         from .tag_probe import record_labels, stack_labels
         return stack_labels([record_labels(self.data.records[i], self.tag_probe.styles) for i in indices])
+
+    def beat_groups(self, indices, items, keys, offsets, T: int) -> torch.Tensor:
+        """The beat group (n, 3, T) of windows starting `offsets` frames into their crops: each item's
+        own draw (salted, so the base draws stay as they were) gives it the clock with p_beat."""
+        groups = torch.zeros(len(items), BEAT_CHANNELS, T)
+        for j, (i, item, key, off) in enumerate(zip(indices, items, keys, offsets)):
+            g = item_generator(self.cfg.run.seed, key, salt=0xBEA7)
+            bpm = self.data.records[i].get("metadata", {}).get("tempo")
+            if bpm and float(torch.rand(1, generator=g)) < self.cfg.finetune.p_beat:
+                phase = grid_phase(item["start"] + off, T, float(bpm), self.model.config.frame_seconds)
+                groups[j] = beat_group(phase)
+        return groups
 
     def _sketch(self, item: dict, key: int, T: int) -> torch.Tensor:
         """The item's sketch group (4, T), all zero unless drawn with p_sketch. Its own generator (salted)

@@ -1,0 +1,184 @@
+"""The beat clock (`lmdm.beat`): tempo from prompts, a phase continuous across tempo changes, the
+stream's cached path equal to the full masked forward with the group, and its training batches."""
+import json
+import math
+
+import pytest
+import torch
+
+import lmdm
+from conftest import randomized
+from lmdm.beat import BeatClock, beat_group, bpm_from_prompts, bpm_from_text
+from lmdm.errors import ConfigError
+
+FS = lmdm.preset("tiny").frame_seconds
+
+
+def beat_model(pattern="block-causal", seed=0):
+    torch.manual_seed(seed)
+    cfg = lmdm.preset("tiny", pattern)
+    cfg.dit.input_groups = {"context": 9, "beat": 3}
+    cfg.validate()
+    return randomized(lmdm.LiveMusicModel(cfg).eval(), seed)
+
+
+def ref_beat(first, n, changes):
+    """[mask | sin | cos] for absolute frames first.., from a list of (frame, bpm) tempo changes,
+    integrating the tempo frame by frame (independent of BeatClock)."""
+    out = torch.zeros(3, n)
+    for i in range(n):
+        f, phase = first + i, 0.0
+        if f >= 0:
+            for k in range(f):
+                phase += FS * [b for start, b in changes if start <= k][-1] / 60
+        else:
+            phase = f * FS * changes[0][1] / 60
+        out[:, i] = torch.tensor([1.0, math.sin(2 * math.pi * phase), math.cos(2 * math.pi * phase)])
+    return out
+
+
+def test_tempo_from_prompts():
+    assert bpm_from_text("funky bass groove with drums, 110 BPM") == 110
+    assert bpm_from_text("Reggae track (92 bpm) in G minor") == 92
+    assert bpm_from_text("a 7.5 bpm drone") is None and bpm_from_text("900 BPM") is None
+    assert bpm_from_text("warm piano") is None and bpm_from_text("") is None
+    assert bpm_from_prompts([("dub, 80 BPM", 0.3), ("house, 124 BPM", 0.7)]) == 124
+    assert bpm_from_prompts([("dub, 80 BPM", 0.3), ("choir", 0.7)]) == 80
+    assert bpm_from_prompts("choir") is None
+
+
+def test_clock_phase_is_continuous_across_tempo_changes_and_keeps_its_past():
+    clock = BeatClock(FS, 120)
+    before = clock.group(0, 90)
+    clock.set_bpm(90, 40)
+    clock.set_bpm(None, 70)
+    got = clock.group(0, 90)
+    torch.testing.assert_close(got[:, :40], before[:, :40])
+    torch.testing.assert_close(got[:, :70], ref_beat(0, 70, [(0, 120), (40, 90)]), atol=1e-6, rtol=0)
+    assert not got[:, 70:].any()                        # a stopped clock reads all zero
+    clock.set_bpm(100, 80)                              # restarting keeps counting beats from the stop
+    assert clock.phase_at(80) == pytest.approx(clock.phase_at(70))
+    assert torch.equal(beat_group(torch.zeros(2), torch.tensor([True, False]))[:, 1], torch.zeros(3))
+    with pytest.raises(ConfigError, match="bpm"):
+        clock.set_bpm(1000, 90)
+
+
+def test_block_causal_stream_with_a_beat_equals_one_banded_forward():
+    """The prompt sets the clock (120 BPM), a new prompt changes it (90 BPM at block 5, a re-bootstrap);
+    every denoising call equals the full forward over the stream with the reference phases."""
+    model = beat_model()
+    s = model.stream("warm piano, 120 BPM", seed=5, cfg_scale=2.0)
+    s.trace = []
+    dit, C, B, w = model.dit, s.C, s.B, s.pcfg.context_chunks
+    worst, checked, lat, msk, changes = 0.0, 0, None, None, [(0, 120.0)]
+    for block in range(9):
+        if block == 5:
+            s.set_prompts("dub techno at 90 bpm")
+            changes.append((s.frame, 90.0))
+        P = s.frame
+        if s.needs_bootstrap or lat is None:
+            lat, msk = torch.cat([s.history] * 2), torch.cat([s.history_mask] * 2)
+        s.trace.clear()
+        out = s.next_latents()
+        n = lat.shape[-1]
+        groups = {"context": torch.cat((torch.cat((msk, torch.zeros(msk.shape[0], 1, B)), -1),
+                                        torch.cat((lat, torch.zeros(lat.shape[0], 8, B)), -1)), 1),
+                  "beat": torch.stack([ref_beat(P - n, n + B, changes)] * 2)}
+        for rec in s.trace:
+            x = torch.cat((torch.zeros_like(lat), rec["x"]), -1)
+            with torch.no_grad():
+                ref = dit(x, torch.full((x.shape[0],), rec["t"]), s.cond, groups, "block-causal",
+                          context_frames=n, block_frames=B, context_chunks=w, first_position=1 - (n - C))[..., -B:]
+            worst = max(worst, (ref - rec["v"]).abs().max().item())
+            checked += 1
+        lat = torch.cat((lat, torch.cat([out] * 2)), -1)
+        msk = torch.cat((msk, torch.ones(msk.shape[0], 1, B)), -1)
+    assert checked == 9 * s.steps
+    assert worst < 1e-5, worst
+
+
+def test_the_clock_follows_the_prompt_a_number_or_nothing():
+    model = beat_model()
+    run = lambda prompt, **kw: model.stream(prompt, seed=2, **kw).next_latents()
+    assert torch.equal(run("warm piano", bpm=0), run("warm piano"))    # no tempo named: no clock
+    named = run("house, 120 BPM")
+    assert torch.equal(run("house, 120 BPM", bpm=120), named)
+    assert not torch.equal(run("house, 120 BPM", bpm=0), named)
+    assert not torch.equal(run("house, 120 BPM", bpm=90), named)
+    plain = lmdm.LiveMusicModel(lmdm.preset("tiny")).eval()
+    plain.stream("warm piano, 120 BPM").next_latents()                 # a model without the group ignores it
+    with pytest.raises(ConfigError, match="beat"):
+        plain.stream("warm piano", bpm=120)
+
+
+def test_stream_state_keeps_the_clock(tmp_path):
+    model = beat_model()
+    s = model.stream("x, 120 BPM", seed=4)
+    for _ in range(2):
+        s.next_latents()
+    s.set_bpm(97)
+    s.next_latents()
+    s.save(tmp_path / "s.safetensors")
+    want = [s.next_latents() for _ in range(3)]
+    fresh = model.stream("x")
+    fresh.restore(tmp_path / "s.safetensors")
+    assert fresh.bpm_mode == 97 and fresh.beat.segments == s.beat.segments
+    assert all(torch.equal(fresh.next_latents(), w) for w in want)
+
+
+# -- training ---------------------------------------------------------------------------------
+
+def tempo_latents(tmp_path):
+    from test_finetune_groups import make_latents
+    lat = make_latents(tmp_path / "lat")
+    lines = [json.loads(x) for x in (lat / "latents.jsonl").read_text().splitlines()]
+    for i, line in enumerate(lines):
+        if i != 3:   # clip 3 has no tempo: never a clock
+            line["metadata"] = {"tempo": 80 + 20 * i}
+    (lat / "latents.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return lat
+
+
+def test_finetune_beat_group_is_the_pieces_grid_at_the_windows_frames(tmp_path):
+    from test_finetune_groups import group_cfg, objective
+    cfg = group_cfg(tmp_path, tempo_latents(tmp_path), p_beat=1.0, add_input_groups={"beat": 3})
+    obj = objective(cfg)
+    assert obj.model.config.dit.input_groups["beat"] == 3 and not obj.model.dit.input_groups["beat"].weight.any()
+    fs = obj.model.config.frame_seconds
+    b = obj.load_batch([0, 1, 2, 3], [0] * 4, [0, 1, 2, 3])
+    beat = b["groups"]["beat"]
+    T = beat.shape[-1]
+    for j in range(3):
+        obj.data.set_epoch(0)
+        item = obj.data[j]
+        first = item["start"] + item["latents"].shape[-1] - T   # the window is the crop's last T frames
+        phase = torch.arange(first, first + T, dtype=torch.float64) * fs * (80 + 20 * j) / 60
+        torch.testing.assert_close(beat[j], beat_group(phase))
+    assert not beat[3].any()
+    off = objective(group_cfg(tmp_path, tempo_latents(tmp_path), p_beat=0.3, add_input_groups={"beat": 3}))
+    drawn = off.load_batch([0, 1, 2] * 8, [0] * 24, list(range(24)))["groups"]["beat"][:, 0].amax(-1)
+    assert 0 < drawn.sum() < 24
+    with pytest.raises(ConfigError, match="add_input_groups"):
+        objective(group_cfg(tmp_path, tempo_latents(tmp_path), add_input_groups={"sketch": 3}))
+
+
+def test_arc_rollouts_carry_the_clock_from_the_crops_first_frame(tmp_path):
+    from test_finetune_groups import group_cfg
+    from lmdm.data.dataset import LatentDataset
+    from lmdm.train import arc_forcing as arc
+    from lmdm.train.config import TrainConfig
+    from lmdm.train.finetune import build_model
+    cfg = group_cfg(tmp_path, tempo_latents(tmp_path), p_beat=1.0, add_input_groups={"beat": 3})
+    cfg = TrainConfig.from_dict({**cfg.to_dict(), "run": {**cfg.to_dict()["run"], "steps": 2, "batch_size": 2},
+                                 "arc": {"chunks": 2, "max_steps": 3, "disc_layers": 1, "head_channels": 8}})
+    model = build_model(cfg)
+    C, B = model.config.pattern.context_frames, model.config.pattern.block_frames
+    obj = arc.ArcForcingObjective(model, LatentDataset(cfg.finetune.latents, C + 2 * B, seed=0), cfg)
+    batch = obj.load_batch([1, 2], [0, 0], [0, 1])
+    for j, i in enumerate((1, 2)):
+        phase = torch.arange(batch["start"][j], batch["start"][j] + C + 2 * B, dtype=torch.float64)
+        torch.testing.assert_close(batch["groups"]["beat"][j],
+                                   beat_group(phase * model.config.frame_seconds * (80 + 20 * i) / 60))
+    last = arc.Trainer(obj, cfg).fit()
+    assert math.isfinite(last["generator_loss"])
+    assert obj.model.dit.input_groups["beat"].weight.any()   # the rollouts' clock is trained

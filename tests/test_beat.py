@@ -182,3 +182,23 @@ def test_arc_rollouts_carry_the_clock_from_the_crops_first_frame(tmp_path):
     last = arc.Trainer(obj, cfg).fit()
     assert math.isfinite(last["generator_loss"])
     assert obj.model.dit.input_groups["beat"].weight.any()   # the rollouts' clock is trained
+
+
+def test_beat_loss_and_the_clocks_own_learning_rate(tmp_path):
+    from test_finetune_groups import group_cfg, objective
+    from lmdm.train.loop import Trainer
+    lat = tempo_latents(tmp_path)
+    cfg = group_cfg(tmp_path, lat, p_beat=1.0, add_input_groups={"beat": 3}, beat_loss_weight=1.0,
+                    control_probe_steps=5, input_group_lr_mult=2.0, group_lr_mults={"beat": 50.0})
+    t = Trainer(objective(cfg), cfg)
+    beat = t.obj.model.dit.input_groups["beat"].weight
+    lr = {id(p): g["lr"] for g in t.optimizers[0].param_groups for p in g["params"]}
+    assert lr[id(beat)] == pytest.approx(50 * cfg.optim.lr)
+    assert lr[id(t.obj.model.dit.input_groups["sketch"].weight)] == pytest.approx(2 * cfg.optim.lr)
+    last = t.fit()
+    assert last["beat_loss"] > 0 and "control_loss" not in last   # no sketch loss asked for
+    assert beat.any()
+    with pytest.raises(ConfigError, match="beat_loss_weight"):
+        objective(group_cfg(tmp_path, lat, add_input_groups={"beat": 3}, beat_loss_weight=1.0))
+    with pytest.raises(ConfigError, match="group_lr_mults"):
+        objective(group_cfg(tmp_path, lat, group_lr_mults={"tempo": 2.0}))

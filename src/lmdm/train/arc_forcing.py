@@ -275,7 +275,7 @@ class ArcForcingObjective(FinetuneObjective):
             if self.probe is not None:   # the rollout should show the controls of the real continuation
                 window = batch["latents"].to(dev)[..., : self.C + self.K * self.B]
                 loss, more = self._with_control_loss(loss, window, torch.cat((window[..., : self.C], fake), -1),
-                                                     batch["groups"]["sketch"].to(dev), self.C)
+                                                     {k: g.to(dev) for k, g in batch["groups"].items()}, self.C)
                 extra.update(more)
             if self.tag_probe is not None:   # every rollout chunk should read as its caption
                 b, io = fake.shape[:2]

@@ -86,6 +86,10 @@ class FinetuneConfig:
     add_input_groups: dict[str, int] = field(default_factory=dict)  # new zero-initialised router groups for a
                                      #   loaded model, e.g. {"beat": 3} (`lmdm.beat`); existing ones are kept
     input_group_lr_mult: float = 1.0  # lr multiplier of the router's input-group projections (dit.input_groups.*)
+    group_lr_mults: dict[str, float] = field(default_factory=dict)  # per group, overriding that, e.g. {"beat": 300}:
+                                     #   a new group's projection must grow from zero while the rest barely moves
+    beat_loss_weight: float = 0.0    # beat-clock items: + this x the control probe's loss (as control_loss_weight
+                                     #   for sketch items): the loudness the clock makes predictable, i.e. its beats
     control_probe_steps: int = 1500  # steps fitting that probe (once per run, saved in run.out_dir)
     tag_loss_weight: float = 0.0     # captioned items: + this x the tag probe's loss (`train.tag_probe`): the
                                      #   caption's style / instruments / tempo class read back from the model's
@@ -199,7 +203,9 @@ class TrainConfig:
              "finetune.accompaniment_drop_all + finetune.accompaniment_drop_prefix must be <= 1"),
             (f.sketch_max_kernel >= 1 and f.sketch_max_kernel % 2 == 1,
              "finetune.sketch_max_kernel must be a positive odd number"),
-            (f.input_group_lr_mult > 0, "finetune.input_group_lr_mult must be > 0"),
+            (f.input_group_lr_mult > 0 and all(m > 0 for m in f.group_lr_mults.values()),
+             "finetune.input_group_lr_mult and finetune.group_lr_mults must be > 0"),
+            (f.beat_loss_weight >= 0, "finetune.beat_loss_weight must be >= 0"),
             (f.control_loss_weight >= 0 and f.control_probe_steps >= 1,
              "finetune.control_loss_weight must be >= 0 and finetune.control_probe_steps >= 1"),
             (f.tag_loss_weight >= 0 and f.tag_probe_steps >= 1,

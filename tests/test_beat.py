@@ -202,3 +202,23 @@ def test_beat_loss_and_the_clocks_own_learning_rate(tmp_path):
         objective(group_cfg(tmp_path, lat, add_input_groups={"beat": 3}, beat_loss_weight=1.0))
     with pytest.raises(ConfigError, match="group_lr_mults"):
         objective(group_cfg(tmp_path, lat, group_lr_mults={"tempo": 2.0}))
+
+
+def test_generate_cli_follows_bpm_and_refuses_it_without_a_clock(tmp_path):
+    import subprocess
+    import sys
+    import soundfile as sf
+    from lmdm.checkpoints import save_pretrained
+    from lmdm.live.testmodel import tiny_live_model
+    with_clock = save_pretrained(tiny_live_model(block_frames=8, steps=1, groups=True), tmp_path / "clock")
+    plain = save_pretrained(tiny_live_model(block_frames=8, steps=1), tmp_path / "plain")
+    cmd = [sys.executable, "-m", "lmdm", "generate", "house", "--seconds", "0.5", "--quiet", "--dtype", "fp32"]
+    out = subprocess.run(cmd + ["--model", str(with_clock), "--bpm", "120", "-o", str(tmp_path / "a.wav")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert sf.info(str(tmp_path / "a.wav")).duration == pytest.approx(0.5, abs=1e-3)
+    for bpm, message in (("120", "beat"), ("7", "bpm must be between")):
+        model = plain if message == "beat" else with_clock
+        out = subprocess.run(cmd + ["--model", str(model), "--bpm", bpm, "-o", str(tmp_path / "b.wav")],
+                             capture_output=True, text=True)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr

@@ -62,6 +62,12 @@ def test_browser_plays_without_underruns(name):
             assert float(page.input_value("#control-guidance")) == 0.0   # off live by default
             page.eval_on_selector("#control-guidance", "el => { el.value = 0.3; el.dispatchEvent(new Event('change')); }")
             page.wait_for_function("window.lmdmStats.acks >= 3", timeout=15000)
+            # the BPM field is live only for a model with a beat clock; a typed tempo reaches the session
+            has_clock = "beat" in model.config.dit.input_groups
+            assert page.is_disabled("#bpm") != has_clock
+            if has_clock:
+                page.eval_on_selector("#bpm", "el => { el.value = 100; el.dispatchEvent(new Event('change')); }")
+                page.wait_for_function("window.lmdmStats.acks >= 4", timeout=15000)
             # move the second prompt's weight slider as a user would (input events while dragging)
             page.eval_on_selector_all(".weight", """els => { const w = els[1];
                 for (const v of [0.6, 0.9, 1.4]) { w.value = v; w.dispatchEvent(new Event('input')); } }""")
@@ -72,6 +78,7 @@ def test_browser_plays_without_underruns(name):
             page.screenshot(path=str(artifact_dir() / f"live-ui-{name}.png"))
             sketch_cfg = [x.sketch_cfg for x in srv.engine.sessions]
             guidance = [x.control_guidance for x in srv.engine.sessions]
+            bpm = [x.bpm for x in srv.engine.sessions]
             page.click("#stop")
         finally:
             browser.close()
@@ -84,3 +91,4 @@ def test_browser_plays_without_underruns(name):
     assert stats["rtf"] > 1, stats
     assert sketch_cfg == [2.5], sketch_cfg
     assert guidance == [0.3], guidance
+    assert bpm == ([100.0] if has_clock else [None]), bpm

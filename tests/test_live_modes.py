@@ -286,3 +286,32 @@ def test_osc_mode_messages():
     assert _message("control_guidance", (0.3,)).strength == 0.3
     with pytest.raises(P.ProtocolError):
         _message("mode", ("jam",))
+
+
+def test_bpm_control_sets_the_beat_clock():
+    """hello says the model has a beat clock; {"type": "bpm"} reaches the stream at the next block
+    (a number fixes the tempo, null follows the prompt, 0 stops the clock) and survives a rebuilt stream;
+    a tempo out of range, or any tempo for a model without the clock, is refused and changes nothing."""
+    engine, s, block = _sketch_session()
+    s.max_queue = 100   # nobody reads the blocks here
+    assert engine.info()["beat_clock"] is True
+    s.submit(P.parse_control('{"type": "mode", "mode": "text"}'))
+    s.submit(P.parse_control('{"type": "prompts", "prompts": [{"text": "house, 124 BPM"}]}'))
+    assert block().beat.bpm == 124
+    s.submit(P.parse_control('{"type": "bpm", "bpm": 97.5}'))
+    assert block().beat.bpm == 97.5
+    s.submit(P.parse_control('{"type": "reset"}'))
+    assert block().beat.bpm == 97.5
+    s.submit(P.parse_control('{"type": "bpm", "bpm": 0}'))
+    assert block().beat.bpm is None
+    s.submit(P.parse_control('{"type": "bpm", "bpm": null}'))
+    assert block().beat.bpm == 124
+    with pytest.raises(P.ProtocolError):
+        engine._apply(s, P.parse_control('{"type": "bpm", "bpm": 12}'))
+    with pytest.raises(P.ProtocolError):
+        P.parse_control('{"type": "bpm", "bpm": 400}')
+    plain = Engine(tiny_live_model(block_frames=8, context_blocks=2, steps=1), threads=1)
+    assert plain.info()["beat_clock"] is False
+    with pytest.raises(P.ProtocolError, match="beat clock"):
+        plain._apply(plain.open(None), P.parse_control('{"type": "bpm", "bpm": 120}'))
+    assert block().beat.bpm == 124

@@ -7,7 +7,8 @@ stage-1 vs ARC-Forcing) are compared on identical requests. Measured per model:
 - context memory: per window, how far each primed stream still is from the same request without
   the priming (`metrics.context_memory`; ~0 = the model has forgotten, or never used, its context);
 - prompt adherence: tagger agreement with the caption's style and instrument families, and the
-  beat tracker's tempo error against the caption's BPM;
+  beat tracker's tempo error against the caption's BPM (the tempo in the metadata, whether or not the
+  caption names it; a model with a beat clock gets the named one through its clock, report key `beat_clock`);
 - prompt transitions: A→B switched mid-stream: blocks until the tagger prefers B, and the
   spectral-flux discontinuity at the switch;
 - speed: the real-time factor of the generation itself;
@@ -137,6 +138,8 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
               "embedder": embed_name, "sample_rate": sr, "channels": channels,
               "steps": model.config.steps, "cfg_scale": model.config.cfg_scale,
               "sketch_cfg_scale": model.config.sketch_cfg_scale, "control_guidance": model.config.control_guidance,
+              # with a beat clock (`lmdm.beat`) a stream keeps the BPM its caption names, as `lmdm generate` does
+              "beat_clock": "beat" in model.config.dit.input_groups,
               "reference_pieces": len(ref_entries), "reference_windows": len(reference),
               "streams": {}, "adherence": [], "transitions": [], "rtf": []}
     by_kind = {}

@@ -26,6 +26,7 @@ from collections import deque
 import numpy as np
 import torch
 
+from ..beat import MAX_BPM, MIN_BPM
 from ..errors import LMDMError
 from . import protocol as P
 
@@ -70,6 +71,7 @@ class Session:
         self.cutoff: int | None = None        # None: the mode's default (engine.default_cutoff(mode))
         self.sketch_kernel = 1
         self.sketch_cfg = engine.model.config.sketch_cfg_scale
+        self.bpm: float | None = None         # beat clock: None follows the prompt, 0 free, else fixed
         self.control_guidance = 0.0   # off live, whatever the model's offline default: it costs real time
         self.curves = None                   # raw drawn sketch controls (3, n) or None: follow the input
         self.curves_start = 0                # stream frame of curves[:, 0]
@@ -195,6 +197,7 @@ class Engine:
                 "pattern": p.pattern, "default_steps": self.model.config.steps,
                 "default_sketch_cfg": self.model.config.sketch_cfg_scale,
                 "default_control_guidance": 0.0, "modes": list(P.MODES),
+                "beat_clock": "beat" in self.model.config.dit.input_groups,
                 "supported_modes": supported, "implemented_modes": supported,
                 "unsupported_modes": {m: self.unsupported_reason(m) for m in P.MODES if m not in supported},
                 "latent_hop": self.hop, "encoder_lookahead_samples": self.lookahead_samples,
@@ -398,7 +401,7 @@ class Engine:
 
     def _new_stream(self, s: Session):
         st = self.model.stream(s.prompts, seed=s.seed, steps=s.steps, cfg_scale=s.cfg, sketch_cfg=s.sketch_cfg,
-                               control_guidance=s.control_guidance)
+                               control_guidance=s.control_guidance, bpm=s.bpm)
         if s.mode == "text" and s.block_frames is not None:
             st.set_block_frames(s.block_frames)
         return st
@@ -558,6 +561,14 @@ class Engine:
             s.control_guidance = msg.strength
             if st is not None:
                 st.set_control_guidance(msg.strength)
+        elif isinstance(msg, P.SetBpm):
+            if msg.bpm and "beat" not in self.model.config.dit.input_groups:
+                raise P.ProtocolError("this model has no beat clock ('beat' input group): it picks its own tempo")
+            if msg.bpm and msg.bpm < MIN_BPM:
+                raise P.ProtocolError(f"bpm must be 0 (free), null (the prompt's) or {MIN_BPM:g}..{MAX_BPM:g}")
+            s.bpm = msg.bpm
+            if st is not None and s.mode != "generative_delay":
+                st.set_bpm(msg.bpm)
         elif isinstance(msg, P.Reset):
             s.inbuf = s.inbuf[:, :0]
             self._build(s)  # a fresh stream (and decoder) with the current settings; input timeline restarts
@@ -576,7 +587,7 @@ class Engine:
                 st = s.stream = self._new_stream(s)
             st.load_state_dict(s.slots[msg.slot])
             s.prompts, s.seed, s.steps, s.cfg = list(st.prompts), st.seed, st.steps, st.cfg_scale
-            s.sketch_cfg, s.control_guidance = st.sketch_cfg, st.control_guidance.strength
+            s.sketch_cfg, s.control_guidance, s.bpm = st.sketch_cfg, st.control_guidance.strength, st.bpm_mode
             s.stream_samples = max(0, st.frame * self.hop - self.delay_samples)
             if s.mode == "text":
                 s.block_frames = st.B

@@ -41,6 +41,9 @@ Modes ({"type": "mode", "mode": ...}; `hello` / `GET /api/info` list `supported_
   enforces the sketch's loudness and brightness through the decoder (`lmdm.control_guidance`; 0 = off).
   Live sessions start with it off (`default_control_guidance` 0 in hello) whatever the model's offline
   default: it costs decoder passes per block (about 1x real time at 0.3 on two CPU cores).
+- beat clock (every mode but generative_delay; `beat_clock` in hello says whether the model has one):
+  {"type": "bpm", "bpm": n}: null follows the prompt's "... N BPM" (the default), 0 lets the model
+  choose, 30..300 fixes the tempo (`lmdm.beat`; the beat's phase stays continuous across changes).
 - "generative_delay": `lmdm.delay.DelayStream` (a fresh stream) fed one upstream block per output
   block; the prompt sets the timbre; {"type": "feedback", "feedback": 0..1} (1 = the model continues
   its own output, 0 = its context is the lagged input) and "cutoff" (a multiple of block_frames;
@@ -218,6 +221,13 @@ class SetControlGuidance(_Msg):
     strength: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)]
 
 
+class SetBpm(_Msg):
+    """The beat clock (models with a `beat` group, `beat_clock` true in hello): null follows the prompt's
+    "... N BPM", 0 = free tempo, 30..300 a fixed tempo; a change keeps the beat's phase continuous."""
+    type: Literal["bpm"]
+    bpm: Annotated[float, Field(ge=0, le=300, allow_inf_nan=False)] | None = None
+
+
 class Reset(_Msg):
     """Forget the music so far (empty context, fresh decoder); settings and block counter stay."""
     type: Literal["reset"]
@@ -236,7 +246,7 @@ class LoadState(_Msg):
 
 Control = Annotated[Union[Start, Stop, SetPrompts, SetWeights, SetCfg, SetSteps, SetSeed, SetBlock, SetMode, SetMix,
                           SetFeedback, SetCutoff, SetSketch, SetSketchStrength, SetSketchCfg, SetControlGuidance,
-                          Reset, SaveState, LoadState],
+                          SetBpm, Reset, SaveState, LoadState],
                     Field(discriminator="type")]
 _control = TypeAdapter(Control)
 _TAGS = {m.model_fields["type"].annotation.__args__[0] for m in Control.__origin__.__args__}

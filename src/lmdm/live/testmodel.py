@@ -15,7 +15,7 @@ import torch
 def tiny_live_model(block_frames: int = 128, context_blocks: int = 3, steps: int = 8, seed: int = 0,
                     groups: bool = False, sample_rate: int = 44100, strides: tuple[int, ...] = (4, 8),
                     pattern: str = "block-causal"):
-    """`groups=True`: with the `sketch` and `accompaniment` input groups (every mode of `lmdm live`),
+    """`groups=True`: with the `sketch`, `accompaniment` and `beat` input groups (every mode and control of `lmdm live`),
     and the DiT's zero-initialised weights given random values so the input changes the output.
     `sample_rate` / `strides`: a toy autoencoder at another rate / latent hop (e.g. 22050 Hz, (4, 8, 32))."""
     import lmdm
@@ -27,7 +27,7 @@ def tiny_live_model(block_frames: int = 128, context_blocks: int = 3, steps: int
     cfg.downsampling_ratio, cfg.sample_rate = math.prod(strides), sample_rate
     cfg.pattern.block_frames, cfg.pattern.context_frames = block_frames, context_blocks * block_frames
     if groups:
-        cfg.dit.input_groups = {"context": 9, "sketch": 4, "accompaniment": 9}
+        cfg.dit.input_groups = {"context": 9, "sketch": 4, "accompaniment": 9, "beat": 3}
     cfg.steps = steps
     cfg.validate()
     torch.manual_seed(seed)

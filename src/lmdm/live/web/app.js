@@ -38,6 +38,8 @@ function onJson(m) {
       $('control-guidance').value = m.default_control_guidance;
       $('control-guidance-out').textContent = (+m.default_control_guidance).toFixed(2);
     }
+    $('bpm').disabled = !m.beat_clock;
+    $('bpm').title = m.beat_clock ? '' : 'this model has no beat clock: it picks its own tempo';
     const supported = m.supported_modes || ['text'];  // modes this model cannot do are greyed out
     for (const o of $('mode').options) {
       o.disabled = !supported.includes(o.value);
@@ -239,6 +241,7 @@ $('sketch-cfg').oninput = (e) => { $('sketch-cfg-out').textContent = (+e.target.
 $('sketch-cfg').onchange = (e) => send({ type: 'sketch_cfg', scale: +e.target.value });
 $('control-guidance').oninput = (e) => { $('control-guidance-out').textContent = (+e.target.value).toFixed(2); };
 $('control-guidance').onchange = (e) => send({ type: 'control_guidance', strength: +e.target.value });
+$('bpm').onchange = (e) => send({ type: 'bpm', bpm: e.target.value === '' ? null : +e.target.value });
 $('steps').onchange = (e) => send({ type: 'steps', steps: +e.target.value });
 $('seed').onchange = (e) => send({ type: 'seed', seed: +e.target.value });
 $('block').onchange = (e) => send({ type: 'block', frames: +e.target.value });

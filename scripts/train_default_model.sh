@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce lmdm's embedded default model from nothing but this repository (2 CPU cores: ~3.5 hours).
+# Reproduce lmdm's embedded default model from nothing but this repository (2 CPU cores: ~4 hours).
 # Every step is a plain lmdm command; the weights land in src/lmdm/default_model/.
 # Usage: bash scripts/train_default_model.sh [WORK_DIR]   (default: runs/)
 set -euo pipefail
@@ -59,6 +59,19 @@ import sys, torch, lmdm
 from lmdm.checkpoints import DEFAULT_MODEL_DIR, save_pretrained
 model = lmdm.from_pretrained(sys.argv[1])   # started from DEFAULT_MODEL_DIR: decoder and guidance settings kept
 save_pretrained(model.to(torch.bfloat16), DEFAULT_MODEL_DIR)
+PY
+# 6c. v0.7: the beat clock. ARC-Forcing from the shipped v0.6 weights with a new beat-clock group in the
+#     rollouts (300 steps, ~10 min), then continued at gentler clock settings with a fresh discriminator
+#     (~10 min per 300 steps), shipped the same way (model card, v0.7)
+lmdm train arc-forcing --config configs/train/arc-default-beat.json \
+  --set finetune.latents="$W/latents" --set run.out_dir="$W/default-model-arc-beat"
+lmdm train arc-forcing --config configs/train/arc-default-beat2.json \
+  --set finetune.latents="$W/latents" --set finetune.init="$W/default-model-arc-beat/model" \
+  --set run.out_dir="$W/default-model-arc-beat2"
+python - "$W/default-model-arc-beat2/model" <<'PY'
+import sys, torch, lmdm
+from lmdm.checkpoints import DEFAULT_MODEL_DIR, save_pretrained
+save_pretrained(lmdm.from_pretrained(sys.argv[1]).to(torch.bfloat16), DEFAULT_MODEL_DIR)
 PY
 # 7. evaluate stage 1 against stage 2 on 60-s streams (numbers in src/lmdm/default_model/MODEL_CARD.md)
 lmdm eval --model "$W/default-model/model" --compare "$W/default-model-arc/model" \

@@ -26,6 +26,15 @@
         latents (288-frame windows of the last 60 clips) and of 13-s streams (after the first block)
         for 12 held-out captions, seeds 0-11: mean and median cross-entropy against the caption's BPM
         (a uniform guess is ln 91 = 4.51) and the share read within 4 % of it.
+    python scripts/probe_conditioning.py clock-loss MODEL_DIR LATENTS_DIR
+        the loss on 16 training windows without context at t = 0.5, 0.8, 0.95 with the right beat clock
+        (`lmdm.beat`, the piece's BPM from its first frame), none, one half a beat off, one at 0.8x tempo.
+    python scripts/probe_conditioning.py bpm-sweep MODEL_DIR HELDOUT/manifest.jsonl
+        4 held-out captions (the eval's first 4), seeds 0-3, 18-s streams at --bpm 0, 80, 100, 130, 160:
+        the beat tracker's tempo of each (does sampling keep the clock's tempo?).
+    python scripts/probe_conditioning.py adherence MODEL_DIR HELDOUT/manifest.jsonl [N] [SECONDS]
+        the eval's first N (8) captions, seeds 0.., SECONDS (20) -s text-only streams: tagger style and
+        instrument agreement and tempo error per stream (a quick look before `lmdm eval`).
 """
 import json
 import sys
@@ -230,6 +239,62 @@ def tempo(model_dir: str, latents: str, control_probe: str, heldout: str) -> Non
               f"read within 4 % of the caption's BPM: {np.mean([r[1] for r in rows]):.0%} of {len(rows)}")
 
 
+def clock_loss(model_dir: str, latents: str) -> None:
+    from lmdm.beat import beat_group, grid_phase
+    from lmdm.data.dataset import LatentDataset
+    torch.manual_seed(0)
+    m = lmdm.from_pretrained(model_dir).float().eval()
+    T, fs = m.config.pattern.context_frames + m.config.pattern.block_frames, m.config.frame_seconds
+    ds = LatentDataset(latents, T, seed=0)
+    picks = list(range(0, len(ds), max(1, len(ds) // 16)))[:16]
+    items = [ds[i] for i in picks]
+    x0 = torch.stack([it["latents"] for it in items]).float()
+    phase = torch.stack([grid_phase(it["start"], T, ds.records[i]["metadata"]["tempo"], fs) for i, it in zip(picks, items)])
+    cond = m.dit.condition(*m.text_conditioning([it["caption"] for it in items]))
+    none = torch.zeros(len(items), 1 + x0.shape[1], T)
+    clocks = {"right clock": beat_group(phase), "no clock": torch.zeros(len(items), 3, T),
+              "half a beat off": beat_group(phase + 0.5), "0.8x tempo": beat_group(phase * 0.8)}
+    _window_losses(m, x0, (0.5, 0.8, 0.95), {k: (cond, {"context": none, "beat": g}) for k, g in clocks.items()})
+
+
+def _eval_captions(heldout: str, n: int) -> list[dict]:
+    """The eval's first n held-out entries (`lmdm.eval.suite.evaluate`'s order for seed 0)."""
+    from lmdm.data.dataset import read_manifest
+    entries = read_manifest(heldout)
+    return [entries[i] for i in np.random.default_rng(0).permutation(len(entries))[:n]]
+
+
+def _stream_audio(m, caption: str, seed: int, seconds: float, **kw) -> np.ndarray:
+    stream = m.stream(caption, seed=seed, **kw)
+    blocks = [stream.next_block()[0] for _ in range(int(seconds / (stream.B * m.config.frame_seconds)) + 1)]
+    return torch.cat(blocks, -1).float().numpy()
+
+
+def bpm_sweep(model_dir: str, heldout: str) -> None:
+    from lmdm.data.tempo import estimate_tempo
+    m = lmdm.load(model_dir, dtype=torch.bfloat16)
+    for k, e in enumerate(_eval_captions(heldout, 4)):
+        heard = [f"{bpm} -> {estimate_tempo(_stream_audio(m, e['captions'][0], k, 18, bpm=bpm), m.sample_rate):.0f}"
+                 for bpm in (0, 80, 100, 130, 160)]
+        print(f"piece at {e['metadata']['tempo']} BPM: " + ", ".join(heard) + f"  ({e['captions'][0][:50]}...)")
+
+
+def adherence(model_dir: str, heldout: str, n: str = "8", seconds: str = "20") -> None:
+    from lmdm.beat import bpm_from_text
+    from lmdm.eval.suite import _adherence
+    from lmdm.eval.tagger import Tagger
+    m, tagger, rows = lmdm.load(model_dir, dtype=torch.bfloat16), Tagger.load()[0], []
+    for k, e in enumerate(_eval_captions(heldout, int(n))):
+        a = _adherence(tagger, _stream_audio(m, e["captions"][0], k, float(seconds)), m.sample_rate, e["metadata"], 10.0)
+        rows.append(a)
+        print(f"{a['style']}: named BPM {bpm_from_text(e['captions'][0])}, asked {a['tempo']}, heard "
+              f"{a['estimated_tempo']:.0f}; style {a['style_agreement']:.2f}, instruments {a['instrument_jaccard']:.2f}")
+    print(f"style {np.mean([r['style_agreement'] for r in rows]):.2f}, instruments "
+          f"{np.mean([r['instrument_jaccard'] for r in rows]):.2f}, median tempo error "
+          f"{np.median([r['tempo_error'] for r in rows]):.1%}")
+
+
 if __name__ == "__main__":
     {"context": context, "caption-loss": caption_loss, "sketch": sketch, "sketch-loss": sketch_loss,
-     "sketch-follow": sketch_follow, "tempo": tempo}[sys.argv[1]](*sys.argv[2:])
+     "sketch-follow": sketch_follow, "tempo": tempo, "clock-loss": clock_loss, "bpm-sweep": bpm_sweep,
+     "adherence": adherence}[sys.argv[1]](*sys.argv[2:])

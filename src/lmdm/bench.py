@@ -70,7 +70,8 @@ class _PatternRun:
                  cfg_scale: float = 1.0, sketch: dict | None = None):
         self.model, self.pattern, self.steps, self.batch = model, pattern, steps, batch
         sketch = sketch or {}
-        self.stream = model.stream("bench", seed=0, steps=steps, pattern=pattern, batch=batch, cfg_scale=cfg_scale,
+        # a prompt that names a tempo, as the main job's does: a model with a beat clock runs it
+        self.stream = model.stream("bench, 120 BPM", seed=0, steps=steps, pattern=pattern, batch=batch, cfg_scale=cfg_scale,
                                    sketch_cfg=sketch.get("sketch_cfg", 1.0),
                                    control_guidance=sketch.get("control_guidance", 0.0))
         if sketch:

@@ -27,12 +27,15 @@ def tiny_live_model(block_frames: int = 128, context_blocks: int = 3, steps: int
     cfg.downsampling_ratio, cfg.sample_rate = math.prod(strides), sample_rate
     cfg.pattern.block_frames, cfg.pattern.context_frames = block_frames, context_blocks * block_frames
     if groups:
-        cfg.dit.input_groups = {"context": 9, "sketch": 4, "accompaniment": 9, "beat": 3}
+        cfg.dit.input_groups = {"context": 9, "sketch": 4, "accompaniment": 9}
     cfg.steps = steps
     cfg.validate()
     torch.manual_seed(seed)
     model = lmdm.LiveMusicModel(cfg).eval()
-    if groups:  # every zero-initialised weight (router, output projections) random, so inputs matter
+    if groups:  # the beat clock is added after construction, so every other weight is what it was before it
+        from lmdm.train.finetune import add_input_groups
+        add_input_groups(model, {"beat": 3})
+        # every zero-initialised weight (router, output projections) random, so inputs matter
         gen = torch.Generator().manual_seed(seed + 1)
         with torch.no_grad():
             for p in model.dit.parameters():

@@ -310,6 +310,7 @@ def test_bpm_control_sets_the_beat_clock():
         engine._apply(s, P.parse_control('{"type": "bpm", "bpm": 12}'))
     with pytest.raises(P.ProtocolError):
         P.parse_control('{"type": "bpm", "bpm": 400}')
+    assert _message("bpm", (97.5,)).bpm == 97.5 and _message("bpm", ()).bpm is None   # OSC /lmdm/bpm
     plain = Engine(tiny_live_model(block_frames=8, context_blocks=2, steps=1), threads=1)
     assert plain.info()["beat_clock"] is False
     with pytest.raises(P.ProtocolError, match="beat clock"):

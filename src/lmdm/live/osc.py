@@ -7,7 +7,7 @@
     /lmdm/mode     text|sketch|accompaniment|generative_delay
     /lmdm/drywet   wet            (dry = 1 - wet)   or   /lmdm/drywet dry wet   (two gains)
     /lmdm/feedback f              /lmdm/cutoff frames    /lmdm/sketch_strength s    /lmdm/sketch_cfg s
-    /lmdm/control_guidance g
+    /lmdm/control_guidance g      /lmdm/bpm n    (0: the model picks; no value: the prompt's tempo)
     /lmdm/session  id             send to one session only (0: every session, the default)
 
 Messages go through the same validation as WebSocket controls and reach the engine the same
@@ -30,7 +30,7 @@ class OSCBridge:
         self.errors: list[str] = []
         d = Dispatcher()
         for name in ("prompt", "weights", "cfg", "steps", "seed", "play", "stop", "reset", "mode", "drywet",
-                     "feedback", "cutoff", "sketch_strength", "sketch_cfg", "control_guidance", "session"):
+                     "feedback", "cutoff", "sketch_strength", "sketch_cfg", "control_guidance", "bpm", "session"):
             d.map(f"/lmdm/{name}", self._handler(name), needs_reply_address=True)
         d.set_default_handler(self._unknown, needs_reply_address=True)
         self.server = ThreadingOSCUDPServer((host, port), d)
@@ -66,7 +66,7 @@ class OSCBridge:
         self._reply_error(client, f"unknown OSC address {address!r}; see /lmdm/prompt, /lmdm/weights, /lmdm/cfg, "
                           "/lmdm/steps, /lmdm/seed, /lmdm/play, /lmdm/stop, /lmdm/reset, /lmdm/mode, /lmdm/drywet, "
                           "/lmdm/feedback, /lmdm/cutoff, /lmdm/sketch_strength, /lmdm/sketch_cfg, /lmdm/control_guidance, "
-                          "/lmdm/session")
+                          "/lmdm/bpm, /lmdm/session")
 
     def _reply_error(self, client, text: str) -> None:
         from pythonosc.osc_message_builder import OscMessageBuilder
@@ -99,6 +99,8 @@ def _message(name: str, args: tuple):
         body = {"type": name, field: _one(args, name)}
     elif name == "cutoff":
         body = {"type": "cutoff", "frames": _one(args, name)}
+    elif name == "bpm":
+        body = {"type": "bpm", "bpm": _one(args, name) if args else None}
     elif name == "mode":
         body = {"type": "mode", "mode": str(_one(args, name))}
     elif name == "drywet":

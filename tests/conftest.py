@@ -96,3 +96,22 @@ def stream_audio_by_hand(stream, total: int, before_block=None) -> torch.Tensor:
         pieces.append(audio)
         have += audio.shape[-1]
     return torch.cat(pieces, -1)[:, :total]
+
+
+def banded_reference_error(s, lat: torch.Tensor, msk: torch.Tensor, groups: dict) -> tuple[float, int]:
+    """A block-causal stream's last block against one banded full forward: `lat`/`msk` are every
+    model-batch row's clean latents and mask since the (re-)bootstrap, `groups` the other input groups
+    over those frames plus the block. Returns (largest velocity difference, denoising calls checked)
+    over the calls in `s.trace`."""
+    C, B, n = s.C, s.B, lat.shape[-1]
+    groups = {"context": torch.cat((torch.cat((msk, torch.zeros(msk.shape[0], 1, B)), -1),
+                                    torch.cat((lat, torch.zeros(lat.shape[0], lat.shape[1], B)), -1)), 1), **groups}
+    worst = 0.0
+    for rec in s.trace:
+        x = torch.cat((torch.zeros_like(lat), rec["x"]), -1)
+        with torch.no_grad():
+            ref = s.model.dit(x, torch.full((x.shape[0],), rec["t"]), s.cond, groups, "block-causal",
+                              context_frames=n, block_frames=B, context_chunks=s.pcfg.context_chunks,
+                              first_position=1 - (n - C))[..., -B:]
+        worst = max(worst, (ref - rec["v"]).abs().max().item())
+    return worst, len(s.trace)

@@ -81,7 +81,10 @@ class BeatClock:
         return self.segments[-1][2]
 
     def phase_at(self, frame: int) -> float:
-        start, phase, bpm = self._segment(frame)
+        return self._phase(frame, self._segment(frame))
+
+    def _phase(self, frame: int, segment) -> float:
+        start, phase, bpm = segment
         return phase + (frame - start) * self.frame_seconds * (bpm or 0.0) / 60.0
 
     def set_bpm(self, bpm: float | None, frame: int) -> None:
@@ -101,6 +104,6 @@ class BeatClock:
         """The group (3, n) for absolute frames start .. start + n - 1."""
         phase, on = torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.bool)
         for i in range(n):
-            _, _, bpm = self._segment(start + i)
-            phase[i], on[i] = self.phase_at(start + i), bpm is not None
+            segment = self._segment(start + i)
+            phase[i], on[i] = self._phase(start + i, segment), segment[2] is not None
         return beat_group(phase, on)

@@ -298,3 +298,73 @@ def test_input_group_lr_multiplier(tmp_path):
     router = {id(p) for p in t.obj.model.dit.input_groups.parameters()}
     assert all((id(p) in router) == (g["lr"] > cfg.optim.lr) for g in t.optimizers[0].param_groups
                for p in g["params"])
+
+
+def text_sensitive_model(folder: Path) -> str:
+    """The group model with every weight perturbed (a fresh one zero-initialises its cross-attention
+    output, so its prompt would change nothing), saved as an init directory."""
+    from lmdm.checkpoints import save_pretrained
+    model = lmdm.preset("tiny", "block-causal")
+    model.dit.input_groups = dict(GROUPS)
+    model = build_model(TrainConfig.from_dict({"finetune": {"model": model.to_dict()}}))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.dit.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    save_pretrained(model, folder)
+    return str(folder)
+
+
+def distill_cfg(tmp: Path, lat: Path, init: str, **finetune) -> TrainConfig:
+    cfg = group_cfg(tmp, lat, **finetune)
+    cfg.finetune.model, cfg.finetune.init = None, init
+    return cfg
+
+
+def test_guidance_distillation_targets_the_teachers_cfg_velocity(tmp_path):
+    lat = make_latents(tmp_path / "lat")
+    init = text_sensitive_model(tmp_path / "init")
+    obj = objective(distill_cfg(tmp_path, lat, init, p_sketch=1.0, p_text_drop=0.0, distill_cfg=3.0))
+    batch = obj.load_batch([0, 1, 2, 3], [0] * 4, [0, 1, 2, 3])
+    model, C = obj.model, obj.C
+    loss, _ = obj.loss("model", batch, 0)
+    # independently: the model's own conditional and null-prompt velocities (student == teacher at init)
+    x0, eps, t, mask = batch["latents"], batch["noise"], batch["t"], batch["mask"]
+    xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
+    groups = {"context": torch.cat((mask, x0 * mask), 1), **batch["groups"]}
+    with torch.no_grad():
+        v = {}
+        for name, captions in (("cond", batch["captions"]), ("null", [""] * 4)):
+            cond = model.dit.condition(*model.text_conditioning(captions))
+            v[name] = model.dit(xt, t, cond, groups, obj.pattern, context_frames=C, block_frames=obj.B,
+                                context_chunks=obj.w)[..., C:]
+    # target − v_c = (w − 1)(v_c − v_u): the loss is (w − 1)² · mean((v_c − v_u)²)
+    expected = 4 * ((v["cond"] - v["null"]) ** 2).mean()
+    assert expected > 1e-4 and float(loss.detach()) == pytest.approx(float(expected), rel=1e-4)
+    # w = 1 is the conditional velocity itself: nothing to learn at init
+    one = objective(distill_cfg(tmp_path, lat, init, p_text_drop=0.0, distill_cfg=1.0))
+    assert float(one.loss("model", one.load_batch([0, 1], [0, 0], [0, 1]), 0)[0].detach()) < 1e-10
+
+
+def test_guidance_distillation_trains_and_resumes_exactly(tmp_path):
+    """The teacher is the initial weights, rebuilt on resume: a resumed run equals an uninterrupted one,
+    and the teacher itself never moves."""
+    lat = make_latents(tmp_path / "lat")
+    init = text_sensitive_model(tmp_path / "init")
+
+    def trainer(folder):
+        cfg = distill_cfg(folder, lat, init, distill_cfg=2.0)
+        return Trainer(objective(cfg), cfg)
+
+    a = trainer(tmp_path / "a")
+    teacher = {k: v.clone() for k, v in a.obj.teacher.state_dict().items()}
+    a.fit()
+    assert all(torch.equal(teacher[k], v) for k, v in a.obj.teacher.state_dict().items())
+    moved = a.obj.model.dit.state_dict()
+    assert any(not torch.equal(teacher[k], moved[k]) for k in teacher)
+    b = trainer(tmp_path / "b")
+    b.fit(stop_at=2)
+    c = trainer(tmp_path / "b")
+    c.fit(resume=True)
+    pa, pc = a.obj.model.state_dict(), c.obj.model.state_dict()
+    assert all(torch.equal(pa[k], pc[k]) for k in pa), [k for k in pa if not torch.equal(pa[k], pc[k])]

@@ -103,6 +103,9 @@ class FinetuneConfig:
     block_frames_choices: list[int] = field(default_factory=list)  # per optimizer step block size B drawn from
                                      #   this list ([] = the model's); context C_B = (C // B)·B (enc-dec: C), window
                                      #   = the last C_B + B frames of the model-window crop
+    distill_cfg: float = 0.0         # >0: guidance distillation. The target velocity is the frozen initial
+                                     #   model's CFG velocity v_u + w (v_c - v_u) at this w instead of the data's,
+                                     #   so the trained model follows its prompt as under CFG w at cfg 1 (one pass)
     demo_prompt: str = "warm lo-fi piano"  # text for audio demos
     demo_seconds: float = 4.0        # length of each audio demo
 

@@ -30,9 +30,14 @@ and passed only when the model has them; an item that does not use one gets an a
   accompaniment items.
 - `block_frames_choices`: each optimizer step draws its block size B; the window is the last
   C_B + B frames of the crop with C_B = (C // B)·B (block-causal) or C (enc-dec).
+- `distill_cfg` = w > 0: guidance distillation (Meng et al., 2023). A frozen copy of the initial
+  model gives, at the same noised window, context and groups, its CFG velocity v_u + w·(v_c − v_u)
+  (v_u: the null prompt, as the stream's CFG branch), and that replaces ε − x0 as the target: the
+  model learns to stream as if under CFG w at the cost of one pass instead of two.
 """
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import math
@@ -128,6 +133,8 @@ class FinetuneObjective(Objective):
         p = model.config.pattern
         self.C, self.B, self.w, self.pattern = p.context_frames, p.block_frames, p.context_chunks, p.pattern
         self.chunks = math.ceil(self.C / self.B)
+        # the teacher is the initial model (loaded weights, before LoRA): a resumed run rebuilds the same one
+        self.teacher = copy.deepcopy(model.dit).eval().requires_grad_(False) if f.distill_cfg > 0 else None
         names = set(select_trainable(model, f.trainable, f.lora_rank, f.lora_alpha))
         model.dit.train()
         self.modules = {"model": model}
@@ -312,10 +319,11 @@ class FinetuneObjective(Objective):
         tokens, glob = self.model.text_conditioning(batch["captions"])
         cond = self.model.dit.condition(tokens, glob)
         C = batch.get("context_frames", self.C)
-        v = self.model.dit(xt, t, cond, groups, self.pattern, context_frames=C,
-                           block_frames=batch.get("block_frames", self.B),
-                           context_chunks=batch.get("context_chunks", self.w))
-        loss = F.mse_loss(v[..., C:].float(), (eps - x0)[..., C:].float())
+        shape = dict(context_frames=C, block_frames=batch.get("block_frames", self.B),
+                     context_chunks=batch.get("context_chunks", self.w))
+        v = self.model.dit(xt, t, cond, groups, self.pattern, **shape)
+        target = eps - x0 if self.teacher is None else self._guided_velocity(xt, t, tokens, glob, groups, shape)
+        loss = F.mse_loss(v[..., C:].float(), target[..., C:].float())
         extra = {}
         if self.tag_probe is not None:
             loss, extra = self._with_tag_loss(loss, (xt - tt * v)[..., C:], batch["tags"], batch["tagged"])
@@ -323,6 +331,19 @@ class FinetuneObjective(Objective):
             return loss, extra
         loss, more = self._with_control_loss(loss, x0, xt - tt * v, groups, C)
         return loss, {**extra, **more}
+
+    @torch.no_grad()
+    def _guided_velocity(self, xt, t, tokens, glob, groups: dict, shape: dict) -> torch.Tensor:
+        """The frozen teacher's CFG velocity v_u + w·(v_c − v_u), both branches in one batch; the null
+        prompt is all-zero tokens (same global vector), as in the stream's CFG branch."""
+        def both(x):
+            return None if x is None else torch.cat((x, x))
+        tokens = torch.cat((tokens, torch.zeros_like(tokens)))
+        cond = self.teacher.condition(tokens, both(glob))
+        v = self.teacher(both(xt), both(t), cond, {k: both(g) for k, g in groups.items()}, self.pattern,
+                         **shape).float()
+        v_c, v_u = v.chunk(2)
+        return v_u + self.cfg.finetune.distill_cfg * (v_c - v_u)
 
     def _with_tag_loss(self, loss, estimate, labels: dict, tagged: torch.Tensor, chunks: int = 1):
         """+ weight · the tag probe's loss of the clean estimate (n·chunks, io, frames) against its items'

@@ -35,6 +35,13 @@
     python scripts/probe_conditioning.py adherence MODEL_DIR HELDOUT/manifest.jsonl [N] [SECONDS]
         the eval's first N (8) captions, seeds 0.., SECONDS (20) -s text-only streams: tagger style and
         instrument agreement and tempo error per stream (a quick look before `lmdm eval`).
+    python scripts/probe_conditioning.py styles MODEL_DIR CORPUS/manifest.jsonl STYLE[,STYLE...]
+        can the model make a style at all? For the first 3 pieces of each style in a (training) corpus,
+        their first 2 captions as 20-s streams (seed = the piece's rank, 1-3): the tagger's style for
+        every 10-s window, counted.
+    python scripts/probe_conditioning.py primed MODEL_DIR HELDOUT/manifest.jsonl STYLE[,STYLE...]
+        each held-out piece of those styles: the tagger's style per 10-s window of the piece, of its
+        codec round trip, and of a 30-s stream primed with its first window (its caption, seed 0).
 """
 import json
 import sys
@@ -294,7 +301,41 @@ def adherence(model_dir: str, heldout: str, n: str = "8", seconds: str = "20") -
           f"{np.median([r['tempo_error'] for r in rows]):.1%}")
 
 
+def _styles_heard(tagger, audio: np.ndarray, sr: int) -> list[str]:
+    from lmdm.eval.metrics import windows
+    return [p["style"] for p in tagger.predict(torch.from_numpy(np.stack(windows(audio, sr, 10.0))), sr)]
+
+
+def styles(model_dir: str, corpus: str, names: str) -> None:
+    from collections import Counter
+    from lmdm.data.dataset import read_manifest
+    from lmdm.eval.tagger import Tagger
+    m, tagger, entries = lmdm.load(model_dir, dtype=torch.bfloat16), Tagger.load()[0], read_manifest(corpus)
+    for style in names.split(","):
+        pieces = [e for e in entries if e["metadata"]["style"] == style][:3]
+        heard = Counter(s for rank, e in enumerate(pieces, 1) for c in e["captions"][:2]
+                        for s in _styles_heard(tagger, m.generate(c, 20.0, seed=rank).float().numpy(), m.sample_rate))
+        print(f"{style}: {dict(heard.most_common())}")
+
+
+def primed(model_dir: str, heldout: str, names: str) -> None:
+    from lmdm.data.dataset import load_audio, read_manifest
+    from lmdm.eval.tagger import Tagger
+    m, tagger = lmdm.load(model_dir, dtype=torch.bfloat16), Tagger.load()[0]
+    sr, ae, root = m.sample_rate, m.autoencoder, Path(heldout).parent
+    for e in read_manifest(heldout):
+        if e["metadata"]["style"] not in names.split(","):
+            continue
+        audio = load_audio(root / e["path"], sr, ae.audio_channels)
+        with torch.no_grad():
+            codec = ae.decode(ae.encode(torch.from_numpy(audio[None]).to(ae.dtype)))[0].float().numpy()
+            context = ae.encode(torch.from_numpy(audio[None, :, :round(m.window_seconds * sr)]).to(ae.dtype))[0]
+        stream = _stream_audio(m, e["captions"][0], 0, 30.0, context=context)[:, :30 * sr]
+        print(f"{e['metadata']['style']}: piece {_styles_heard(tagger, audio, sr)}, through the codec "
+              f"{_styles_heard(tagger, codec, sr)}, primed stream {_styles_heard(tagger, stream, sr)}")
+
+
 if __name__ == "__main__":
     {"context": context, "caption-loss": caption_loss, "sketch": sketch, "sketch-loss": sketch_loss,
      "sketch-follow": sketch_follow, "tempo": tempo, "clock-loss": clock_loss, "bpm-sweep": bpm_sweep,
-     "adherence": adherence}[sys.argv[1]](*sys.argv[2:])
+     "adherence": adherence, "styles": styles, "primed": primed}[sys.argv[1]](*sys.argv[2:])

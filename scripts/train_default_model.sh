@@ -73,6 +73,15 @@ import sys, torch, lmdm
 from lmdm.checkpoints import DEFAULT_MODEL_DIR, save_pretrained
 save_pretrained(lmdm.from_pretrained(sys.argv[1]).to(torch.bfloat16), DEFAULT_MODEL_DIR)
 PY
+# 6d. v0.8: guidance distillation. The shipped v0.7 weights learn their own CFG velocity at w = 2
+#     (a frozen copy is the teacher), 300 steps (~8 min), shipped the same way (model card, v0.8)
+lmdm train finetune --config configs/train/default-distill.json \
+  --set finetune.latents="$W/latents" --set run.out_dir="$W/default-model-distill"
+python - "$W/default-model-distill/model" <<'PY'
+import sys, torch, lmdm
+from lmdm.checkpoints import DEFAULT_MODEL_DIR, save_pretrained
+save_pretrained(lmdm.from_pretrained(sys.argv[1]).to(torch.bfloat16), DEFAULT_MODEL_DIR)
+PY
 # 7. evaluate stage 1 against stage 2 on 60-s streams (numbers in src/lmdm/default_model/MODEL_CARD.md)
 lmdm eval --model "$W/default-model/model" --compare "$W/default-model-arc/model" \
   --reference "$W/heldout/manifest.jsonl" --suite quick --seconds 60 --no-baseline --dtype bf16 --out "$W/eval-arc"

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 import lmdm
+from lmdm.beat import bpm_from_text
 from lmdm.checkpoints import save_pretrained
+from lmdm.data.dataset import read_manifest
 from lmdm.data.synth.corpus import generate_corpus
 from lmdm.eval.suite import Suite, evaluate, write_report
 from lmdm.eval.tagger import Tagger, TaggerConfig
@@ -48,6 +50,12 @@ def test_eval_suite_produces_report_and_plots(setup):
     assert len(report["adherence"]) == 2 and report["summary"]["realtime_factor"] > 0
     assert report["reference_pieces"] == 2 and report["reference_windows"] == 2 * 4   # 8-s pieces, 2-s windows
     assert report["cfg_scale"] == model.config.cfg_scale and report["sketch_cfg_scale"] == 1.0
+    # tempo error over the captions that name their BPM, next to the one over all captions
+    captions = [e["captions"][0] for e in read_manifest(setup / "corpus" / "manifest.jsonl")]
+    requested = [a["tempo_error"] for a in report["adherence"] if a["tempo_requested"]]
+    assert sum(a["tempo_requested"] for a in report["adherence"]) <= sum(bpm_from_text(c) is not None for c in captions)
+    assert report["summary"]["median_tempo_error_requested"] == pytest.approx(
+        float(np.median(requested)) if requested else float("nan"), nan_ok=True)
     out = write_report({"tiny": report}, setup / "report")
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "drift.png", "transitions.png"}
     assert "| style_agreement |" in (out / "report.md").read_text()

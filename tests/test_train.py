@@ -179,7 +179,7 @@ def test_two_process_gloo_equals_one_process(tmp_path):
         assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), (k, (a[k] - b[k]).abs().max())
 
 
-@pytest.mark.parametrize("name", ["tiny-smoke", "default-model", "sao-small-gpus"])
+@pytest.mark.parametrize("name", ["tiny-smoke", "default-model", "default-distill", "sao-small-gpus"])
 def test_example_configs_validate(name):
     cfg = load_config(Path(__file__).parents[1] / "configs" / "train" / f"{name}.json")
     if cfg.finetune.model is not None:

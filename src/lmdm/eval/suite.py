@@ -7,8 +7,10 @@ stage-1 vs ARC-Forcing) are compared on identical requests. Measured per model:
 - context memory: per window, how far each primed stream still is from the same request without
   the priming (`metrics.context_memory`; ~0 = the model has forgotten, or never used, its context);
 - prompt adherence: tagger agreement with the caption's style and instrument families, and the
-  beat tracker's tempo error against the caption's BPM (the tempo in the metadata, whether or not the
-  caption names it; a model with a beat clock gets the named one through its clock, report key `beat_clock`);
+  beat tracker's tempo error against the piece's BPM (the tempo in the metadata, whether or not the
+  caption names it; a model with a beat clock gets the named one through its clock, report key
+  `beat_clock`): `median_tempo_error` over all captions, `median_tempo_error_requested` over those
+  that name their BPM (where the others only imply a tempo through their style);
 - prompt transitions: A→B switched mid-stream: blocks until the tagger prefers B, and the
   spectral-flux discontinuity at the switch;
 - speed: the real-time factor of the generation itself;
@@ -32,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..beat import bpm_from_text
 from ..data.dataset import load_audio, read_manifest
 from ..data.tempo import estimate_tempo
 from .embedders import lmdm_embedder
@@ -161,7 +164,8 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
                     per_window.append([])
                 per_window[w].append(e)
             if kind == "text":
-                report["adherence"].append(_adherence(tagger, audio, sr, entry["metadata"], spec.window_seconds))
+                report["adherence"].append({**_adherence(tagger, audio, sr, entry["metadata"], spec.window_seconds),
+                                            "tempo_requested": bpm_from_text(caption) is not None})
         curve = drift_curve([np.stack(w) for w in per_window if len(w) >= 2], reference)
         first = np.stack(per_window[0]) if per_window else np.zeros((0, 1))
         pooled = np.concatenate([np.stack(w) for w in per_window]) if per_window else np.zeros((0, 1))
@@ -223,8 +227,7 @@ def _baseline(model, chosen, spec: Suite, seed: int, embed, tagger: Tagger, refe
     return {**what, "windows": made, "fd_all_windows": _fd(pooled, reference), "adherence": adherence,
             "style_agreement": _mean(a["style_agreement"] for a in adherence),
             "instrument_jaccard": _mean(a["instrument_jaccard"] for a in adherence),
-            "median_tempo_error": float(np.median([a["tempo_error"] for a in adherence
-                                                   if a["tempo_error"] is not None] or [np.nan])),
+            "median_tempo_error": _median_tempo_error(adherence),
             "realtime_factor": made * spec.window_seconds / elapsed if elapsed > 0 else None}
 
 
@@ -258,6 +261,10 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _median_tempo_error(adherence: list[dict]) -> float:
+    return float(np.median([a["tempo_error"] for a in adherence if a["tempo_error"] is not None] or [np.nan]))
+
+
 def _summary(r: dict) -> dict:
     fd = (r["streams"]["text"].get("fd_all_windows") or {}).get("fd")
     base = r.get("baseline") or {}
@@ -266,8 +273,8 @@ def _summary(r: dict) -> dict:
            "style_agreement": _mean(a["style_agreement"] for a in r["adherence"]),
            "style_agreement_baseline": base.get("style_agreement"),
            "instrument_jaccard": _mean(a["instrument_jaccard"] for a in r["adherence"]),
-           "median_tempo_error": float(np.median([a["tempo_error"] for a in r["adherence"]
-                                                   if a["tempo_error"] is not None] or [np.nan])),
+           "median_tempo_error": _median_tempo_error(r["adherence"]),
+           "median_tempo_error_requested": _median_tempo_error([a for a in r["adherence"] if a.get("tempo_requested")]),
            "instrument_jaccard_baseline": base.get("instrument_jaccard"),
            "median_tempo_error_baseline": base.get("median_tempo_error"),
            "drift_ratio_text": r["streams"]["text"]["drift_ratio"],

@@ -326,7 +326,7 @@ def primed(model_dir: str, heldout: str, names: str) -> None:
     for e in read_manifest(heldout):
         if e["metadata"]["style"] not in names.split(","):
             continue
-        audio = load_audio(root / e["path"], sr, ae.audio_channels)
+        audio = load_audio(root / e["path"], sr, ae.config.audio_channels)
         with torch.no_grad():
             codec = ae.decode(ae.encode(torch.from_numpy(audio[None]).to(ae.dtype)))[0].float().numpy()
             context = ae.encode(torch.from_numpy(audio[None, :, :round(m.window_seconds * sr)]).to(ae.dtype))[0]

@@ -42,6 +42,11 @@
     python scripts/probe_conditioning.py primed MODEL_DIR HELDOUT/manifest.jsonl STYLE[,STYLE...]
         each held-out piece of those styles: the tagger's style per 10-s window of the piece, of its
         codec round trip, and of a 30-s stream primed with its first window (its caption, seed 0).
+    python scripts/probe_conditioning.py tag-probe MODEL_DIR LATENTS_DIR CORPUS/manifest.jsonl STYLE[,STYLE...]
+        is the tag loss blind where the eval is not? The latent tag probe (fitted as ARC-Forcing fits
+        it) on each 48-frame block of `styles`'s streams, next to the eval tagger on the decoded 10-s
+        windows: a probe that reads the asked style where the tagger hears another gives the tag loss
+        nothing to push.
 """
 import json
 import sys
@@ -75,7 +80,7 @@ def context(model_dir: str, latents: str, heldout: str) -> None:
                           p.pattern, context_frames=C, block_frames=B, context_chunks=p.context_chunks)
                 losses.append(float(F.mse_loss(v[..., C:], (eps - x0)[..., C:])))
             print(f"t={t}: loss with context {losses[0]:.3f}, without {losses[1]:.3f}")
-    m = lmdm.from_pretrained(model_dir, dtype="bf16")
+    m = lmdm.from_pretrained(model_dir, dtype="auto")
     entry = json.loads(Path(heldout).read_text().splitlines()[0])
     audio = load_audio(Path(heldout).parent / entry["path"], m.sample_rate, m.autoencoder.config.audio_channels)
     opening = torch.from_numpy(np.ascontiguousarray(audio[:, : 10 * m.sample_rate]))[None]
@@ -93,7 +98,7 @@ def sketch(model_dir: str) -> None:
     import tempfile
     from lmdm.data.controls import extract_controls
     from lmdm.generate import generate, load_sketch
-    m = lmdm.load(model_dir, dtype="bf16")
+    m = lmdm.load(model_dir, dtype="auto")
     curve = {"loudness": [[0, -60], [4.9, -60], [5, -8], [9.9, -8], [10, -60], [14.9, -60], [15, -8], [20, -8]]}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(curve, f)
@@ -279,7 +284,7 @@ def _stream_audio(m, caption: str, seed: int, seconds: float, **kw) -> np.ndarra
 
 def bpm_sweep(model_dir: str, heldout: str) -> None:
     from lmdm.data.tempo import estimate_tempo
-    m = lmdm.load(model_dir, dtype=torch.bfloat16)
+    m = lmdm.load(model_dir, dtype="auto")
     for k, e in enumerate(_eval_captions(heldout, 4)):
         heard = [f"{bpm} -> {estimate_tempo(_stream_audio(m, e['captions'][0], k, 18, bpm=bpm), m.sample_rate):.0f}"
                  for bpm in (0, 80, 100, 130, 160)]
@@ -290,7 +295,7 @@ def adherence(model_dir: str, heldout: str, n: str = "8", seconds: str = "20") -
     from lmdm.beat import bpm_from_text
     from lmdm.eval.suite import _adherence
     from lmdm.eval.tagger import Tagger
-    m, tagger, rows = lmdm.load(model_dir, dtype=torch.bfloat16), Tagger.load()[0], []
+    m, tagger, rows = lmdm.load(model_dir, dtype="auto"), Tagger.load()[0], []
     for k, e in enumerate(_eval_captions(heldout, int(n))):
         a = _adherence(tagger, _stream_audio(m, e["captions"][0], k, float(seconds)), m.sample_rate, e["metadata"], 10.0)
         rows.append(a)
@@ -310,7 +315,7 @@ def styles(model_dir: str, corpus: str, names: str) -> None:
     from collections import Counter
     from lmdm.data.dataset import read_manifest
     from lmdm.eval.tagger import Tagger
-    m, tagger, entries = lmdm.load(model_dir, dtype=torch.bfloat16), Tagger.load()[0], read_manifest(corpus)
+    m, tagger, entries = lmdm.load(model_dir, dtype="auto"), Tagger.load()[0], read_manifest(corpus)
     for style in names.split(","):
         pieces = [e for e in entries if e["metadata"]["style"] == style][:3]
         heard = Counter(s for rank, e in enumerate(pieces, 1) for c in e["captions"][:2]
@@ -321,7 +326,7 @@ def styles(model_dir: str, corpus: str, names: str) -> None:
 def primed(model_dir: str, heldout: str, names: str) -> None:
     from lmdm.data.dataset import load_audio, read_manifest
     from lmdm.eval.tagger import Tagger
-    m, tagger = lmdm.load(model_dir, dtype=torch.bfloat16), Tagger.load()[0]
+    m, tagger = lmdm.load(model_dir, dtype="auto"), Tagger.load()[0]
     sr, ae, root = m.sample_rate, m.autoencoder, Path(heldout).parent
     for e in read_manifest(heldout):
         if e["metadata"]["style"] not in names.split(","):
@@ -335,7 +340,30 @@ def primed(model_dir: str, heldout: str, names: str) -> None:
               f"{_styles_heard(tagger, codec, sr)}, primed stream {_styles_heard(tagger, stream, sr)}")
 
 
+def tag_probe(model_dir: str, latents: str, corpus: str, names: str) -> None:
+    from collections import Counter
+    from lmdm.data.dataset import LatentDataset, read_manifest
+    from lmdm.eval.tagger import Tagger
+    from lmdm.train.tag_probe import fit_tag_probe
+    m, tagger, entries = lmdm.load(model_dir, dtype="auto"), Tagger.load()[0], read_manifest(corpus)
+    probe, acc = fit_tag_probe(LatentDataset(latents, m.config.pattern.window_frames), m.config.dit.io_channels)
+    print(f"probe held-out accuracy: {acc}")
+    for style in names.split(","):
+        pieces = [e for e in entries if e["metadata"]["style"] == style][:3]
+        by_probe, by_tagger = Counter(), Counter()
+        for rank, e in enumerate(pieces, 1):
+            for caption in e["captions"][:2]:
+                stream = m.stream(caption, seed=rank)
+                blocks = [stream.next_latents().float() for _ in range(9)]        # 9 x 48 frames = 20 s
+                with torch.no_grad():
+                    audio = m.autoencoder.decode(torch.cat(blocks, -1).to(m.autoencoder.dtype))[0].float().numpy()
+                    by_probe.update(probe.styles[int(probe(b)["style"].argmax(-1)[0])] for b in blocks)
+                by_tagger.update(_styles_heard(tagger, audio, m.sample_rate))
+        print(f"{style}: probe per block {dict(by_probe.most_common())}; tagger per window {dict(by_tagger.most_common())}")
+
+
 if __name__ == "__main__":
     {"context": context, "caption-loss": caption_loss, "sketch": sketch, "sketch-loss": sketch_loss,
      "sketch-follow": sketch_follow, "tempo": tempo, "clock-loss": clock_loss, "bpm-sweep": bpm_sweep,
-     "adherence": adherence, "styles": styles, "primed": primed}[sys.argv[1]](*sys.argv[2:])
+     "adherence": adherence, "styles": styles, "primed": primed,
+     "tag-probe": tag_probe}[sys.argv[1]](*sys.argv[2:])

@@ -84,7 +84,7 @@ def test_bench_sketched_streams():
     """--sketch times streams with a sketch set: sketch guidance adds a model branch (2x the FLOPs),
     control guidance needs --end-to-end, and a model without the sketch group says so."""
     def bench(*extra, check=True):
-        return subprocess.run([sys.executable, "-m", "lmdm", "bench", "--preset", "default", "--dtype", "bf16",
+        return subprocess.run([sys.executable, "-m", "lmdm", "bench", "--preset", "default", "--dtype", "fp32",
                                "--blocks", "1", "--warmup", "1", "--json", "--patterns", "block-causal", *extra],
                               capture_output=True, text=True, check=check)
     guided = json.loads(bench("--sketch", "--sketch-cfg", "3", "--control-guidance", "0.3", "--end-to-end").stdout)

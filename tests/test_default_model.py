@@ -21,7 +21,8 @@ def test_shipped_weights_are_small_bf16_and_documented(model):
     folder = checkpoints.DEFAULT_MODEL_DIR
     size = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
     assert size < 50 * 2 ** 20
-    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert all(p.dtype == torch.bfloat16 for p in checkpoints.from_pretrained(folder).parameters())
+    assert next(model.parameters()).dtype == checkpoints.resolve_dtype("auto")   # computes in the CPU's fast dtype
     c = model.config
     assert c.pattern.pattern == "block-causal" and c.text.kind == "minilm"
     assert {"context", "sketch", "accompaniment", "beat"} <= set(c.dit.input_groups)

@@ -46,9 +46,8 @@ def _encode(args) -> int:
         if ae is None:
             raise DataError(f"the model in {args.model} has no autoencoder (config.autoencoder is empty), so it "
                             "cannot encode audio; use a model directory that includes one")
-    if args.dtype == "bf16":
-        import torch
-        ae = ae.to(torch.bfloat16)
+    import torch
+    ae = ae.to(torch.bfloat16 if args.dtype == "bf16" else torch.float32)   # a bf16-stored model runs fp32 when asked
     path = encode_dataset(args.manifest, ae.eval(), args.out, stems=not args.no_stems,
                           controls=not args.no_controls, chunk_seconds=args.chunk_seconds, progress=not args.quiet,
                           accompaniment_every=args.accompaniment_every, augment_copies=args.augment_copies,

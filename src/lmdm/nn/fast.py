@@ -6,10 +6,12 @@ reordered once into its blocked layout runs them faster than `F.linear` on this 
 `lmdm bench`. Packing is an inference-only path: whenever autograd is recording, or on a non-CPU
 device, the ordinary `F.linear` runs. A weight changed in place (optimizer step, load_state_dict)
 is detected through its version counter and repacked on next use, so a packed model never runs
-stale weights.
+stale weights. oneDNN's bf16 kernels need AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT; on CPUs without them
+bf16 weights take `F.linear` (slow, but correct) instead of failing.
 """
 from __future__ import annotations
 
+import functools
 import types
 
 import torch
@@ -21,10 +23,15 @@ def _available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+@functools.cache
+def _bf16_supported() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def _packed_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     w = self.weight
     if (torch.is_grad_enabled() and (w.requires_grad or x.requires_grad)) or x.device.type != "cpu" \
-            or x.dtype != w.dtype or x.numel() == 0:
+            or x.dtype != w.dtype or x.numel() == 0 or (w.dtype == torch.bfloat16 and not _bf16_supported()):
         return F.linear(x, w, self.bias)
     key = (w._version, w.data_ptr(), w.dtype)
     if getattr(self, "_lmdm_pack_key", None) != key:

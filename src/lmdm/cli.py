@@ -67,7 +67,8 @@ def _generate(args) -> int:
         model.generate(schedule, args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
                        progress=not args.quiet, on_audio=write, block_frames=args.block,
                        on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"), sketch=sketch,
-                       sketch_cfg=args.sketch_cfg, control_guidance=args.control_guidance, bpm=args.bpm)
+                       sketch_cfg=args.sketch_cfg, control_guidance=args.control_guidance, bpm=args.bpm,
+                       prompt_guidance=args.prompt_guidance)
     print(f"wrote {args.output}: {args.seconds} s at {model.sample_rate} Hz, peak {peak:.3f}"
           + (" (clipped to ±1)" if peak > 1 else "")
           + (f", sketch {args.sketch} ({sketch.shape[-1] * model.config.frame_seconds:.2f} s, strength "
@@ -128,6 +129,9 @@ def _eval(args) -> int:
             model.config.sketch_cfg_scale = args.sketch_cfg
         if args.control_guidance is not None:
             model.config.control_guidance = args.control_guidance
+        if args.prompt_guidance is not None:
+            model.config.prompt_guidance = args.prompt_guidance
+            model.config.validate()
         say = None if args.quiet else (lambda msg, p=path: print(f"lmdm eval [{p}]: {msg}", file=sys.stderr, flush=True))
         reports[str(path)] = evaluate(model, args.reference, suite, tagger, args.seed, say, embedder=embedder,
                                       baseline=args.baseline, controls=args.controls,
@@ -260,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--bpm", type=float, default=None,
                    help="tempo of the beat clock, for models with a 'beat' input group (the default model from "
                    "v0.7): by default the tempo the prompt names ('... 110 BPM'); 0 = none, the model picks its own")
+    g.add_argument("--prompt-guidance", type=float, default=None, metavar="G",
+                   help="push each block towards the prompt while it is sampled, for models with a prompt probe "
+                   "(the default model from v0.9): at the middle denoising steps the block's latents take gradient "
+                   "steps of size G towards the prompt's embedding (0 = off). Default: the model's prompt_guidance")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
 
@@ -337,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guidance on the sketch in the controls part (default: each model's sketch_cfg_scale)")
     e.add_argument("--control-guidance", type=float, default=None,
                    help="control guidance strength in the controls part (default: each model's control_guidance)")
+    e.add_argument("--prompt-guidance", type=float, default=None,
+                   help="prompt guidance strength (default: each model's prompt_guidance; models with a prompt probe)")
     e.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
                    help="as for generate (auto: bf16 where the CPU has native bf16 matmuls); the same for every model")
     e.add_argument("--seed", type=int, default=0)

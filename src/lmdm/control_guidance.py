@@ -125,19 +125,28 @@ def guide_x0(x0: torch.Tensor, context: torch.Tensor, sketch: torch.Tensor, auto
     plain normalised step, 0.82 / 0.83 and 0.84 / 0.85 for this one."""
     sample_rate = autoencoder.config.sample_rate
     device, dtype = next(autoencoder.parameters()).device, autoencoder.dtype
-    x = x0.detach().clone()
+    ctx = context.to(device, dtype)
+    first = context.shape[-1] + x0.shape[-1] - sketch.shape[-1]
+
+    def loss_of(z):
+        audio = autoencoder.decode(torch.cat((ctx, z.to(device, dtype)), -1)).float()
+        return sketch_loss(audio.mean(1), sketch.to(device), first, sample_rate, hop) + clipping_penalty(audio)
+    return adam_guidance_steps(x0, loss_of, guidance.strength, guidance.iterations)
+
+
+def adam_guidance_steps(x: torch.Tensor, loss_of, strength: float, iterations: int) -> torch.Tensor:
+    """`iterations` Adam-style steps on x (batch, ...) against the scalar `loss_of(x)`, each of RMS
+    `strength` per batch item (see `guide_x0` for why Adam-style); shared by prompt guidance."""
+    x = x.detach().float().clone()
     momentum, second = torch.zeros_like(x), torch.zeros_like(x)
-    for _ in range(guidance.iterations):
+    for _ in range(iterations):
         with torch.enable_grad():
-            z = x.to(device, dtype).requires_grad_(True)
-            audio = autoencoder.decode(torch.cat((context.to(device, dtype), z), -1)).float()
-            loss = sketch_loss(audio.mean(1), sketch.to(device), context.shape[-1] + x.shape[-1] - sketch.shape[-1],
-                               sample_rate, hop) + clipping_penalty(audio)
-            (grad,) = torch.autograd.grad(loss, z)
+            z = x.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(loss_of(z), z)
         grad = grad.float().cpu()
         momentum = BETA1 * momentum + (1 - BETA1) * grad
         second = BETA2 * second + (1 - BETA2) * grad.square()
         step = momentum / second.sqrt().clamp_min(1e-12)
-        rms = step.square().mean(dim=(1, 2), keepdim=True).sqrt()
-        x = x - guidance.strength * step / rms.clamp_min(1e-12)
+        rms = step.square().mean(dim=tuple(range(1, x.dim())), keepdim=True).sqrt()
+        x = x - strength * step / rms.clamp_min(1e-12)
     return x

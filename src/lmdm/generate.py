@@ -75,7 +75,8 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
              cfg_scale: float | None = None, progress: bool = False, on_audio=None, block_frames: int | None = None,
              on_change=None, sketch: torch.Tensor | None = None, accompaniment: torch.Tensor | None = None,
              cutoff_frames: int | None = None, sketch_cfg: float | None = None,
-             control_guidance: float | None = None, bpm: float | None = None) -> torch.Tensor:
+             control_guidance: float | None = None, bpm: float | None = None,
+             prompt_guidance: float | None = None) -> torch.Tensor:
     """`prompt`: a string, weighted prompts, or a schedule [(start seconds, prompts)] whose changes
     are applied at the first block boundary at or after their time; `on_change(seconds, prompts)`
     is told where each landed.
@@ -86,7 +87,9 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
     decoder (`Stream`, `lmdm.control_guidance`; defaults the model's). `accompaniment` latents (io, frames)
     (`lmdm.accompany`), each block seeing only frames
     `cutoff_frames` (default one block) before its start; see `Stream`. `bpm`: the beat clock of a model
-    with a `beat` group (`lmdm.beat`): None follows the prompts' tempo, a number fixes it, 0 = free tempo."""
+    with a `beat` group (`lmdm.beat`): None follows the prompts' tempo, a number fixes it, 0 = free tempo.
+    `prompt_guidance`: its strength for a model with a prompt probe (`lmdm.prompt_guidance`; default the
+    model's, 0 = off)."""
     if model.autoencoder is None:
         raise ConfigError("this model has no autoencoder, so it cannot make audio")
     if not (seconds > 0 and math.isfinite(seconds)):
@@ -106,7 +109,8 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
     pattern = block_pattern(model, block_frames)
     stream = model.stream(schedule[0][1], seed=seed, steps=steps, cfg_scale=cfg_scale, pattern=pattern,
                           sketch=sketch, accompaniment=accompaniment, cutoff_frames=cutoff_frames,
-                          sketch_cfg=sketch_cfg, control_guidance=control_guidance, bpm=bpm)
+                          sketch_cfg=sketch_cfg, control_guidance=control_guidance, bpm=bpm,
+                          prompt_guidance=prompt_guidance)
     block_seconds = pattern.block_frames * model.config.frame_seconds
     pending = schedule[1:]
     pieces, have = [], 0

@@ -30,6 +30,10 @@ class LiveMusicModel(nn.Module):
             if ae.latent_dim != d.io_channels:
                 raise ConfigError(f"autoencoder latent_dim {ae.latent_dim} != dit.io_channels {d.io_channels}")
             self.autoencoder = Autoencoder(ae)
+        self.prompt_probe = None
+        if config.prompt_probe is not None:   # prompt guidance's latent-text model (lmdm.prompt_guidance)
+            from .prompt_guidance import PromptProbe
+            self.prompt_probe = PromptProbe(d.io_channels, d.cond_token_dim, **config.prompt_probe).requires_grad_(False)
 
     @property
     def sample_rate(self) -> int:
@@ -70,7 +74,8 @@ class LiveMusicModel(nn.Module):
     def generate(self, prompt, seconds: float, *, seed: int = 0, steps: int | None = None,
                  cfg_scale: float | None = None, progress: bool = False, on_audio=None, block_frames: int | None = None,
                  on_change=None, sketch: torch.Tensor | None = None, sketch_cfg: float | None = None,
-                 control_guidance: float | None = None, bpm: float | None = None) -> torch.Tensor:
+                 control_guidance: float | None = None, bpm: float | None = None,
+                 prompt_guidance: float | None = None) -> torch.Tensor:
         """Audio (channels, samples) of exactly `seconds`, float32.
 
         `prompt`: a string, weighted prompts [(text, weight)], or a schedule [(start seconds,
@@ -83,11 +88,13 @@ class LiveMusicModel(nn.Module):
         `sketch_cfg`: guidance on the sketch (default the model's `sketch_cfg_scale`; 1 = off);
         `control_guidance`: its strength through the decoder (`lmdm.control_guidance`; 0 = off).
         `bpm`: the beat clock (models with a `beat` group): None follows the prompt's "... N BPM", a number
-        fixes the tempo, 0 lets the model choose (`lmdm.beat`)."""
+        fixes the tempo, 0 lets the model choose (`lmdm.beat`). `prompt_guidance`: the strength of prompt
+        guidance for a model with a prompt probe (`lmdm.prompt_guidance`; default the model's, 0 = off)."""
         from .generate import generate
         return generate(self, prompt, seconds, seed=seed, steps=steps, cfg_scale=cfg_scale, progress=progress,
                         on_audio=on_audio, block_frames=block_frames, on_change=on_change, sketch=sketch,
-                        sketch_cfg=sketch_cfg, control_guidance=control_guidance, bpm=bpm)
+                        sketch_cfg=sketch_cfg, control_guidance=control_guidance, bpm=bpm,
+                        prompt_guidance=prompt_guidance)
 
     def stream(self, prompt: Prompts | str = "", **kwargs):
         """A new streaming session; see `lmdm.stream.Stream` for the options."""

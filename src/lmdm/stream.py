@@ -30,6 +30,8 @@ and inputs, again with the null prompt under CFG (`cfg_scale`), again without th
 sketch guidance (`sketch_cfg`, with a sketch set); each branch keeps its own cache rows.
 Control guidance (`control_guidance`, with a sketch set; `lmdm.control_guidance`) corrects the clean
 estimate of the last denoising steps through the decoder, so what is heard follows the sketch.
+Prompt guidance (`prompt_guidance`, models with a prompt probe; `lmdm.prompt_guidance`) corrects the
+clean estimate of the middle denoising steps towards the prompt's embedding, in latent space.
 Each frame's group values are those visible when its tokens are computed: enc-dec recomputes the
 context every block (so it sees every input frame once older than the cutoff); the block-causal
 cache freezes a chunk's values when it enters the cache (at the fused step after it was written,
@@ -51,6 +53,7 @@ from .control_guidance import ControlGuidance, guide_x0
 from .config import PatternConfig
 from .errors import ConfigError, ShapeError, StateError
 from .models.conditioners import Prompts, check_prompts, dominant
+from .prompt_guidance import PROBE_FRAMES, PromptGuidance, guide_to_prompt, pool_tokens
 from .nn.fast import pack_linears
 from .sampling import guide, sample
 from .sketch import median_filter
@@ -65,7 +68,7 @@ class Stream:
                  pattern: PatternConfig | None = None, sketch: torch.Tensor | None = None,
                  accompaniment: torch.Tensor | None = None, cutoff_frames: int | None = None,
                  sketch_cfg: float | None = None, control_guidance: "float | ControlGuidance | None" = None,
-                 bpm: float | None = None):
+                 bpm: float | None = None, prompt_guidance: "float | PromptGuidance | None" = None):
         self.model, self.dit = model, pack_linears(model.dit)
         # the stream's own buffers (context, inputs, noise, sampler state) stay on the CPU: small, and
         # seeded noise and saved states do not depend on the device; the DiT, its cache and the
@@ -82,6 +85,10 @@ class Stream:
             control_guidance = ControlGuidance(
                 model.config.control_guidance if control_guidance is None else float(control_guidance))
         self.control_guidance = control_guidance.validate()
+        if not isinstance(prompt_guidance, PromptGuidance):
+            prompt_guidance = PromptGuidance(
+                model.config.prompt_guidance if prompt_guidance is None else float(prompt_guidance))
+        self.prompt_guidance = self._check_prompt_guidance(prompt_guidance)
         self._branch_names: tuple[str, ...] = ()   # the branches the conditioning and cache were built for
         self.block_index = 0
         self._frame = 0  # absolute latent frame of the next block's target
@@ -152,6 +159,17 @@ class Stream:
     def set_control_guidance(self, strength: float) -> None:
         """Control guidance on the sketch through the decoder (`lmdm.control_guidance`; 0 = off)."""
         self.control_guidance = dataclasses.replace(self.control_guidance, strength=float(strength)).validate()
+
+    def set_prompt_guidance(self, strength: float) -> None:
+        """Prompt guidance through the model's prompt probe (`lmdm.prompt_guidance`; 0 = off)."""
+        self.prompt_guidance = self._check_prompt_guidance(
+            dataclasses.replace(self.prompt_guidance, strength=float(strength)))
+
+    def _check_prompt_guidance(self, g: PromptGuidance) -> PromptGuidance:
+        if g.validate().active and self.model.prompt_probe is None:
+            raise ConfigError("prompt guidance needs a model with a prompt probe (config prompt_probe; "
+                              "`lmdm train prompt-probe`)")
+        return g
 
     def _sync_branches(self) -> None:
         if self.branches != self._branch_names:  # the model batch changes, so do the conditioning and the cache
@@ -404,7 +422,26 @@ class Stream:
         return sample(self._denoise_fn(run), noise, self.sampler, self.guidance, refine=self._refine_fn())
 
     def _refine_fn(self):
-        """Control guidance for the block at `frame`, or None when it has nothing to do."""
+        """Prompt then control guidance of the clean estimates of the block at `frame`; None when
+        neither has anything to do."""
+        guides = [f for f in (self._prompt_refine(), self._control_refine()) if f is not None]
+        if len(guides) < 2:
+            return guides[0] if guides else None
+        return lambda x0, i: guides[1](guides[0](x0, i), i)
+
+    def _prompt_refine(self):
+        g, probe = self.prompt_guidance, self.model.prompt_probe
+        if not g.active or probe is None or not self.prompts or not any(text for text, _ in self.prompts):
+            return None
+        real = int(self.history_mask[0, 0].flip(0).cumprod(0).sum())   # trailing real context frames
+        context = self.history[..., self.C - min(real, max(0, PROBE_FRAMES - self.B)):]
+        text = self._prompt_embedding.expand(self.batch, -1)
+
+        def refine(x0, i):
+            return guide_to_prompt(x0, context, probe, text, g) if g.guides(i, self.steps) else x0
+        return refine
+
+    def _control_refine(self):
         g, ae = self.control_guidance, self.model.autoencoder
         if not g.active or self.sketch is None or ae is None:
             return None
@@ -480,7 +517,17 @@ class Stream:
         tokens, glob = self.model.encode_prompts(self.prompts, self.seconds_total)
         self.tokens = tokens.to(self.device, dtype)
         self.global_cond = None if glob is None else glob.to(self.device, dtype)
+        self._embed_prompt()
         self._condition()
+
+    @torch.no_grad()
+    def _embed_prompt(self) -> None:
+        """The prompt probe's embedding of the blended prompt (what prompt guidance aims at)."""
+        probe = self.model.prompt_probe
+        self._prompt_embedding = None
+        if probe is not None:
+            text = self.tokens if self.global_cond is None else self.tokens[:, :-1]   # without SAO's seconds token
+            self._prompt_embedding = probe.embed_text(pool_tokens(text).to(next(probe.parameters()).dtype)).float().cpu()
 
     @torch.no_grad()
     def _condition(self) -> None:
@@ -507,7 +554,8 @@ class Stream:
                 "pattern": dataclasses.asdict(self.pcfg), "block_index": self.block_index, "frame": self._frame,
                 "seed": self.seed,
                 "steps": self.steps, "cfg_scale": self.cfg_scale, "sketch_cfg": self.sketch_cfg,
-                "control_guidance": dataclasses.asdict(self.control_guidance), "sampler": self.sampler,
+                "control_guidance": dataclasses.asdict(self.control_guidance),
+                "prompt_guidance": dataclasses.asdict(self.prompt_guidance), "sampler": self.sampler,
                 "guidance": self.guidance, "prompts": self.prompts, "batch": self.batch,
                 "seconds_total": self.seconds_total, "needs_bootstrap": self.needs_bootstrap,
                 "cutoff_frames": self.cutoff_frames, "sketch_start": self.sketch_start,
@@ -565,11 +613,13 @@ class Stream:
         self.cfg_scale, self.sampler, self.guidance = meta["cfg_scale"], meta["sampler"], meta["guidance"]
         self.sketch_cfg = meta.get("sketch_cfg", 1.0)
         self.control_guidance = ControlGuidance(**meta.get("control_guidance", {})).validate()
+        self.prompt_guidance = self._check_prompt_guidance(PromptGuidance(**meta.get("prompt_guidance", {})))
         self.prompts, self.seconds_total = check_prompts(meta["prompts"]), meta["seconds_total"]
         self.needs_bootstrap = meta["needs_bootstrap"]
         self.history, self.history_mask = tensors["history"].clone(), tensors["history_mask"].clone()
         self.tokens = tensors["tokens"].to(self.device).clone()
         self.global_cond = tensors["global_cond"].to(self.device).clone() if "global_cond" in tensors else None
+        self._embed_prompt()
         self.pending = tensors["pending"].clone() if "pending" in tensors else None
         if self.cache is not None:
             self.cache.load_state_dict({k: self._dev(v) for k, v in tensors.items() if k.startswith("cache.")},

@@ -1,4 +1,5 @@
-"""`lmdm train finetune|arc-forcing|autoencoder --config FILE [--set key.sub=value ...] [--resume]`.
+"""`lmdm train finetune|arc-forcing|autoencoder --config FILE [--set key.sub=value ...] [--resume]`,
+and `lmdm train prompt-probe --model DIR --latents DIR --out DIR` (prompt guidance's latent-text model).
 
 The same command runs on one process or under torchrun:
     torchrun --nproc_per_node 4 -m lmdm.train.cli finetune --config configs/train/sao-small-gpus.json
@@ -32,6 +33,29 @@ def _run(args) -> int:
     return 0
 
 
+def _prompt_probe(args) -> int:
+    import torch
+
+    from ..checkpoints import load, save_pretrained
+    from ..data.dataset import LatentDataset
+    from ..errors import ConfigError
+    from ..prompt_guidance import fit_prompt_probe
+    model = load(args.model)
+    stored = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    model.float()
+    if not 0 <= args.strength <= 2:
+        raise ConfigError(f"--strength must be in [0, 2], got {args.strength}")
+    data = LatentDataset(args.latents, crop_frames=args.crop)
+    probe, heldout = fit_prompt_probe(data.records, data.tensors, model.text, model.config.dit.io_channels,
+                                      model.config.dit.cond_token_dim, steps=args.steps, crop=args.crop,
+                                      seed=args.seed, progress=not args.quiet)
+    model.config.prompt_probe, model.config.prompt_guidance = {"width": args.width, "dim": args.dim}, args.strength
+    model.prompt_probe = probe
+    save_pretrained(model.to(stored), args.out)
+    print(json.dumps({"out_dir": args.out, "heldout_retrieval": heldout, "prompt_guidance": args.strength}))
+    return 0
+
+
 def add_train_parser(subparsers) -> argparse.ArgumentParser:
     """Register `train` with its `finetune`, `arc-forcing` and `autoencoder` subcommands on an argparse
     subparsers object."""
@@ -53,6 +77,19 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                        help="stop (and checkpoint) after this optimizer step; the schedule still follows run.steps")
         p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
         p.set_defaults(func=_run)
+    text = ("fit prompt guidance's latent-text model (lmdm.prompt_guidance) on a model's training latents and "
+            "write the model with it to --out")
+    p = kinds.add_parser("prompt-probe", help=text, description=text)
+    p.add_argument("--model", required=True, help="lmdm model directory (or 'default')")
+    p.add_argument("--latents", required=True, help="latents folder from `lmdm data encode` with captions")
+    p.add_argument("--out", required=True, help="output model directory (the model plus its prompt probe)")
+    p.add_argument("--steps", type=int, default=2000, help="contrastive training steps (default 2000)")
+    p.add_argument("--crop", type=int, default=48, help="latent frames per training crop (default 48)")
+    p.add_argument("--strength", type=float, default=0.0,
+                   help="the written model's default prompt guidance strength (0 = off; see the model card)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_prompt_probe, width=128, dim=128)
     return train
 
 

@@ -1,0 +1,163 @@
+"""Prompt guidance: the text prompt enforced at sampling time through a small latent-text model.
+
+A DiT that learned its caption only loosely (the default model: see its model card) can be pushed
+towards it while it samples, as control guidance pushes towards a sketch: at chosen denoising steps
+the clean estimate x0 of the block (read together with the clean context just before it, so a short
+block is judged in its setting) takes `iterations` Adam-style steps of fixed RMS that raise the
+cosine similarity between a latent embedding of it and the embedding of the stream's prompt; the
+sampler then re-noises the corrected estimate, so the following model call builds on it (classifier
+guidance on the clean estimate, as in CLIP/CLAP-guided diffusion, per block so it streams).
+
+The embeddings come from a `PromptProbe`: a latent-side conv encoder (about one second of receptive
+field, mean-pooled) and a text-side projection of the mean-pooled conditioning tokens (the same
+MiniLM tokens the DiT cross-attends to, so a weighted blend of prompts is guided towards its blend),
+trained contrastively (CLIP's symmetric InfoNCE) on the training latents and their captions
+(`fit_prompt_probe`, a few minutes on a CPU). It works in latent space, never through the decoder,
+so a guidance iteration costs a tiny conv net's forward and backward, not a decoder pass.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .control_guidance import adam_guidance_steps
+from .errors import ConfigError, DataError
+
+PROBE_FRAMES = 48   # the probe reads a block with clean context before it up to this many frames (~2.2 s)
+
+def pool_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """Conditioning tokens (batch, N, dim), padding rows all zero -> their mean over the non-zero rows
+    (batch, dim): the sentence embedding MiniLM was trained to give. A null prompt pools to zeros."""
+    real = (tokens.abs().sum(-1, keepdim=True) > 0).to(tokens.dtype)
+    return (tokens * real).sum(1) / real.sum(1).clamp_min(1.0)
+
+
+class PromptProbe(nn.Module):
+    """Latents (batch, io, frames) and pooled text (batch, text_dim) -> unit embeddings (batch, dim)
+    in one space, where a block and the prompt it follows are close."""
+
+    def __init__(self, io_channels: int, text_dim: int, width: int = 128, dim: int = 128):
+        super().__init__()
+        self.latent_net = nn.Sequential(nn.Conv1d(io_channels, width, 5, padding=2), nn.GELU(),
+                                        nn.Conv1d(width, width, 5, padding=4, dilation=2), nn.GELU(),
+                                        nn.Conv1d(width, width, 5, padding=8, dilation=4), nn.GELU())
+        self.latent_proj = nn.Linear(width, dim)
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, width), nn.GELU(), nn.Linear(width, dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def embed_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.latent_proj(self.latent_net(latents).mean(-1)), dim=-1)
+
+    def embed_text(self, pooled: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_proj(pooled), dim=-1)
+
+
+def contrastive_loss(probe: PromptProbe, latents: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE: item i's latents and text are the positive pair, the batch's others negatives."""
+    logits = probe.logit_scale.exp().clamp(max=100) * probe.embed_latents(latents) @ probe.embed_text(pooled).T
+    target = torch.arange(len(logits))
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def fit_prompt_probe(records: list[dict], tensors: dict[str, torch.Tensor], encode_text, io_channels: int,
+                     text_dim: int, steps: int = 2000, crop: int = 48, batch: int = 48, seed: int = 0,
+                     heldout: float = 0.1, progress: bool = True) -> tuple[PromptProbe, dict[str, float]]:
+    """Fit on random `crop`-frame crops of all but the last `heldout` fraction of the clips (a
+    `LatentDataset`'s `records` and `tensors`) paired with one of their captions; `encode_text(texts)`
+    gives conditioning tokens (the model's text encoder). A batch never holds a clip twice. Returns the
+    probe and, on crops of the held-out clips, caption retrieval: the share whose nearest caption among
+    all held-out captions belongs to the same clip (`clip`) and to a clip of the same style (`style`)."""
+    clips = [(tensors[r["latents"]].float(), list(r["captions"]), (r.get("metadata") or {}).get("style"))
+             for r in records if r.get("captions")]
+    if len(clips) < 4:
+        raise DataError(f"fitting a prompt probe needs at least 4 captioned clips, got {len(clips)}")
+    crop = min(crop, *(z.shape[-1] for z, _, _ in clips))
+    texts = sorted({c for _, caps, _ in clips for c in caps})
+    with torch.no_grad():
+        pooled = torch.cat([pool_tokens(encode_text(texts[i:i + 64]).float()) for i in range(0, len(texts), 64)])
+    text_index = {t: i for i, t in enumerate(texts)}
+    n_held = max(1, int(len(clips) * heldout))
+    train, held = clips[:-n_held], clips[-n_held:]
+    batch = min(batch, len(train))
+    rng = random.Random(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        probe = PromptProbe(io_channels, text_dim)
+    opt = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+
+    def crop_of(z):
+        s = rng.randrange(z.shape[-1] - crop + 1)
+        return z[:, s:s + crop]
+
+    for _ in tqdm(range(steps), desc="prompt probe", disable=not progress):
+        chosen = rng.sample(train, batch)
+        x = torch.stack([crop_of(z) for z, _, _ in chosen])
+        t = pooled[[text_index[rng.choice(caps)] for _, caps, _ in chosen]]
+        loss = contrastive_loss(probe, x, t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    probe.eval().requires_grad_(False)
+    return probe, _retrieval(probe, held, pooled, text_index, crop_of)
+
+
+@torch.no_grad()
+def _retrieval(probe, held, pooled, text_index, crop_of, crops_per_clip: int = 8) -> dict[str, float]:
+    owners = [(k, style, text_index[c]) for k, (_, caps, style) in enumerate(held) for c in caps]
+    text_emb = probe.embed_text(pooled[[i for _, _, i in owners]])
+    hit_clip, hit_style, n = 0, 0, 0
+    for k, (z, _, style) in enumerate(held):
+        emb = probe.embed_latents(torch.stack([crop_of(z) for _ in range(crops_per_clip)]))
+        for best in (emb @ text_emb.T).argmax(-1).tolist():
+            hit_clip += owners[best][0] == k
+            hit_style += owners[best][1] == style
+            n += 1
+    return {"clip": hit_clip / n, "style": hit_style / n}
+
+
+@dataclass
+class PromptGuidance:
+    """`strength`: RMS distance (unit-variance latent units) x0 moves per iteration; 0 = off.
+    `iterations`: gradient steps per guided denoising step. `first_step` / `last_step`: the guided
+    denoising steps (0-based, inclusive; negative counts from the end)."""
+    strength: float = 0.0
+    iterations: int = 4
+    first_step: int = 1
+    last_step: int = -2
+
+    def validate(self) -> "PromptGuidance":
+        if not 0.0 <= self.strength <= 2.0:
+            raise ConfigError(f"prompt guidance strength must be in [0, 2], got {self.strength}")
+        if self.iterations < 1:
+            raise ConfigError(f"prompt guidance needs iterations >= 1, got {self.iterations}")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.strength > 0
+
+    def guides(self, step: int, steps: int) -> bool:
+        first, last = (s % steps if s < 0 else s for s in (self.first_step, self.last_step))
+        return first <= step <= last
+
+
+def guide_to_prompt(x0: torch.Tensor, context: torch.Tensor, probe: PromptProbe, text: torch.Tensor,
+                    guidance: PromptGuidance) -> torch.Tensor:
+    """x0 (batch, io, B) after `guidance.iterations` Adam-style steps that raise the cosine similarity
+    between `probe.embed_latents([context | x0])` and the unit text embedding `text` (batch, dim);
+    `context` (batch, io, k >= 0) are the clean frames just before the block (not moved)."""
+    dtype = next(probe.parameters()).dtype
+    ctx, text = context.to(dtype), text.to(dtype)
+
+    def loss_of(z):
+        emb = probe.embed_latents(torch.cat((ctx, z.to(dtype)), -1))
+        return -(emb * text).sum()
+    return adam_guidance_steps(x0.float(), loss_of, guidance.strength, guidance.iterations)

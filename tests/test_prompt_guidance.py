@@ -1,0 +1,183 @@
+"""Prompt guidance (`lmdm.prompt_guidance`): the probe learns which latents go with which caption, a
+guided estimate moves towards the prompt's embedding, a stream without guidance computes exactly what
+it did before, and the probe travels with the model (save / load, stream state, the CLI that fits it)."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lmdm.checkpoints import from_pretrained, save_pretrained
+from lmdm.cli import main
+from lmdm.data.dataset import LatentDataset
+from lmdm.errors import CheckpointError, ConfigError, DataError
+from lmdm.live.testmodel import tiny_live_model
+from lmdm.prompt_guidance import (PromptGuidance, PromptProbe, fit_prompt_probe, guide_to_prompt, pool_tokens)
+
+IO, TEXT = 8, 16
+STYLES = ("calm", "busy", "dark")
+
+
+def styled_latents(folder, clips=18, frames=64):
+    """Noise latents; clip i has style STYLES[i % 3], carried as +2 on channel i % 3 (what the probe must find)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    tensors, lines = {}, []
+    for i in range(clips):
+        z = torch.randn(IO, frames, generator=g)
+        z[i % 3] += 2.0
+        tensors[f"{i}/mix"] = z
+        style = STYLES[i % 3]
+        lines.append({"id": str(i), "path": f"clip{i}.wav", "shard": "shard-00000.safetensors", "latents": f"{i}/mix",
+                      "frames": frames, "duration": frames / 21.5, "captions": [f"{style} music", f"a {style} piece"],
+                      "metadata": {"style": style}})
+    save_file(tensors, str(folder / "shard-00000.safetensors"))
+    (folder / "latents.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return folder
+
+
+def text_tokens(texts):
+    """A stand-in text encoder: token rows from the words (a style word sets its own dimension), zero padding."""
+    out = torch.zeros(len(texts), 6, TEXT)
+    for b, text in enumerate(texts):
+        for k, word in enumerate(text.split()[:6]):
+            row = torch.full((TEXT,), 0.1 * len(word))
+            if word in STYLES:
+                row[STYLES.index(word)] += 3.0
+            out[b, k] = row
+    return out
+
+
+def test_pool_tokens_averages_the_real_tokens_only():
+    tokens = torch.zeros(2, 5, 3)
+    tokens[0, :2] = torch.tensor([[1.0, 2, 3], [3, 2, 1]])
+    pooled = pool_tokens(tokens)
+    assert torch.allclose(pooled[0], torch.tensor([2.0, 2, 2])) and torch.equal(pooled[1], torch.zeros(3))
+
+
+def test_probe_learns_which_latents_go_with_which_caption(tmp_path):
+    data = LatentDataset(styled_latents(tmp_path / "lat"), 16)
+    probe, held = fit_prompt_probe(data.records, data.tensors, text_tokens, IO, TEXT, steps=150, crop=16, batch=9,
+                                   heldout=0.34, progress=False)
+    assert held["style"] > 0.9, held          # chance: 1/3
+    again, _ = fit_prompt_probe(data.records, data.tensors, text_tokens, IO, TEXT, steps=150, crop=16, batch=9,
+                                heldout=0.34, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(probe.state_dict().values(), again.state_dict().values()))
+    # a latent of one style is nearest to its own style's caption
+    texts = probe.embed_text(pool_tokens(text_tokens([f"{s} music" for s in STYLES])))
+    z = torch.randn(3, IO, 16)
+    for k in range(3):
+        z[k, k] += 2.0
+    assert (probe.embed_latents(z) @ texts.T).argmax(-1).tolist() == [0, 1, 2]
+    with pytest.raises(DataError, match="captioned clips"):
+        fit_prompt_probe(data.records[:3], data.tensors, text_tokens, IO, TEXT, steps=1, progress=False)
+
+
+def _fitted_probe(tmp_path):
+    data = LatentDataset(styled_latents(tmp_path / "lat"), 16)
+    return fit_prompt_probe(data.records, data.tensors, text_tokens, IO, TEXT, steps=150, crop=16, batch=9,
+                            heldout=0.34, progress=False)[0]
+
+
+def test_guided_estimate_moves_towards_the_prompt(tmp_path):
+    probe = _fitted_probe(tmp_path)
+    text = probe.embed_text(pool_tokens(text_tokens(["dark music"])))
+    x0, context = torch.randn(1, IO, 16, generator=torch.Generator().manual_seed(1)), torch.randn(1, IO, 4)
+    x0[:, 0] += 2.0   # a calm block
+
+    def similarity(x):
+        return float(probe.embed_latents(torch.cat((context, x), -1)) @ text[0])
+    sims = [similarity(x0)]
+    for n in (1, 2, 4):
+        sims.append(similarity(guide_to_prompt(x0, context, probe, text, PromptGuidance(0.3, iterations=n))))
+    assert sims == sorted(sims) and sims[-1] > sims[0] + 0.2, sims
+    # Adam-style: the first step is a sign step of RMS `strength` over the whole block
+    moved = guide_to_prompt(x0, context, probe, text, PromptGuidance(0.3, iterations=1)) - x0
+    assert abs(float(moved.square().mean().sqrt()) - 0.3) < 0.01
+    with pytest.raises(ConfigError):
+        PromptGuidance(3.0).validate()
+    g = PromptGuidance(0.1, first_step=1, last_step=-2)
+    assert [g.guides(i, 8) for i in range(8)] == [False] + [True] * 6 + [False]
+
+
+def _with_probe(tmp_path, strength=0.0):
+    """The tiny live model (text: the byte encoder, 64-d tokens) with a prompt probe fitted on its own tokens."""
+    model = tiny_live_model(block_frames=16, context_blocks=2, steps=4)
+    dim = model.config.dit.cond_token_dim
+    data = LatentDataset(styled_latents(tmp_path / "lat"), 16)
+    probe, _ = fit_prompt_probe(data.records, data.tensors, model.text, IO, dim, steps=60, crop=16, batch=9,
+                                progress=False)
+    model.config.prompt_probe, model.config.prompt_guidance, model.prompt_probe = {"width": 128, "dim": 128}, strength, probe
+    return model
+
+
+def _blocks(model, prompt="dark music", n=3, **kw):
+    s = model.stream(prompt, seed=3, **kw)
+    return torch.cat([s.next_latents() for _ in range(n)], -1), s
+
+
+def test_stream_guidance_follows_the_prompt_and_is_exact_when_off(tmp_path):
+    plain_model = tiny_live_model(block_frames=16, context_blocks=2, steps=4)
+    model = _with_probe(tmp_path)
+    plain, _ = _blocks(plain_model)
+    assert torch.equal(_blocks(model)[0], plain)                          # a probe alone changes nothing
+    assert torch.equal(_blocks(model, prompt_guidance=0.0)[0], plain)
+    with pytest.raises(ConfigError, match="prompt probe"):
+        plain_model.stream("x", prompt_guidance=0.2)
+    guided, s = _blocks(model, prompt_guidance=0.5)
+    assert not torch.equal(guided, plain)
+    probe, text = model.prompt_probe, s._prompt_embedding
+
+    def similarity(z):
+        return float(torch.stack([probe.embed_latents(b) @ text[0] for b in z.split(16, -1)]).mean())
+    assert similarity(guided) > similarity(plain) + 0.1
+    # an empty prompt has nothing to be guided to
+    assert torch.equal(_blocks(model, prompt="", prompt_guidance=0.5)[0], _blocks(model, prompt="")[0])
+
+
+def test_model_with_probe_saves_loads_and_keeps_guidance_in_stream_state(tmp_path):
+    model = _with_probe(tmp_path, strength=0.4)
+    save_pretrained(model, tmp_path / "m")
+    loaded = from_pretrained(tmp_path / "m")
+    assert loaded.config.prompt_guidance == 0.4
+    assert all(torch.equal(a, b) for a, b in zip(model.prompt_probe.state_dict().values(),
+                                                  loaded.prompt_probe.state_dict().values()))
+    s = loaded.stream("dark music", seed=1)
+    assert s.prompt_guidance.strength == 0.4
+    s.next_block()
+    s.save(tmp_path / "state.safetensors")
+    expected = s.next_block()
+    t = loaded.stream("calm music", seed=1, prompt_guidance=0.0)
+    t.restore(tmp_path / "state.safetensors")
+    assert t.prompt_guidance == s.prompt_guidance and torch.equal(t.next_block(), expected)
+    t.set_prompt_guidance(0.0)
+    assert not t.prompt_guidance.active
+    # the probe's weights are part of the checkpoint: a file without them is refused
+    from safetensors.torch import load_file
+    state = {k: v for k, v in load_file(str(tmp_path / "m" / "model.safetensors")).items()
+             if not k.startswith("prompt_probe.")}
+    save_file(state, str(tmp_path / "m" / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="missing keys"):
+        from_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["prompt_probe"] = None
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="prompt_probe"):
+        from_pretrained(tmp_path / "m")
+
+
+def test_cli_fits_the_probe_and_writes_a_guided_model(tmp_path, capsys):
+    model = tiny_live_model(block_frames=16, context_blocks=2, steps=4)
+    save_pretrained(model, tmp_path / "m")
+    assert main(["train", "prompt-probe", "--model", str(tmp_path / "m"), "--latents",
+                 str(styled_latents(tmp_path / "lat")), "--out", str(tmp_path / "g"), "--steps", "20", "--crop", "16",
+                 "--strength", "0.3", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["prompt_guidance"] == 0.3 and 0 <= report["heldout_retrieval"]["style"] <= 1
+    guided = from_pretrained(tmp_path / "g")
+    assert guided.config.prompt_probe is not None and guided.config.prompt_guidance == 0.3
+    # the rest of the model is the input model's, weight for weight
+    assert all(torch.equal(v, guided.state_dict()[k]) for k, v in model.state_dict().items())
+    assert guided.stream("dark music", seed=0).next_block().isfinite().all()
+    assert main(["train", "prompt-probe", "--model", str(tmp_path / "m"), "--latents", str(tmp_path / "lat"),
+                 "--out", str(tmp_path / "h"), "--strength", "5"]) == 2

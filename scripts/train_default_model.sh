@@ -82,6 +82,15 @@ import sys, torch, lmdm
 from lmdm.checkpoints import DEFAULT_MODEL_DIR, save_pretrained
 save_pretrained(lmdm.from_pretrained(sys.argv[1]).to(torch.bfloat16), DEFAULT_MODEL_DIR)
 PY
+# 6e. v0.9: prompt guidance. A latent-text probe fitted contrastively on the training latents and their
+#     captions (2000 steps, ~2.5 min), written into the shipped model with guidance strength 0.3 on by
+#     default (model card, v0.9); the DiT's weights are v0.8's
+lmdm train prompt-probe --model src/lmdm/default_model --latents "$W/latents" --out "$W/default-model-probe" --strength 0.3
+python - "$W/default-model-probe" <<'PY'
+import sys, lmdm
+from lmdm.checkpoints import DEFAULT_MODEL_DIR, save_pretrained
+save_pretrained(lmdm.from_pretrained(sys.argv[1]), DEFAULT_MODEL_DIR)   # stored in bf16 as its input was
+PY
 # 7. evaluate stage 1 against stage 2 on 60-s streams (numbers in src/lmdm/default_model/MODEL_CARD.md)
 lmdm eval --model "$W/default-model/model" --compare "$W/default-model-arc/model" \
   --reference "$W/heldout/manifest.jsonl" --suite quick --seconds 60 --no-baseline --dtype bf16 --out "$W/eval-arc"

@@ -72,3 +72,20 @@ def test_default_model_keeps_the_tempo_its_beat_clock_asks(model):
         stream = model.stream("house groove with piano chords", seed=0, bpm=bpm)
         audio = torch.cat([stream.next_block()[0] for _ in range(8)], -1).float().numpy()
         assert estimate_tempo(audio, model.sample_rate) == pytest.approx(bpm, rel=0.06), bpm
+
+
+def test_default_model_guides_its_blocks_towards_the_prompt(model):
+    """v0.9's prompt guidance (`lmdm.prompt_guidance`) is on by default and moves what the model plays
+    towards the prompt in its probe's space (the model card measures what the evaluation's tagger hears)."""
+    assert model.prompt_probe is not None and model.config.prompt_guidance > 0
+    assert 0.3 < float(model.prompt_probe.target_similarity) < 1
+
+    def similarity(stream):
+        blocks = torch.cat([stream.next_latents() for _ in range(4)])
+        with torch.no_grad():
+            emb = model.prompt_probe.embed_latents(blocks.to(next(model.prompt_probe.parameters()).dtype))
+        return float((emb.float() @ stream._prompt_embedding[0]).mean())
+    for prompt in ("chiptune, square-wave lead melody, 150 BPM", "funk, slap bass, clavinet, brass section"):
+        guided, plain = model.stream(prompt, seed=2), model.stream(prompt, seed=2, prompt_guidance=0)
+        assert guided.prompt_guidance.active and not plain.prompt_guidance.active
+        assert similarity(guided) > similarity(plain) + 0.02, prompt

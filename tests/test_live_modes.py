@@ -218,12 +218,14 @@ def test_sketch_controls_at_another_latent_rate():
     np.testing.assert_allclose(np.median(pitch), (57 - 60) / 36, atol=0.02)
 
 
-def _sketch_session(**config):
-    """A sketch-mode session of a tiny grouped model (its config fields set from `config`) with input
-    queued for four blocks, and `block()`: apply the pending controls, generate one block, return the
-    session's stream."""
+def _sketch_session(prepare=None, **config):
+    """A sketch-mode session of a tiny grouped model (its config fields set from `config`, then `prepare(model)`)
+    with input queued for four blocks, and `block()`: apply the pending controls, generate one block, return
+    the session's stream."""
     model = tiny_live_model(block_frames=8, context_blocks=2, steps=2, groups=True, sample_rate=22050,
                             strides=(4, 8, 32))
+    if prepare:
+        prepare(model)
     for k, v in config.items():
         setattr(model.config, k, v)
     engine = Engine(model, threads=1)
@@ -271,6 +273,38 @@ def test_control_guidance_control_reaches_the_stream():
     assert block().control_guidance.strength == 0.5
     with pytest.raises(P.ProtocolError):
         P.parse_control('{"type": "control_guidance", "strength": 3}')
+
+
+def test_prompt_guidance_control_reaches_the_stream(tmp_path):
+    """Sessions start at the model's prompt guidance (in hello, with whether it has a probe);
+    {"type": "prompt_guidance"} reaches the stream at the next block and survives a mode change; a model
+    without a probe refuses it (0 is always accepted)."""
+    from test_prompt_guidance import styled_latents
+    from lmdm.data.dataset import LatentDataset
+    from lmdm.prompt_guidance import fit_prompt_probe
+    engine, s, block = _sketch_session()
+    assert engine.info()["prompt_probe"] is False and engine.info()["default_prompt_guidance"] == 0.0
+    s.submit(P.parse_control('{"type": "prompt_guidance", "strength": 0.5}'))
+    engine._apply_controls(s)
+    sent = [s.outbox.get_nowait()[1] for _ in range(s.outbox.qsize())]
+    assert any(m["type"] == "error" and "prompt probe" in m["message"] for m in sent), sent
+    s.submit(P.parse_control('{"type": "prompt_guidance", "strength": 0}'))
+    assert not block().prompt_guidance.active
+    data = LatentDataset(styled_latents(tmp_path / "lat"), 16)
+
+    def add_probe(model):
+        model.prompt_probe, _ = fit_prompt_probe(data.records, data.tensors, model.text, model.config.dit.io_channels,
+                                                 model.config.dit.cond_token_dim, steps=5, crop=16, batch=6,
+                                                 progress=False)
+    engine, s, block = _sketch_session(add_probe, prompt_probe={"width": 128, "dim": 128}, prompt_guidance=0.2)
+    assert engine.info()["prompt_probe"] is True and engine.info()["default_prompt_guidance"] == 0.2
+    s.submit(P.parse_control('{"type": "prompt_guidance", "strength": 0.4}'))
+    assert block().prompt_guidance.strength == 0.4
+    s.submit(P.parse_control('{"type": "mode", "mode": "text"}'))
+    assert block().prompt_guidance.strength == 0.4
+    with pytest.raises(P.ProtocolError):
+        P.parse_control('{"type": "prompt_guidance", "strength": 3}')
+    assert _message("prompt_guidance", (0.3,)).strength == 0.3
 
 
 def test_osc_mode_messages():

@@ -94,6 +94,10 @@ def test_guided_estimate_moves_towards_the_prompt(tmp_path):
     # Adam-style: the first step is a sign step of RMS `strength` over the whole block
     moved = guide_to_prompt(x0, context, probe, text, PromptGuidance(0.3, iterations=1)) - x0
     assert abs(float(moved.square().mean().sqrt()) - 0.3) < 0.01
+    # a block that already matches its prompt as well as training latents match theirs is left alone
+    assert 0 < float(probe.target_similarity) < 1
+    probe.target_similarity.fill_(-1.0)
+    assert torch.equal(guide_to_prompt(x0, context, probe, text, PromptGuidance(0.3)), x0)
     with pytest.raises(ConfigError):
         PromptGuidance(3.0).validate()
     g = PromptGuidance(0.1, first_step=1, last_step=-2)

@@ -157,8 +157,10 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
               patterns: tuple[str, ...] = PATTERNS, block_frames: int | None = None,
               context_frames: int | None = None, threads: int | None = None, progress=None,
               end_to_end: bool = False, batch: int = 1, device: str = "cpu", cfg_scale: float = 1.0,
-              sketch: dict | None = None) -> dict:
-    """`sketch`: None, or {"sketch_cfg": s, "control_guidance": g} to time sketched streams."""
+              sketch: dict | None = None, prompt_guidance: float | None = None) -> dict:
+    """`sketch`: None, or {"sketch_cfg": s, "control_guidance": g} to time sketched streams.
+    `prompt_guidance`: the streams' prompt guidance strength (None: the preset's own; the default
+    model's probe there has random weights, whose guidance costs what a trained one's does)."""
     dev = torch.device(device)
     if sketch and sketch.get("control_guidance") and not end_to_end:
         raise ConfigError("control guidance decodes every guided step: time it with --end-to-end")
@@ -171,6 +173,9 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
         cfg = default_config()
     else:
         cfg = preset(preset_name)
+    if prompt_guidance is not None:
+        cfg.prompt_guidance = prompt_guidance
+        cfg.validate()
     if end_to_end and cfg.autoencoder is None:  # SAO-small's for the SAO shape, a toy one for tiny
         from .models.autoencoder import AutoencoderConfig
         ae = AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[4, 8], latent_dim=cfg.dit.io_channels) \
@@ -185,7 +190,7 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
                          "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(dev),
                          "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                          "dit": dataclasses.asdict(cfg.dit), "end_to_end": end_to_end, "batch": batch,
-                         "cfg_scale": cfg_scale, "sketch": sketch,
+                         "cfg_scale": cfg_scale, "sketch": sketch, "prompt_guidance": cfg.prompt_guidance,
                          "dit_parameters": sum(p.numel() for p in model.dit.parameters())},
               "patterns": {}}
     pcfgs = [PatternConfig(name, B, C) for name in patterns]
@@ -224,7 +229,8 @@ def format_table(report: dict) -> str:
              f"{'' if c.get('device', 'cpu') == 'cpu' else 'device=' + c['device_name'] + ' '}"
              f"params={c['dit_parameters'] / 1e6:.1f}M batch={c.get('batch', 1)} cfg={c.get('cfg_scale', 1.0):g}"
              + (" sketch (sketch cfg {sketch_cfg:g}, control guidance {control_guidance:g})".format(**c["sketch"])
-                if c.get("sketch") else "") + f" — {what}",
+                if c.get("sketch") else "") + (f" prompt guidance {c['prompt_guidance']:g}"
+                                                if c.get("prompt_guidance") else "") + f" — {what}",
              f"{'pattern':<14}{'block ms':>10}{'p90':>9}{'tokens':>8}{'RTF':>8}{'speedup':>9}{'bound':>7}"
              f"{'of bound':>9}  phases (median ms)"]
     for name, r in report["patterns"].items():

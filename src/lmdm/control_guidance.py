@@ -136,7 +136,8 @@ def guide_x0(x0: torch.Tensor, context: torch.Tensor, sketch: torch.Tensor, auto
 
 def adam_guidance_steps(x: torch.Tensor, loss_of, strength: float, iterations: int) -> torch.Tensor:
     """`iterations` Adam-style steps on x (batch, ...) against the scalar `loss_of(x)`, each of RMS
-    `strength` per batch item (see `guide_x0` for why Adam-style); shared by prompt guidance."""
+    `strength` per batch item (see `guide_x0` for why Adam-style); shared by prompt guidance. An item
+    whose gradient is all zero (its loss already met) does not move in that iteration."""
     x = x.detach().float().clone()
     momentum, second = torch.zeros_like(x), torch.zeros_like(x)
     for _ in range(iterations):
@@ -148,5 +149,6 @@ def adam_guidance_steps(x: torch.Tensor, loss_of, strength: float, iterations: i
         second = BETA2 * second + (1 - BETA2) * grad.square()
         step = momentum / second.sqrt().clamp_min(1e-12)
         rms = step.square().mean(dim=tuple(range(1, x.dim())), keepdim=True).sqrt()
-        x = x - strength * step / rms.clamp_min(1e-12)
+        moving = grad.flatten(1).abs().sum(1).gt(0).view(-1, *([1] * (x.dim() - 1)))
+        x = x - strength * moving * step / rms.clamp_min(1e-12)
     return x

@@ -14,6 +14,12 @@ MiniLM tokens the DiT cross-attends to, so a weighted blend of prompts is guided
 trained contrastively (CLIP's symmetric InfoNCE) on the training latents and their captions
 (`fit_prompt_probe`, a few minutes on a CPU). It works in latent space, never through the decoder,
 so a guidance iteration costs a tiny conv net's forward and backward, not a decoder pass.
+
+Guidance stops pushing a block once it matches its prompt as well as the median training crop matches
+its own caption (`PromptProbe.target_similarity`, a hinge): measured on the default model (model card,
+v0.9), pushing every block further also pushed the styles the model already played right away from
+them (style agreement 0.63 -> 0.54 at strength 0.3 without the hinge, 0.63 with it), and the probe's
+accuracy decides the rest (fitted on half the corpus: 0.63; on all of it: 0.77).
 """
 from __future__ import annotations
 
@@ -50,6 +56,9 @@ class PromptProbe(nn.Module):
         self.latent_proj = nn.Linear(width, dim)
         self.text_proj = nn.Sequential(nn.Linear(text_dim, width), nn.GELU(), nn.Linear(width, dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        # guidance stops pushing a block once it matches its prompt this well (`fit_prompt_probe` sets it to
+        # how well training latents match their own captions); 1 = always push
+        self.register_buffer("target_similarity", torch.tensor(1.0))
 
     def embed_latents(self, latents: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.latent_proj(self.latent_net(latents).mean(-1)), dim=-1)
@@ -59,7 +68,9 @@ class PromptProbe(nn.Module):
 
 
 def contrastive_loss(probe: PromptProbe, latents: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-    """CLIP's symmetric InfoNCE: item i's latents and text are the positive pair, the batch's others negatives."""
+    """CLIP's symmetric InfoNCE: item i's latents and text are the positive pair, the batch's others
+    negatives. (Soft targets from the captions' own similarity, so same-style clips are pushed apart
+    less, were measured no better on the built-in corpus: zero-shot style 0.88 vs 0.90.)"""
     logits = probe.logit_scale.exp().clamp(max=100) * probe.embed_latents(latents) @ probe.embed_text(pooled).T
     target = torch.arange(len(logits))
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
@@ -70,7 +81,8 @@ def fit_prompt_probe(records: list[dict], tensors: dict[str, torch.Tensor], enco
                      heldout: float = 0.1, progress: bool = True) -> tuple[PromptProbe, dict[str, float]]:
     """Fit on random `crop`-frame crops of all but the last `heldout` fraction of the clips (a
     `LatentDataset`'s `records` and `tensors`) paired with one of their captions; `encode_text(texts)`
-    gives conditioning tokens (the model's text encoder). A batch never holds a clip twice. Returns the
+    gives conditioning tokens (the model's text encoder). A batch never holds a clip twice. The probe's
+    `target_similarity` becomes the median similarity of training crops to their own captions. Returns the
     probe and, on crops of the held-out clips, caption retrieval: the share whose nearest caption among
     all held-out captions belongs to the same clip (`clip`) and to a clip of the same style (`style`)."""
     clips = [(tensors[r["latents"]].float(), list(r["captions"]), (r.get("metadata") or {}).get("style"))
@@ -106,6 +118,11 @@ def fit_prompt_probe(records: list[dict], tensors: dict[str, torch.Tensor], enco
         opt.step()
         sched.step()
     probe.eval().requires_grad_(False)
+    with torch.no_grad():   # the median similarity of training crops to one of their own captions
+        chosen = [rng.choice(train) for _ in range(512)]
+        x = torch.stack([crop_of(z) for z, _, _ in chosen])
+        t = probe.embed_text(pooled[[text_index[rng.choice(caps)] for _, caps, _ in chosen]])
+        probe.target_similarity.fill_(float((probe.embed_latents(x) * t).sum(-1).median()))
     return probe, _retrieval(probe, held, pooled, text_index, crop_of)
 
 
@@ -159,5 +176,5 @@ def guide_to_prompt(x0: torch.Tensor, context: torch.Tensor, probe: PromptProbe,
 
     def loss_of(z):
         emb = probe.embed_latents(torch.cat((ctx, z.to(dtype)), -1))
-        return -(emb * text).sum()
+        return (probe.target_similarity - (emb * text).sum(-1)).clamp_min(0).sum()
     return adam_guidance_steps(x0.float(), loss_of, guidance.strength, guidance.iterations)

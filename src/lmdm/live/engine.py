@@ -73,6 +73,7 @@ class Session:
         self.sketch_cfg = engine.model.config.sketch_cfg_scale
         self.bpm: float | None = None         # beat clock: None follows the prompt, 0 free, else fixed
         self.control_guidance = 0.0   # off live, whatever the model's offline default: it costs real time
+        self.prompt_guidance = engine.model.config.prompt_guidance   # cheap (latent space): the model's own
         self.curves = None                   # raw drawn sketch controls (3, n) or None: follow the input
         self.curves_start = 0                # stream frame of curves[:, 0]
         self.delay = None                    # DelayStream in generative_delay mode (self.stream is its stream)
@@ -197,6 +198,8 @@ class Engine:
                 "pattern": p.pattern, "default_steps": self.model.config.steps,
                 "default_sketch_cfg": self.model.config.sketch_cfg_scale,
                 "default_control_guidance": 0.0, "modes": list(P.MODES),
+                "prompt_probe": self.model.prompt_probe is not None,
+                "default_prompt_guidance": self.model.config.prompt_guidance,
                 "beat_clock": "beat" in self.model.config.dit.input_groups,
                 "supported_modes": supported, "implemented_modes": supported,
                 "unsupported_modes": {m: self.unsupported_reason(m) for m in P.MODES if m not in supported},
@@ -401,7 +404,7 @@ class Engine:
 
     def _new_stream(self, s: Session):
         st = self.model.stream(s.prompts, seed=s.seed, steps=s.steps, cfg_scale=s.cfg, sketch_cfg=s.sketch_cfg,
-                               control_guidance=s.control_guidance, bpm=s.bpm)
+                               control_guidance=s.control_guidance, bpm=s.bpm, prompt_guidance=s.prompt_guidance)
         if s.mode == "text" and s.block_frames is not None:
             st.set_block_frames(s.block_frames)
         return st
@@ -561,6 +564,12 @@ class Engine:
             s.control_guidance = msg.strength
             if st is not None:
                 st.set_control_guidance(msg.strength)
+        elif isinstance(msg, P.SetPromptGuidance):
+            if msg.strength and self.model.prompt_probe is None:
+                raise P.ProtocolError("this model has no prompt probe (`lmdm train prompt-probe` adds one)")
+            s.prompt_guidance = msg.strength
+            if st is not None:
+                st.set_prompt_guidance(msg.strength)
         elif isinstance(msg, P.SetBpm):
             if msg.bpm and "beat" not in self.model.config.dit.input_groups:
                 raise P.ProtocolError("this model has no beat clock ('beat' input group): it picks its own tempo")
@@ -588,6 +597,7 @@ class Engine:
             st.load_state_dict(s.slots[msg.slot])
             s.prompts, s.seed, s.steps, s.cfg = list(st.prompts), st.seed, st.steps, st.cfg_scale
             s.sketch_cfg, s.control_guidance, s.bpm = st.sketch_cfg, st.control_guidance.strength, st.bpm_mode
+            s.prompt_guidance = st.prompt_guidance.strength
             s.stream_samples = max(0, st.frame * self.hop - self.delay_samples)
             if s.mode == "text":
                 s.block_frames = st.B

@@ -8,6 +8,7 @@
     /lmdm/drywet   wet            (dry = 1 - wet)   or   /lmdm/drywet dry wet   (two gains)
     /lmdm/feedback f              /lmdm/cutoff frames    /lmdm/sketch_strength s    /lmdm/sketch_cfg s
     /lmdm/control_guidance g      /lmdm/bpm n    (0: the model picks; no value: the prompt's tempo)
+    /lmdm/prompt_guidance g
     /lmdm/session  id             send to one session only (0: every session, the default)
 
 Messages go through the same validation as WebSocket controls and reach the engine the same
@@ -30,7 +31,8 @@ class OSCBridge:
         self.errors: list[str] = []
         d = Dispatcher()
         for name in ("prompt", "weights", "cfg", "steps", "seed", "play", "stop", "reset", "mode", "drywet",
-                     "feedback", "cutoff", "sketch_strength", "sketch_cfg", "control_guidance", "bpm", "session"):
+                     "feedback", "cutoff", "sketch_strength", "sketch_cfg", "control_guidance", "prompt_guidance", "bpm",
+                     "session"):
             d.map(f"/lmdm/{name}", self._handler(name), needs_reply_address=True)
         d.set_default_handler(self._unknown, needs_reply_address=True)
         self.server = ThreadingOSCUDPServer((host, port), d)
@@ -93,9 +95,10 @@ def _message(name: str, args: tuple):
         body = {"type": "prompts", "prompts": [{"text": str(t), "weight": w} for t, w in zip(args[::2], args[1::2])]}
     elif name == "weights":
         body = {"type": "weights", "weights": list(args)}
-    elif name in ("cfg", "steps", "seed", "feedback", "sketch_strength", "sketch_cfg", "control_guidance"):
+    elif name in ("cfg", "steps", "seed", "feedback", "sketch_strength", "sketch_cfg", "control_guidance",
+                  "prompt_guidance"):
         field = {"cfg": "scale", "sketch_strength": "strength", "sketch_cfg": "scale",
-                 "control_guidance": "strength"}.get(name, name)
+                 "control_guidance": "strength", "prompt_guidance": "strength"}.get(name, name)
         body = {"type": name, field: _one(args, name)}
     elif name == "cutoff":
         body = {"type": "cutoff", "frames": _one(args, name)}

@@ -41,6 +41,9 @@ Modes ({"type": "mode", "mode": ...}; `hello` / `GET /api/info` list `supported_
   enforces the sketch's loudness and brightness through the decoder (`lmdm.control_guidance`; 0 = off).
   Live sessions start with it off (`default_control_guidance` 0 in hello) whatever the model's offline
   default: it costs decoder passes per block (about 1x real time at 0.3 on two CPU cores).
+- prompt guidance (models with a prompt probe, `prompt_probe` true in hello; `lmdm.prompt_guidance`):
+  {"type": "prompt_guidance", "strength": 0..2} (0 = off); sessions start at the model's own
+  (`default_prompt_guidance` in hello): it works in latent space and costs little real time.
 - beat clock (every mode but generative_delay; `beat_clock` in hello says whether the model has one):
   {"type": "bpm", "bpm": n}: null follows the prompt's "... N BPM" (the default), 0 lets the model
   choose, 30..300 fixes the tempo (`lmdm.beat`; the beat's phase stays continuous across changes).
@@ -221,6 +224,12 @@ class SetControlGuidance(_Msg):
     strength: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)]
 
 
+class SetPromptGuidance(_Msg):
+    """Prompt guidance through the model's prompt probe: 0 = off, the model's default in hello."""
+    type: Literal["prompt_guidance"]
+    strength: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)]
+
+
 class SetBpm(_Msg):
     """The beat clock (models with a `beat` group, `beat_clock` true in hello): null follows the prompt's
     "... N BPM", 0 = free tempo, 30..300 a fixed tempo; a change keeps the beat's phase continuous."""
@@ -246,7 +255,7 @@ class LoadState(_Msg):
 
 Control = Annotated[Union[Start, Stop, SetPrompts, SetWeights, SetCfg, SetSteps, SetSeed, SetBlock, SetMode, SetMix,
                           SetFeedback, SetCutoff, SetSketch, SetSketchStrength, SetSketchCfg, SetControlGuidance,
-                          SetBpm, Reset, SaveState, LoadState],
+                          SetPromptGuidance, SetBpm, Reset, SaveState, LoadState],
                     Field(discriminator="type")]
 _control = TypeAdapter(Control)
 _TAGS = {m.model_fields["type"].annotation.__args__[0] for m in Control.__origin__.__args__}

@@ -68,6 +68,13 @@ def test_browser_plays_without_underruns(name):
             if has_clock:
                 page.eval_on_selector("#bpm", "el => { el.value = 100; el.dispatchEvent(new Event('change')); }")
                 page.wait_for_function("window.lmdmStats.acks >= 4", timeout=15000)
+            # the prompt-guidance slider is live only for a model with a prompt probe, from the model's default
+            has_probe = model.prompt_probe is not None
+            assert page.is_disabled("#prompt-guidance") != has_probe
+            if has_probe:
+                assert float(page.input_value("#prompt-guidance")) == pytest.approx(model.config.prompt_guidance)
+                page.eval_on_selector("#prompt-guidance", "el => { el.value = 0.2; el.dispatchEvent(new Event('change')); }")
+                page.wait_for_function(f"window.lmdmStats.acks >= {3 + has_clock + 1}", timeout=15000)
             # move the second prompt's weight slider as a user would (input events while dragging)
             page.eval_on_selector_all(".weight", """els => { const w = els[1];
                 for (const v of [0.6, 0.9, 1.4]) { w.value = v; w.dispatchEvent(new Event('input')); } }""")
@@ -79,6 +86,7 @@ def test_browser_plays_without_underruns(name):
             sketch_cfg = [x.sketch_cfg for x in srv.engine.sessions]
             guidance = [x.control_guidance for x in srv.engine.sessions]
             bpm = [x.bpm for x in srv.engine.sessions]
+            prompt_guidance = [x.prompt_guidance for x in srv.engine.sessions]
             page.click("#stop")
         finally:
             browser.close()
@@ -92,3 +100,4 @@ def test_browser_plays_without_underruns(name):
     assert sketch_cfg == [2.5], sketch_cfg
     assert guidance == [0.3], guidance
     assert bpm == ([100.0] if has_clock else [None]), bpm
+    assert prompt_guidance == ([0.2] if has_probe else [0.0]), prompt_guidance

@@ -38,6 +38,10 @@ function onJson(m) {
       $('control-guidance').value = m.default_control_guidance;
       $('control-guidance-out').textContent = (+m.default_control_guidance).toFixed(2);
     }
+    $('prompt-guidance').value = m.default_prompt_guidance || 0;
+    $('prompt-guidance-out').textContent = (+(m.default_prompt_guidance || 0)).toFixed(2);
+    $('prompt-guidance').disabled = !m.prompt_probe;
+    $('prompt-guidance').title = m.prompt_probe ? '' : 'this model has no prompt probe';
     $('bpm').disabled = !m.beat_clock;
     $('bpm').title = m.beat_clock ? '' : 'this model has no beat clock: it picks its own tempo';
     const supported = m.supported_modes || ['text'];  // modes this model cannot do are greyed out
@@ -241,6 +245,8 @@ $('sketch-cfg').oninput = (e) => { $('sketch-cfg-out').textContent = (+e.target.
 $('sketch-cfg').onchange = (e) => send({ type: 'sketch_cfg', scale: +e.target.value });
 $('control-guidance').oninput = (e) => { $('control-guidance-out').textContent = (+e.target.value).toFixed(2); };
 $('control-guidance').onchange = (e) => send({ type: 'control_guidance', strength: +e.target.value });
+$('prompt-guidance').oninput = (e) => { $('prompt-guidance-out').textContent = (+e.target.value).toFixed(2); };
+$('prompt-guidance').onchange = (e) => send({ type: 'prompt_guidance', strength: +e.target.value });
 $('bpm').onchange = (e) => send({ type: 'bpm', bpm: e.target.value === '' ? null : +e.target.value });
 $('steps').onchange = (e) => send({ type: 'steps', steps: +e.target.value });
 $('seed').onchange = (e) => send({ type: 'seed', seed: +e.target.value });

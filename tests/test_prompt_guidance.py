@@ -134,7 +134,7 @@ def test_stream_guidance_follows_the_prompt_and_is_exact_when_off(tmp_path):
 
     def similarity(z):
         return float(torch.stack([probe.embed_latents(b) @ text[0] for b in z.split(16, -1)]).mean())
-    assert similarity(guided) > similarity(plain) + 0.1
+    assert similarity(guided) > similarity(plain) + 0.05   # guidance stops near the probe's target similarity
     # an empty prompt has nothing to be guided to
     assert torch.equal(_blocks(model, prompt="", prompt_guidance=0.5)[0], _blocks(model, prompt="")[0])
 

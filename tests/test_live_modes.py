@@ -267,12 +267,18 @@ def test_control_guidance_control_reaches_the_stream():
     engine, s, block = _sketch_session(control_guidance=0.25)
     assert engine.info()["default_control_guidance"] == 0.0
     assert block().control_guidance.strength == 0.0
-    s.submit(P.parse_control('{"type": "control_guidance", "strength": 0.5}'))
-    assert block().control_guidance.strength == 0.5
+    _strength_control_reaches_the_stream(s, block, "control_guidance", 0.5)
+
+
+def _strength_control_reaches_the_stream(s, block, name: str, value: float) -> None:
+    """{"type": name, "strength": value} reaches the stream at the next block and survives a mode change;
+    out of range is refused."""
+    s.submit(P.parse_control(json.dumps({"type": name, "strength": value})))
+    assert getattr(block(), name).strength == value
     s.submit(P.parse_control('{"type": "mode", "mode": "text"}'))
-    assert block().control_guidance.strength == 0.5
+    assert getattr(block(), name).strength == value
     with pytest.raises(P.ProtocolError):
-        P.parse_control('{"type": "control_guidance", "strength": 3}')
+        P.parse_control(json.dumps({"type": name, "strength": 3}))
 
 
 def test_prompt_guidance_control_reaches_the_stream(tmp_path):
@@ -298,12 +304,7 @@ def test_prompt_guidance_control_reaches_the_stream(tmp_path):
                                                  progress=False)
     engine, s, block = _sketch_session(add_probe, prompt_probe={"width": 128, "dim": 128}, prompt_guidance=0.2)
     assert engine.info()["prompt_probe"] is True and engine.info()["default_prompt_guidance"] == 0.2
-    s.submit(P.parse_control('{"type": "prompt_guidance", "strength": 0.4}'))
-    assert block().prompt_guidance.strength == 0.4
-    s.submit(P.parse_control('{"type": "mode", "mode": "text"}'))
-    assert block().prompt_guidance.strength == 0.4
-    with pytest.raises(P.ProtocolError):
-        P.parse_control('{"type": "prompt_guidance", "strength": 3}')
+    _strength_control_reaches_the_stream(s, block, "prompt_guidance", 0.4)
     assert _message("prompt_guidance", (0.3,)).strength == 0.3
 
 

@@ -16,10 +16,8 @@ trained contrastively (CLIP's symmetric InfoNCE) on the training latents and the
 so a guidance iteration costs a tiny conv net's forward and backward, not a decoder pass.
 
 Guidance stops pushing a block once it matches its prompt as well as the median training crop matches
-its own caption (`PromptProbe.target_similarity`, a hinge): measured on the default model (model card,
-v0.9), pushing every block further also pushed the styles the model already played right away from
-them (style agreement 0.63 -> 0.54 at strength 0.3 without the hinge, 0.63 with it), and the probe's
-accuracy decides the rest (fitted on half the corpus: 0.63; on all of it: 0.77).
+its own caption (`PromptProbe.target_similarity`, a hinge): on the default model, pushing every block
+further also pushed the styles the model already played right away from them (model card, v0.9).
 """
 from __future__ import annotations
 
@@ -70,7 +68,7 @@ class PromptProbe(nn.Module):
 def contrastive_loss(probe: PromptProbe, latents: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
     """CLIP's symmetric InfoNCE: item i's latents and text are the positive pair, the batch's others
     negatives. (Soft targets from the captions' own similarity, so same-style clips are pushed apart
-    less, were measured no better on the built-in corpus: zero-shot style 0.88 vs 0.90.)"""
+    less, were tried on the built-in corpus and retrieved styles no better.)"""
     logits = probe.logit_scale.exp().clamp(max=100) * probe.embed_latents(latents) @ probe.embed_text(pooled).T
     target = torch.arange(len(logits))
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))

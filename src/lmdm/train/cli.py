@@ -34,17 +34,15 @@ def _run(args) -> int:
 
 
 def _prompt_probe(args) -> int:
-    import torch
-
     from ..checkpoints import DEFAULT_MODEL_DIR, from_pretrained, save_pretrained
     from ..data.dataset import LatentDataset
     from ..errors import ConfigError
     from ..prompt_guidance import fit_prompt_probe
+    if not 0 <= args.strength <= 2:
+        raise ConfigError(f"--strength must be in [0, 2], got {args.strength}")
     model = from_pretrained(DEFAULT_MODEL_DIR if args.model == "default" else args.model)   # in its stored dtype
     stored = next(p.dtype for p in model.parameters() if p.is_floating_point())
     model.float()   # the probe is fitted in fp32 and written in the model's stored dtype
-    if not 0 <= args.strength <= 2:
-        raise ConfigError(f"--strength must be in [0, 2], got {args.strength}")
     data = LatentDataset(args.latents, crop_frames=args.crop)
     probe, heldout = fit_prompt_probe(data.records, data.tensors, model.text, model.config.dit.io_channels,
                                       model.config.dit.cond_token_dim, steps=args.steps, crop=args.crop,

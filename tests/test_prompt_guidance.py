@@ -11,6 +11,7 @@ from lmdm.checkpoints import from_pretrained, save_pretrained
 from lmdm.cli import main
 from lmdm.data.dataset import LatentDataset
 from lmdm.errors import CheckpointError, ConfigError, DataError
+from lmdm.eval.tagger import INSTRUMENTS
 from lmdm.live.testmodel import tiny_live_model
 from lmdm.prompt_guidance import (PromptGuidance, PromptProbe, fit_prompt_probe, guide_to_prompt, pool_tokens)
 
@@ -18,8 +19,10 @@ IO, TEXT = 8, 16
 STYLES = ("calm", "busy", "dark")
 
 
-def styled_latents(folder, clips=18, frames=64):
-    """Noise latents; clip i has style STYLES[i % 3], carried as +2 on channel i % 3 (what the probe must find)."""
+def styled_latents(folder, clips=18, frames=64, drums=False):
+    """Noise latents; clip i has style STYLES[i % 3], carried as +2 on channel i % 3 (what the probe must find).
+    `drums`: the metadata lists stems (a piano in every clip, drums in every other one, carried as +2 on
+    channel 3 and named in the captions)."""
     folder.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(0)
     tensors, lines = {}, []
@@ -27,10 +30,15 @@ def styled_latents(folder, clips=18, frames=64):
         z = torch.randn(IO, frames, generator=g)
         z[i % 3] += 2.0
         tensors[f"{i}/mix"] = z
-        style = STYLES[i % 3]
+        style, meta, extra = STYLES[i % 3], {"style": STYLES[i % 3]}, ""
+        if drums:
+            meta["stems"] = {"keys": {"program": 0, "is_drum": False}}
+            if i % 2 == 0:
+                z[3] += 2.0
+                meta["stems"]["drums"], extra = {"program": 0, "is_drum": True}, " drums"
         lines.append({"id": str(i), "path": f"clip{i}.wav", "shard": "shard-00000.safetensors", "latents": f"{i}/mix",
-                      "frames": frames, "duration": frames / 21.5, "captions": [f"{style} music", f"a {style} piece"],
-                      "metadata": {"style": style}})
+                      "frames": frames, "duration": frames / 21.5,
+                      "captions": [f"{style} music{extra}", f"a {style} piece{extra}"], "metadata": meta})
     save_file(tensors, str(folder / "shard-00000.safetensors"))
     (folder / "latents.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return folder
@@ -44,6 +52,8 @@ def text_tokens(texts):
             row = torch.full((TEXT,), 0.1 * len(word))
             if word in STYLES:
                 row[STYLES.index(word)] += 3.0
+            if word == "drums":
+                row[3] += 3.0
             out[b, k] = row
     return out
 
@@ -102,6 +112,32 @@ def test_guided_estimate_moves_towards_the_prompt(tmp_path):
         PromptGuidance(3.0).validate()
     g = PromptGuidance(0.1, first_step=1, last_step=-2)
     assert [g.guides(i, 8) for i in range(8)] == [False] + [True] * 6 + [False]
+
+
+def test_instrument_heads_hear_the_drums_and_guidance_adds_the_named_ones(tmp_path):
+    data = LatentDataset(styled_latents(tmp_path / "lat", drums=True), 16)
+    probe, held = fit_prompt_probe(data.records, data.tensors, text_tokens, IO, TEXT, steps=150, crop=16, batch=9,
+                                   heldout=0.34, instruments=True, progress=False)
+    assert held["instruments_latent"] > 0.9 and held["instruments_text"] > 0.9, held   # piano alone: 0.5
+    drums = INSTRUMENTS.index("drums")
+    target = probe.text_target(pool_tokens(text_tokens(["dark music drums", "dark music"])))
+    assert target.shape == (2, probe.dim + len(INSTRUMENTS))
+    assert target[0, probe.dim + drums] > 0.5 > target[1, probe.dim + drums]
+    x0, context = torch.randn(1, IO, 16, generator=torch.Generator().manual_seed(1)), torch.randn(1, IO, 4)
+    x0[:, 2] += 2.0   # a dark block without drums
+
+    def drum_logit(x):
+        return float(probe.read_latents(torch.cat((context, x), -1))[1][0, drums])
+    probe.target_similarity.fill_(-1.0)   # the similarity term is met: only the instrument term can move x0
+    guided = guide_to_prompt(x0, context, probe, target[:1], PromptGuidance(0.3))
+    assert drum_logit(x0) < 0 < drum_logit(guided)
+    assert torch.equal(guide_to_prompt(x0, context, probe, target[1:], PromptGuidance(0.3)), x0)   # heard right already
+    assert torch.equal(guide_to_prompt(x0, context, probe, target[:1], PromptGuidance(0.3, instrument_weight=0)), x0)
+    with pytest.raises(ConfigError, match="instrument_weight"):
+        PromptGuidance(0.3, instrument_weight=-1).validate()
+    plain = LatentDataset(styled_latents(tmp_path / "plain"), 16)
+    with pytest.raises(DataError, match="stems"):
+        fit_prompt_probe(plain.records, plain.tensors, text_tokens, IO, TEXT, steps=1, instruments=True, progress=False)
 
 
 def _with_probe(tmp_path, strength=0.0):
@@ -179,9 +215,18 @@ def test_cli_fits_the_probe_and_writes_a_guided_model(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["prompt_guidance"] == 0.3 and 0 <= report["heldout_retrieval"]["style"] <= 1
     guided = from_pretrained(tmp_path / "g")
-    assert guided.config.prompt_probe is not None and guided.config.prompt_guidance == 0.3
+    assert guided.config.prompt_probe == {"width": 128, "dim": 128} and guided.config.prompt_guidance == 0.3
     # the rest of the model is the input model's, weight for weight
     assert all(torch.equal(v, guided.state_dict()[k]) for k, v in model.state_dict().items())
     assert guided.stream("dark music", seed=0).next_block().isfinite().all()
     assert main(["train", "prompt-probe", "--model", str(tmp_path / "m"), "--latents", str(tmp_path / "lat"),
                  "--out", str(tmp_path / "h"), "--strength", "5"]) == 2
+    # latents whose metadata lists stems get instrument heads by default, and they travel with the model
+    assert main(["train", "prompt-probe", "--model", str(tmp_path / "m"), "--latents",
+                 str(styled_latents(tmp_path / "drums", drums=True)), "--out", str(tmp_path / "d"), "--steps", "20",
+                 "--crop", "16", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 <= report["heldout_retrieval"]["instruments_latent"] <= 1
+    with_heads = from_pretrained(tmp_path / "d")
+    assert with_heads.config.prompt_probe["instruments"] == len(INSTRUMENTS)
+    assert with_heads.stream("dark music drums", seed=0, prompt_guidance=0.3).next_block().isfinite().all()

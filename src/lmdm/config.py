@@ -120,7 +120,7 @@ class ModelConfig:
     cfg_scale: float = 1.0           # default classifier-free guidance scale (1 = off: one model call per step)
     sketch_cfg_scale: float = 1.0    # default guidance on a sketch when one is given (1 = off)
     control_guidance: float = 0.0    # default control guidance strength on a sketch (0 = off; lmdm.control_guidance)
-    prompt_probe: dict | None = None  # a latent-text model for prompt guidance: {"width", "dim"} (lmdm.prompt_guidance)
+    prompt_probe: dict | None = None  # a latent-text model for prompt guidance: {"width", "dim"[, "instruments"]} (lmdm.prompt_guidance)
     prompt_guidance: float = 0.0     # default prompt guidance strength (0 = off; needs prompt_probe)
 
     @property
@@ -151,8 +151,9 @@ class ModelConfig:
             raise ConfigError(f"prompt_guidance must be in [0, 2], got {self.prompt_guidance}")
         if self.prompt_guidance > 0 and self.prompt_probe is None:
             raise ConfigError("prompt_guidance > 0 needs a prompt_probe (lmdm.prompt_guidance)")
-        if self.prompt_probe is not None and set(self.prompt_probe) != {"width", "dim"}:
-            raise ConfigError(f"prompt_probe must have exactly the keys 'width' and 'dim', got {sorted(self.prompt_probe)}")
+        if self.prompt_probe is not None and not {"width", "dim"} <= set(self.prompt_probe) <= {"width", "dim", "instruments"}:
+            raise ConfigError("prompt_probe must have the keys 'width' and 'dim' (and optionally 'instruments'), "
+                              f"got {sorted(self.prompt_probe)}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,6 +18,13 @@ so a guidance iteration costs a tiny conv net's forward and backward, not a deco
 Guidance stops pushing a block once it matches its prompt as well as the median training crop matches
 its own caption (`PromptProbe.target_similarity`, a hinge): on the default model, pushing every block
 further also pushed the styles the model already played right away from them (model card, v0.9).
+
+A probe can also carry instrument heads (`instruments=17`: the General MIDI families plus drums of
+`lmdm.eval.tagger.INSTRUMENTS`, read from the corpus metadata): one on the latent features, one on the
+pooled text. The contrastive space is dominated by style, so guiding by it alone traded instruments
+for style (v0.9); with heads, guidance also pushes each instrument family towards the side the prompt
+puts it on (named: present, not named: absent), with a hinge at a margin, so families already
+heard right are left alone.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ from .control_guidance import adam_guidance_steps
 from .errors import ConfigError, DataError
 
 PROBE_FRAMES = 48   # the probe reads a block with clean context before it up to this many frames (~2.2 s)
+INSTRUMENT_MARGIN = 2.0   # instrument guidance stops once a family's logit is this far on the prompt's side
 
 def pool_tokens(tokens: torch.Tensor) -> torch.Tensor:
     """Conditioning tokens (batch, N, dim), padding rows all zero -> their mean over the non-zero rows
@@ -46,49 +54,84 @@ class PromptProbe(nn.Module):
     """Latents (batch, io, frames) and pooled text (batch, text_dim) -> unit embeddings (batch, dim)
     in one space, where a block and the prompt it follows are close."""
 
-    def __init__(self, io_channels: int, text_dim: int, width: int = 128, dim: int = 128):
+    def __init__(self, io_channels: int, text_dim: int, width: int = 128, dim: int = 128, instruments: int = 0):
         super().__init__()
+        self.dim, self.instruments = dim, instruments
         self.latent_net = nn.Sequential(nn.Conv1d(io_channels, width, 5, padding=2), nn.GELU(),
                                         nn.Conv1d(width, width, 5, padding=4, dilation=2), nn.GELU(),
                                         nn.Conv1d(width, width, 5, padding=8, dilation=4), nn.GELU())
         self.latent_proj = nn.Linear(width, dim)
         self.text_proj = nn.Sequential(nn.Linear(text_dim, width), nn.GELU(), nn.Linear(width, dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        if instruments:   # multi-label instrument-family logits from each side
+            self.latent_instruments = nn.Linear(width, instruments)
+            self.text_instruments = nn.Sequential(nn.Linear(text_dim, width), nn.GELU(), nn.Linear(width, instruments))
         # guidance stops pushing a block once it matches its prompt this well (`fit_prompt_probe` sets it to
         # how well training latents match their own captions); 1 = always push
         self.register_buffer("target_similarity", torch.tensor(1.0))
 
     def embed_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.latent_proj(self.latent_net(latents).mean(-1)), dim=-1)
+        return self.read_latents(latents)[0]
+
+    def read_latents(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> (unit embedding, instrument logits or None)."""
+        h = self.latent_net(latents).mean(-1)
+        return F.normalize(self.latent_proj(h), dim=-1), (self.latent_instruments(h) if self.instruments else None)
 
     def embed_text(self, pooled: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_proj(pooled), dim=-1)
 
+    def text_target(self, pooled: torch.Tensor) -> torch.Tensor:
+        """What guidance aims at for a prompt: (batch, dim + instruments), the unit text embedding then,
+        with instrument heads, each family's probability that the prompt names it."""
+        emb = self.embed_text(pooled)
+        return torch.cat((emb, self.text_instruments(pooled).sigmoid()), -1) if self.instruments else emb
 
-def contrastive_loss(probe: PromptProbe, latents: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+
+def contrastive_loss(probe: PromptProbe, latents: torch.Tensor, pooled: torch.Tensor,
+                     instruments: torch.Tensor | None = None) -> torch.Tensor:
     """CLIP's symmetric InfoNCE: item i's latents and text are the positive pair, the batch's others
     negatives. (Soft targets from the captions' own similarity, so same-style clips are pushed apart
-    less, were tried on the built-in corpus and retrieved styles no better.)"""
-    logits = probe.logit_scale.exp().clamp(max=100) * probe.embed_latents(latents) @ probe.embed_text(pooled).T
+    less, were tried on the built-in corpus and retrieved styles no better.) With instrument heads and
+    `instruments` (batch, families) multi-hot labels, plus both heads' binary cross-entropy."""
+    emb, inst_logits = probe.read_latents(latents)
+    logits = probe.logit_scale.exp().clamp(max=100) * emb @ probe.embed_text(pooled).T
     target = torch.arange(len(logits))
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    if probe.instruments and instruments is not None:
+        loss = loss + F.binary_cross_entropy_with_logits(inst_logits, instruments) \
+            + F.binary_cross_entropy_with_logits(probe.text_instruments(pooled), instruments)
+    return loss
+
+
+def instrument_labels(metadata: dict | None) -> torch.Tensor:
+    """A corpus clip's metadata -> multi-hot over `lmdm.eval.tagger.INSTRUMENTS` (all zero without stems)."""
+    from .eval.tagger import INSTRUMENTS, instruments_of
+    present = set(instruments_of(metadata or {}))
+    return torch.tensor([float(name in present) for name in INSTRUMENTS])
 
 
 def fit_prompt_probe(records: list[dict], tensors: dict[str, torch.Tensor], encode_text, io_channels: int,
                      text_dim: int, steps: int = 2000, crop: int = 48, batch: int = 48, seed: int = 0,
-                     heldout: float = 0.1, progress: bool = True) -> tuple[PromptProbe, dict[str, float]]:
+                     heldout: float = 0.1, instruments: bool = False,
+                     progress: bool = True) -> tuple[PromptProbe, dict[str, float]]:
     """Fit on random `crop`-frame crops of all but the last `heldout` fraction of the clips (a
     `LatentDataset`'s `records` and `tensors`) paired with one of their captions; `encode_text(texts)`
     gives conditioning tokens (the model's text encoder). A batch never holds a clip twice. The probe's
-    `target_similarity` becomes the median similarity of training crops to their own captions. Returns the
-    probe and, on crops of the held-out clips, caption retrieval: the share whose nearest caption among
-    all held-out captions belongs to the same clip (`clip`) and to a clip of the same style (`style`)."""
-    clips = [(tensors[r["latents"]].float(), list(r["captions"]), (r.get("metadata") or {}).get("style"))
-             for r in records if r.get("captions")]
+    `target_similarity` becomes the median similarity of training crops to their own captions.
+    `instruments`: also fit the instrument heads on the clips' metadata (needs stems in it).
+    Returns the probe and, on crops of the held-out clips, caption retrieval: the share whose nearest
+    caption among all held-out captions belongs to the same clip (`clip`) and to a clip of the same style
+    (`style`); with instruments, the mean Jaccard index of each head's families (p > 0.5) with the
+    metadata's (`instruments_latent` per crop, `instruments_text` per caption)."""
+    clips = [(tensors[r["latents"]].float(), list(r["captions"]), (r.get("metadata") or {}).get("style"),
+              instrument_labels(r.get("metadata"))) for r in records if r.get("captions")]
     if len(clips) < 4:
         raise DataError(f"fitting a prompt probe needs at least 4 captioned clips, got {len(clips)}")
-    crop = min(crop, *(z.shape[-1] for z, _, _ in clips))
-    texts = sorted({c for _, caps, _ in clips for c in caps})
+    if instruments and not any(labels.any() for *_, labels in clips):
+        raise DataError("instrument heads need clips whose metadata lists their stems (lmdm data synth)")
+    crop = min(crop, *(clip[0].shape[-1] for clip in clips))
+    texts = sorted({c for _, caps, *_ in clips for c in caps})
     with torch.no_grad():
         pooled = torch.cat([pool_tokens(encode_text(texts[i:i + 64]).float()) for i in range(0, len(texts), 64)])
     text_index = {t: i for i, t in enumerate(texts)}
@@ -98,7 +141,7 @@ def fit_prompt_probe(records: list[dict], tensors: dict[str, torch.Tensor], enco
     rng = random.Random(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        probe = PromptProbe(io_channels, text_dim)
+        probe = PromptProbe(io_channels, text_dim, instruments=len(clips[0][3]) if instruments else 0)
     opt = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
 
@@ -108,9 +151,9 @@ def fit_prompt_probe(records: list[dict], tensors: dict[str, torch.Tensor], enco
 
     for _ in tqdm(range(steps), desc="prompt probe", disable=not progress):
         chosen = rng.sample(train, batch)
-        x = torch.stack([crop_of(z) for z, _, _ in chosen])
-        t = pooled[[text_index[rng.choice(caps)] for _, caps, _ in chosen]]
-        loss = contrastive_loss(probe, x, t)
+        x = torch.stack([crop_of(z) for z, *_ in chosen])
+        t = pooled[[text_index[rng.choice(caps)] for _, caps, *_ in chosen]]
+        loss = contrastive_loss(probe, x, t, torch.stack([labels for *_, labels in chosen]))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -118,39 +161,55 @@ def fit_prompt_probe(records: list[dict], tensors: dict[str, torch.Tensor], enco
     probe.eval().requires_grad_(False)
     with torch.no_grad():   # the median similarity of training crops to one of their own captions
         chosen = [rng.choice(train) for _ in range(512)]
-        x = torch.stack([crop_of(z) for z, _, _ in chosen])
-        t = probe.embed_text(pooled[[text_index[rng.choice(caps)] for _, caps, _ in chosen]])
+        x = torch.stack([crop_of(z) for z, *_ in chosen])
+        t = probe.embed_text(pooled[[text_index[rng.choice(caps)] for _, caps, *_ in chosen]])
         probe.target_similarity.fill_(float((probe.embed_latents(x) * t).sum(-1).median()))
-    return probe, _retrieval(probe, held, pooled, text_index, crop_of)
+    return probe, _heldout_scores(probe, held, pooled, text_index, crop_of)
+
+
+def _jaccard(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    pred, true = logits > 0, labels > 0.5
+    return float(((pred & true).sum(-1) / (pred | true).sum(-1).clamp_min(1)).mean())
 
 
 @torch.no_grad()
-def _retrieval(probe, held, pooled, text_index, crop_of, crops_per_clip: int = 8) -> dict[str, float]:
-    owners = [(k, style, text_index[c]) for k, (_, caps, style) in enumerate(held) for c in caps]
+def _heldout_scores(probe, held, pooled, text_index, crop_of, crops_per_clip: int = 8) -> dict[str, float]:
+    owners = [(k, style, text_index[c]) for k, (_, caps, style, _) in enumerate(held) for c in caps]
     text_emb = probe.embed_text(pooled[[i for _, _, i in owners]])
-    hit_clip, hit_style, n = 0, 0, 0
-    for k, (z, _, style) in enumerate(held):
-        emb = probe.embed_latents(torch.stack([crop_of(z) for _ in range(crops_per_clip)]))
+    hit_clip, hit_style, n, inst_latent = 0, 0, 0, []
+    for k, (z, _, style, labels) in enumerate(held):
+        emb, inst = probe.read_latents(torch.stack([crop_of(z) for _ in range(crops_per_clip)]))
         for best in (emb @ text_emb.T).argmax(-1).tolist():
             hit_clip += owners[best][0] == k
             hit_style += owners[best][1] == style
             n += 1
-    return {"clip": hit_clip / n, "style": hit_style / n}
+        if probe.instruments:
+            inst_latent.append(_jaccard(inst, labels.expand_as(inst)))
+    scores = {"clip": hit_clip / n, "style": hit_style / n}
+    if probe.instruments:
+        labels = torch.stack([held[k][3] for k, _, _ in owners])
+        scores["instruments_latent"] = sum(inst_latent) / len(inst_latent)
+        scores["instruments_text"] = _jaccard(probe.text_instruments(pooled[[i for _, _, i in owners]]), labels)
+    return scores
 
 
 @dataclass
 class PromptGuidance:
     """`strength`: RMS distance (unit-variance latent units) x0 moves per iteration; 0 = off.
     `iterations`: gradient steps per guided denoising step. `first_step` / `last_step`: the guided
-    denoising steps (0-based, inclusive; negative counts from the end)."""
+    denoising steps (0-based, inclusive; negative counts from the end). `instrument_weight`: the
+    instrument term's weight against the similarity term (probes with instrument heads only)."""
     strength: float = 0.0
     iterations: int = 4
     first_step: int = 1
     last_step: int = -2
+    instrument_weight: float = 1.0
 
     def validate(self) -> "PromptGuidance":
         if not 0.0 <= self.strength <= 2.0:
             raise ConfigError(f"prompt guidance strength must be in [0, 2], got {self.strength}")
+        if self.instrument_weight < 0:
+            raise ConfigError(f"prompt guidance needs instrument_weight >= 0, got {self.instrument_weight}")
         if self.iterations < 1:
             raise ConfigError(f"prompt guidance needs iterations >= 1, got {self.iterations}")
         return self
@@ -164,15 +223,22 @@ class PromptGuidance:
         return first <= step <= last
 
 
-def guide_to_prompt(x0: torch.Tensor, context: torch.Tensor, probe: PromptProbe, text: torch.Tensor,
+def guide_to_prompt(x0: torch.Tensor, context: torch.Tensor, probe: PromptProbe, target: torch.Tensor,
                     guidance: PromptGuidance) -> torch.Tensor:
     """x0 (batch, io, B) after `guidance.iterations` Adam-style steps that raise the cosine similarity
-    between `probe.embed_latents([context | x0])` and the unit text embedding `text` (batch, dim);
-    `context` (batch, io, k >= 0) are the clean frames just before the block (not moved)."""
+    between `probe.embed_latents([context | x0])` and the prompt's `probe.text_target` (batch, dim [+
+    instruments]) up to the probe's target similarity and, with instrument heads, move each family's
+    logit to the prompt's side by `INSTRUMENT_MARGIN`; `context` (batch, io, k >= 0) are the clean
+    frames just before the block (not moved)."""
     dtype = next(probe.parameters()).dtype
-    ctx, text = context.to(dtype), text.to(dtype)
+    ctx, target = context.to(dtype), target.to(dtype)
+    text, named = target[..., :probe.dim], target[..., probe.dim:]
+    side = (named > 0.5).to(dtype) * 2 - 1   # +1: the prompt names the family, -1: it does not
 
     def loss_of(z):
-        emb = probe.embed_latents(torch.cat((ctx, z.to(dtype)), -1))
-        return (probe.target_similarity - (emb * text).sum(-1)).clamp_min(0).sum()
+        emb, inst = probe.read_latents(torch.cat((ctx, z.to(dtype)), -1))
+        loss = (probe.target_similarity - (emb * text).sum(-1)).clamp_min(0).sum()
+        if inst is not None and guidance.instrument_weight > 0:
+            loss = loss + guidance.instrument_weight * (INSTRUMENT_MARGIN - side * inst).clamp_min(0).sum()
+        return loss
     return adam_guidance_steps(x0.float(), loss_of, guidance.strength, guidance.iterations)

@@ -522,12 +522,12 @@ class Stream:
 
     @torch.no_grad()
     def _embed_prompt(self) -> None:
-        """The prompt probe's embedding of the blended prompt (what prompt guidance aims at)."""
+        """The prompt probe's target for the blended prompt (what prompt guidance aims at)."""
         probe = self.model.prompt_probe
         self._prompt_embedding = None
         if probe is not None:
             text = self.tokens if self.global_cond is None else self.tokens[:, :-1]   # without SAO's seconds token
-            self._prompt_embedding = probe.embed_text(pool_tokens(text).to(next(probe.parameters()).dtype)).float().cpu()
+            self._prompt_embedding = probe.text_target(pool_tokens(text).to(next(probe.parameters()).dtype)).float().cpu()
 
     @torch.no_grad()
     def _condition(self) -> None:

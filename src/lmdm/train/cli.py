@@ -44,10 +44,15 @@ def _prompt_probe(args) -> int:
     stored = next(p.dtype for p in model.parameters() if p.is_floating_point())
     model.float()   # the probe is fitted in fp32 and written in the model's stored dtype
     data = LatentDataset(args.latents, crop_frames=args.crop)
+    instruments = args.instruments
+    if instruments is None:   # on where the corpus metadata says which instruments play
+        instruments = any((r.get("metadata") or {}).get("stems") for r in data.records)
     probe, heldout = fit_prompt_probe(data.records, data.tensors, model.text, model.config.dit.io_channels,
                                       model.config.dit.cond_token_dim, steps=args.steps, crop=args.crop,
-                                      seed=args.seed, progress=not args.quiet)
-    model.config.prompt_probe, model.config.prompt_guidance = {"width": args.width, "dim": args.dim}, args.strength
+                                      seed=args.seed, instruments=instruments, progress=not args.quiet)
+    model.config.prompt_probe = {"width": args.width, "dim": args.dim,
+                                 **({"instruments": probe.instruments} if probe.instruments else {})}
+    model.config.prompt_guidance = args.strength
     model.prompt_probe = probe
     save_pretrained(model.to(stored), args.out)
     print(json.dumps({"out_dir": args.out, "heldout_retrieval": heldout, "prompt_guidance": args.strength}))
@@ -85,6 +90,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=48, help="latent frames per training crop (default 48)")
     p.add_argument("--strength", type=float, default=0.0,
                    help="the written model's default prompt guidance strength (0 = off; see the model card)")
+    p.add_argument("--instruments", action=argparse.BooleanOptionalAction, default=None,
+                   help="also fit instrument-family heads, so guidance pushes the prompt's instruments too "
+                        "(default: on when the latents' metadata lists stems, as `lmdm data synth` writes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_prompt_probe, width=128, dim=128)

@@ -8,7 +8,7 @@ import torch
 
 import lmdm
 from conftest import banded_reference_error, randomized
-from lmdm.beat import BeatClock, beat_group, bpm_from_prompts, bpm_from_text
+from lmdm.beat import BeatClock, beat_group, bpm_from_prompts, bpm_from_text, with_tempo
 from lmdm.errors import ConfigError
 
 FS = lmdm.preset("tiny").frame_seconds
@@ -45,6 +45,8 @@ def test_tempo_from_prompts():
     assert bpm_from_prompts([("dub, 80 BPM", 0.3), ("house, 124 BPM", 0.7)]) == 124
     assert bpm_from_prompts([("dub, 80 BPM", 0.3), ("choir", 0.7)]) == 80
     assert bpm_from_prompts("choir") is None
+    assert with_tempo("house groove", 80) == "house groove, 80 BPM"
+    assert with_tempo("dub at 120 bpm, heavy", 92.5) == "dub at 92.5 BPM, heavy"
 
 
 def test_clock_phase_is_continuous_across_tempo_changes_and_keeps_its_past():

@@ -140,9 +140,9 @@ def test_instrument_heads_hear_the_drums_and_guidance_adds_the_named_ones(tmp_pa
         fit_prompt_probe(plain.records, plain.tensors, text_tokens, IO, TEXT, steps=1, instruments=True, progress=False)
 
 
-def _with_probe(tmp_path, strength=0.0):
+def _with_probe(tmp_path, strength=0.0, groups=False):
     """The tiny live model (text: the byte encoder, 64-d tokens) with a prompt probe fitted on its own tokens."""
-    model = tiny_live_model(block_frames=16, context_blocks=2, steps=4)
+    model = tiny_live_model(block_frames=16, context_blocks=2, steps=4, groups=groups)
     dim = model.config.dit.cond_token_dim
     data = LatentDataset(styled_latents(tmp_path / "lat"), 16)
     probe, _ = fit_prompt_probe(data.records, data.tensors, model.text, IO, dim, steps=60, crop=16, batch=9,
@@ -173,6 +173,24 @@ def test_stream_guidance_follows_the_prompt_and_is_exact_when_off(tmp_path):
     assert similarity(guided) > similarity(plain) + 0.05   # guidance stops near the probe's target similarity
     # an empty prompt has nothing to be guided to
     assert torch.equal(_blocks(model, prompt="", prompt_guidance=0.5)[0], _blocks(model, prompt="")[0])
+
+
+def test_a_set_tempo_is_what_guidance_aims_at(tmp_path):
+    model = _with_probe(tmp_path, groups=True)
+
+    def target(text):
+        return model.prompt_probe.text_target(pool_tokens(model.encode_prompts(text)[0].float()))
+    s = model.stream("dark music", seed=0, bpm=80)
+    assert torch.allclose(s._prompt_embedding, target("dark music, 80 BPM"))
+    s.set_bpm(None)                                   # the prompt's own tempo again (it names none)
+    assert torch.allclose(s._prompt_embedding, target("dark music"))
+    s.set_prompts("dark music at 120 bpm")
+    s.set_bpm(90)
+    assert torch.allclose(s._prompt_embedding, target("dark music at 90 BPM"))
+    state = s.state_dict()
+    t = model.stream("calm music", seed=0)
+    t.load_state_dict(state)
+    assert torch.allclose(t._prompt_embedding, target("dark music at 90 BPM"))
 
 
 def test_model_with_probe_saves_loads_and_keeps_guidance_in_stream_state(tmp_path):

@@ -45,6 +45,12 @@ def bpm_from_prompts(prompts) -> float | None:
     return None
 
 
+def with_tempo(text: str, bpm: float) -> str:
+    """`text` asking for `bpm`: a tempo it names is replaced, otherwise one is appended."""
+    named = f"{bpm:g} BPM"
+    return _BPM.sub(named, text, count=1) if _BPM.search(text) else f"{text}, {named}"
+
+
 def check_bpm(bpm: float) -> float:
     bpm = float(bpm)
     if not (MIN_BPM <= bpm <= MAX_BPM) or math.isnan(bpm):

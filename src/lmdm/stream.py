@@ -47,7 +47,7 @@ from pathlib import Path
 
 import torch
 
-from .beat import BeatClock, bpm_from_prompts, check_bpm
+from .beat import BeatClock, bpm_from_prompts, check_bpm, with_tempo
 from .cache import BlockCausalCache, EncDecCache
 from .control_guidance import ControlGuidance, guide_x0
 from .config import PatternConfig
@@ -227,6 +227,8 @@ class Stream:
                                   f"{sorted(self.model.config.dit.input_groups)}), so it cannot follow a set tempo")
         self.bpm_mode = bpm
         self._sync_beat()
+        if hasattr(self, "tokens"):   # not while __init__ runs: _encode follows
+            self._embed_prompt()
 
     def _sync_beat(self) -> None:
         if self.beat is not None:
@@ -522,12 +524,20 @@ class Stream:
 
     @torch.no_grad()
     def _embed_prompt(self) -> None:
-        """The prompt probe's target for the blended prompt (what prompt guidance aims at)."""
+        """The prompt probe's target for the blended prompt (what prompt guidance aims at). A tempo set
+        with `set_bpm` goes into the probe's text, so guidance does not pull towards the tempo the prompt
+        names or its style usually has (the DiT's text stays as given: the beat clock carries the tempo)."""
         probe = self.model.prompt_probe
         self._prompt_embedding = None
-        if probe is not None:
-            text = self.tokens if self.global_cond is None else self.tokens[:, :-1]   # without SAO's seconds token
-            self._prompt_embedding = probe.text_target(pool_tokens(text).to(next(probe.parameters()).dtype)).float().cpu()
+        if probe is None:
+            return
+        if self.bpm_mode:
+            tokens, glob = self.model.encode_prompts([(with_tempo(t, self.bpm_mode) if t else t, w)
+                                                      for t, w in self.prompts], self.seconds_total)
+        else:
+            tokens, glob = self.tokens, self.global_cond
+        text = tokens if glob is None else tokens[:, :-1]   # without SAO's seconds token
+        self._prompt_embedding = probe.text_target(pool_tokens(text.float()).to(next(probe.parameters()).dtype)).float().cpu()
 
     @torch.no_grad()
     def _condition(self) -> None:
@@ -619,7 +629,6 @@ class Stream:
         self.history, self.history_mask = tensors["history"].clone(), tensors["history_mask"].clone()
         self.tokens = tensors["tokens"].to(self.device).clone()
         self.global_cond = tensors["global_cond"].to(self.device).clone() if "global_cond" in tensors else None
-        self._embed_prompt()
         self.pending = tensors["pending"].clone() if "pending" in tensors else None
         if self.cache is not None:
             self.cache.load_state_dict({k: self._dev(v) for k, v in tensors.items() if k.startswith("cache.")},
@@ -636,6 +645,7 @@ class Stream:
         self.bpm_mode = meta.get("bpm_mode")
         if self.beat is not None and meta.get("beat"):
             self.beat.segments = [(int(f), float(p), b) for f, p, b in meta["beat"]]
+        self._embed_prompt()   # after bpm_mode: a set tempo is part of the probe's text
         self._encoder = None
         if "encoder.live" in tensors:
             self._encoder = self.model.autoencoder.streaming_encoder()

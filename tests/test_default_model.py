@@ -86,7 +86,7 @@ def test_default_model_guides_its_blocks_towards_the_prompt(model):
         blocks = torch.cat([stream.next_latents() for _ in range(4)])
         with torch.no_grad():
             emb = model.prompt_probe.embed_latents(blocks.to(next(model.prompt_probe.parameters()).dtype))
-        return float((emb.float() @ stream._prompt_embedding[0]).mean())
+        return float((emb.float() @ stream._prompt_embedding[0, :model.prompt_probe.dim]).mean())
     for prompt in ("chiptune, square-wave lead melody, 150 BPM", "funk, slap bass, clavinet, brass section"):
         guided, plain = model.stream(prompt, seed=2), model.stream(prompt, seed=2, prompt_guidance=0)
         assert guided.prompt_guidance.active and not plain.prompt_guidance.active

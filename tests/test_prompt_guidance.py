@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from lmdm.checkpoints import from_pretrained, save_pretrained
 from lmdm.cli import main
 from lmdm.data.dataset import LatentDataset
+from lmdm.control_guidance import adam_guidance_steps
 from lmdm.errors import CheckpointError, ConfigError, DataError
 from lmdm.eval.tagger import INSTRUMENTS
 from lmdm.live.testmodel import tiny_live_model
@@ -112,6 +113,17 @@ def test_guided_estimate_moves_towards_the_prompt(tmp_path):
         PromptGuidance(3.0).validate()
     g = PromptGuidance(0.1, first_step=1, last_step=-2)
     assert [g.guides(i, 8) for i in range(8)] == [False] + [True] * 6 + [False]
+
+
+def test_guidance_terms_are_balanced_by_their_weights_not_their_scales():
+    x = torch.zeros(2, 3)
+
+    def terms(z):   # a steep pull down and a shallow push up on element 0; element 1 free
+        return [(1.0, 1000.0 * z[:, 0].sum()), (2.0, -z[:, 0].sum())]
+    moved = adam_guidance_steps(x, terms, 0.5, 1)
+    assert (moved[:, 0] > 0).all() and (moved[:, 1:] == 0).all()          # the weights decide: up
+    summed = adam_guidance_steps(x, lambda z: sum(w * t for w, t in terms(z)), 0.5, 1)
+    assert (summed[:, 0] < 0).all()                                       # a plain sum follows the scale
 
 
 def test_instrument_heads_hear_the_drums_and_guidance_adds_the_named_ones(tmp_path):

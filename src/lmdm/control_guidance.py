@@ -135,20 +135,27 @@ def guide_x0(x0: torch.Tensor, context: torch.Tensor, sketch: torch.Tensor, auto
 
 
 def adam_guidance_steps(x: torch.Tensor, loss_of, strength: float, iterations: int) -> torch.Tensor:
-    """`iterations` Adam-style steps on x (batch, ...) against the scalar `loss_of(x)`, each of RMS
-    `strength` per batch item (see `guide_x0` for why Adam-style); shared by prompt guidance. An item
-    whose gradient is all zero (its loss already met) does not move in that iteration."""
+    """`iterations` Adam-style steps on x (batch, ...) against `loss_of(x)`, each of RMS `strength` per
+    batch item (see `guide_x0` for why Adam-style); shared by prompt guidance. `loss_of` gives a scalar,
+    or a list of (weight, scalar) terms: then each term's gradient is scaled to unit RMS per item before
+    the weighted sum, so the weights set the direction whatever the terms' scales. An item whose gradient
+    is all zero (its loss already met) does not move in that iteration."""
     x = x.detach().float().clone()
     momentum, second = torch.zeros_like(x), torch.zeros_like(x)
+    dims = tuple(range(1, x.dim()))
     for _ in range(iterations):
         with torch.enable_grad():
             z = x.clone().requires_grad_(True)
-            (grad,) = torch.autograd.grad(loss_of(z), z)
-        grad = grad.float().cpu()
+            loss = loss_of(z)
+            terms = loss if isinstance(loss, list) else [(1.0, loss)]
+            grads = [torch.autograd.grad(t, z, retain_graph=k < len(terms) - 1)[0].float().cpu()
+                     for k, (_, t) in enumerate(terms)]
+        grad = grads[0] if not isinstance(loss, list) else \
+            sum(w * g / g.square().mean(dims, keepdim=True).sqrt().clamp_min(1e-20) for (w, _), g in zip(terms, grads))
         momentum = BETA1 * momentum + (1 - BETA1) * grad
         second = BETA2 * second + (1 - BETA2) * grad.square()
         step = momentum / second.sqrt().clamp_min(1e-12)
-        rms = step.square().mean(dim=tuple(range(1, x.dim())), keepdim=True).sqrt()
+        rms = step.square().mean(dim=dims, keepdim=True).sqrt()
         moving = grad.flatten(1).abs().sum(1).gt(0).view(-1, *([1] * (x.dim() - 1)))
         x = x - strength * moving * step / rms.clamp_min(1e-12)
     return x

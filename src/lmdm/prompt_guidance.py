@@ -203,7 +203,7 @@ class PromptGuidance:
     iterations: int = 4
     first_step: int = 1
     last_step: int = -2
-    instrument_weight: float = 1.0
+    instrument_weight: float = 0.5
 
     def validate(self) -> "PromptGuidance":
         if not 0.0 <= self.strength <= 2.0:
@@ -228,7 +228,8 @@ def guide_to_prompt(x0: torch.Tensor, context: torch.Tensor, probe: PromptProbe,
     """x0 (batch, io, B) after `guidance.iterations` Adam-style steps that raise the cosine similarity
     between `probe.embed_latents([context | x0])` and the prompt's `probe.text_target` (batch, dim [+
     instruments]) up to the probe's target similarity and, with instrument heads, move each family's
-    logit to the prompt's side by `INSTRUMENT_MARGIN`; `context` (batch, io, k >= 0) are the clean
+    logit to the prompt's side by `INSTRUMENT_MARGIN` (the two terms' gradients balanced: see
+    `adam_guidance_steps`, `instrument_weight` their ratio); `context` (batch, io, k >= 0) are the clean
     frames just before the block (not moved)."""
     dtype = next(probe.parameters()).dtype
     ctx, target = context.to(dtype), target.to(dtype)
@@ -237,8 +238,9 @@ def guide_to_prompt(x0: torch.Tensor, context: torch.Tensor, probe: PromptProbe,
 
     def loss_of(z):
         emb, inst = probe.read_latents(torch.cat((ctx, z.to(dtype)), -1))
-        loss = (probe.target_similarity - (emb * text).sum(-1)).clamp_min(0).sum()
-        if inst is not None and guidance.instrument_weight > 0:
-            loss = loss + guidance.instrument_weight * (INSTRUMENT_MARGIN - side * inst).clamp_min(0).sum()
-        return loss
+        similarity = (probe.target_similarity - (emb * text).sum(-1)).clamp_min(0).sum()
+        if inst is None or guidance.instrument_weight == 0:
+            return similarity
+        # balanced: each term's gradient at unit RMS, so the weight is the instrument term's share of the step
+        return [(1.0, similarity), (guidance.instrument_weight, (INSTRUMENT_MARGIN - side * inst).clamp_min(0).sum())]
     return adam_guidance_steps(x0.float(), loss_of, guidance.strength, guidance.iterations)

@@ -82,10 +82,11 @@ import sys, torch, lmdm
 from lmdm.checkpoints import DEFAULT_MODEL_DIR, save_pretrained
 save_pretrained(lmdm.from_pretrained(sys.argv[1]).to(torch.bfloat16), DEFAULT_MODEL_DIR)
 PY
-# 6e. v0.9: prompt guidance. A latent-text probe fitted contrastively on the training latents and their
-#     captions (2000 steps, ~2.5 min), written into the shipped model with guidance strength 0.3 on by
-#     default (model card, v0.9); the DiT's weights are v0.8's
-lmdm train prompt-probe --model src/lmdm/default_model --latents "$W/latents" --out "$W/default-model-probe" --strength 0.3
+# 6e. v0.9 / v0.10: prompt guidance. A latent-text probe fitted contrastively on the training latents and
+#     their captions, with instrument-family heads from the corpus metadata (v0.10; on because the latents
+#     list stems) (2000 steps, ~2.5 min), written into the shipped model with guidance strength 0.4 on by
+#     default (instrument weight 0.5: PromptGuidance's default) (model card, v0.10); the DiT's weights are v0.8's
+lmdm train prompt-probe --model src/lmdm/default_model --latents "$W/latents" --out "$W/default-model-probe" --strength 0.4
 python - "$W/default-model-probe" <<'PY'
 import sys, lmdm
 from lmdm.checkpoints import DEFAULT_MODEL_DIR, save_pretrained

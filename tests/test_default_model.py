@@ -66,8 +66,8 @@ def test_default_model_keeps_the_tempo_its_beat_clock_asks(model):
     evaluation's beat tracker (measured 80.0 / 99.2 / 130.0 BPM on this machine; 6 % is room for other CPUs'
     bf16 arithmetic, far from the octave errors the clock fixes). Not every caption is this clean: "funky bass
     groove with drums" at 130 is heard at 65.6, the lower octave (model card, v0.7). Without prompt guidance
-    (v0.9's): a tempo forced by `bpm=` that the prompt does not name can lose to it (this caption at 80 with
-    guidance: 60.0 BPM; model card, limitations)."""
+    (v0.9's): a tempo forced by `bpm=` far from the style's own can lose to it (this caption at 80 with
+    v0.10's guidance: 117.4 BPM; model card, limitations)."""
     from lmdm.data.tempo import estimate_tempo
     assert model.config.dit.input_groups["beat"] == 3
     for bpm in (80, 100, 130):

@@ -92,6 +92,10 @@ def test_bench_sketched_streams():
     plain = json.loads(bench().stdout)
     a, b = plain["patterns"]["block-causal"], guided["patterns"]["block-causal"]
     assert b["dit_gflop_per_block"] == pytest.approx(2 * a["dit_gflop_per_block"], rel=0.01)
+    # the default model guides by its prompt, so every run also times the same pattern without that, side by side
+    off = plain["patterns"]["block-causal (prompt guidance off)"]
+    assert a["prompt_guidance_cost"] == pytest.approx(a["block_ms_median"] / off["block_ms_median"], rel=0.01)
+    assert list(json.loads(bench("--prompt-guidance", "0").stdout)["patterns"]) == ["block-causal"]
     out = bench("--sketch", "--control-guidance", "0.3", check=False)
     assert out.returncode == 2 and "--end-to-end" in out.stderr
     out = subprocess.run([sys.executable, "-m", "lmdm", "bench", "--preset", "tiny", "--sketch", "--blocks", "1"],

@@ -63,17 +63,21 @@ def _stats(seconds: list[float]) -> dict[str, float]:
     return {"median_ms": round(statistics.median(ms), 2), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "n": len(ms)}
 
 
+NO_PROMPT_GUIDANCE = "(prompt guidance off)"
+
+
 class _PatternRun:
     """One pattern's stream with timers around its cache phases."""
 
     def __init__(self, model: LiveMusicModel, pattern: PatternConfig, steps: int, end_to_end: bool, batch: int,
-                 cfg_scale: float = 1.0, sketch: dict | None = None):
+                 cfg_scale: float = 1.0, sketch: dict | None = None, prompt_guidance: float | None = None):
         self.model, self.pattern, self.steps, self.batch = model, pattern, steps, batch
+        self.label = pattern.pattern if prompt_guidance is None else f"{pattern.pattern} {NO_PROMPT_GUIDANCE}"
         sketch = sketch or {}
         # a prompt that names a tempo, as the main job's does: a model with a beat clock runs it
         self.stream = model.stream("bench, 120 BPM", seed=0, steps=steps, pattern=pattern, batch=batch, cfg_scale=cfg_scale,
                                    sketch_cfg=sketch.get("sketch_cfg", 1.0),
-                                   control_guidance=sketch.get("control_guidance", 0.0))
+                                   control_guidance=sketch.get("control_guidance", 0.0), prompt_guidance=prompt_guidance)
         if sketch:
             self.stream.set_sketch(_bench_sketch(100_000))
         self.model_batch = batch * len(self.stream.branches)   # guidance runs the model once per branch
@@ -121,8 +125,13 @@ def bench_patterns(model: LiveMusicModel, patterns: list[PatternConfig], steps: 
                    warmup: int, progress=None, end_to_end: bool = False, batch: int = 1,
                    cfg_scale: float = 1.0, sketch: dict | None = None) -> dict[str, dict]:
     """Round-robin: each round runs one block of every pattern, so slow drifts of the machine
-    (thermal, other load) hit all patterns alike and the speedups stay honest."""
+    (thermal, other load) hit all patterns alike and the speedups stay honest. A model whose streams
+    use prompt guidance also runs each pattern without it (rows "<pattern> (prompt guidance off)"), so
+    guidance's cost is a side-by-side ratio too (`prompt_guidance_cost` on the guided rows)."""
     runs = [_PatternRun(model, p, steps, end_to_end, batch, cfg_scale, sketch) for p in patterns]
+    if model.prompt_probe is not None and model.config.prompt_guidance > 0:
+        runs += [_PatternRun(model, p, steps, end_to_end, batch, cfg_scale, sketch, prompt_guidance=0.0)
+                 for p in patterns]
     first = [run.block() for run in runs]  # includes the block-causal bootstrap
     for run in runs:
         for name, times in run.phases.items():
@@ -139,7 +148,12 @@ def bench_patterns(model: LiveMusicModel, patterns: list[PatternConfig], steps: 
                 for name, times in run.phases.items():
                     if name != "bootstrap":
                         times.clear()
-    return {run.pattern.pattern: run.report(f) for run, f in zip(runs, first)}
+    rows = {run.label: run.report(f) for run, f in zip(runs, first)}
+    for name, row in rows.items():
+        off = rows.get(f"{name} {NO_PROMPT_GUIDANCE}")
+        if off:
+            row["prompt_guidance_cost"] = round(row["block_ms_median"] / off["block_ms_median"], 3)
+    return rows
 
 
 def _prompt_change_ms(model: LiveMusicModel, repeats: int = 5) -> dict:
@@ -205,10 +219,11 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
     if dev.type == "cuda":
         report["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(dev) / 2 ** 20, 1)
     report["gflop_per_audio_second"] = comparison(cfg.dit, C, B, steps, cfg.frame_seconds, patterns)
-    base = report["patterns"].get("bidirectional")
     bound_base = tokens_per_block("bidirectional", C, B, steps)
     for name, row in report["patterns"].items():
         row["achieved_gflops"] = round(row["dit_gflop_per_block"] / (row["block_ms_median"] / 1000), 1)
+        # speedups against the bidirectional row sampled the same way (with or without prompt guidance)
+        base = report["patterns"].get("bidirectional" + name[len(name.split(" ")[0]):])
         if base:
             row["speedup"] = round(base["block_ms_median"] / row["block_ms_median"], 3)
             row["token_bound"] = round(bound_base / row["tokens_per_block"], 3)
@@ -224,6 +239,7 @@ def _cell(value, width: int) -> str:
 def format_table(report: dict) -> str:
     c = report["config"]
     what = "end to end (DiT + streaming decode)" if c.get("end_to_end") else "DiT only"
+    w = max(14, *(len(name) + 2 for name in report["patterns"]))
     lines = [f"lmdm bench: preset={c['preset']} dtype={c['dtype']} steps={c['steps']} C={c['context_frames']} "
              f"B={c['block_frames']} ({c['block_seconds']} s/block) threads={c['threads']} "
              f"{'' if c.get('device', 'cpu') == 'cpu' else 'device=' + c['device_name'] + ' '}"
@@ -231,18 +247,22 @@ def format_table(report: dict) -> str:
              + (" sketch (sketch cfg {sketch_cfg:g}, control guidance {control_guidance:g})".format(**c["sketch"])
                 if c.get("sketch") else "") + (f" prompt guidance {c['prompt_guidance']:g}"
                                                 if c.get("prompt_guidance") else "") + f" — {what}",
-             f"{'pattern':<14}{'block ms':>10}{'p90':>9}{'tokens':>8}{'RTF':>8}{'speedup':>9}{'bound':>7}"
+             f"{'pattern':<{w}}{'block ms':>10}{'p90':>9}{'tokens':>8}{'RTF':>8}{'speedup':>9}{'bound':>7}"
              f"{'of bound':>9}  phases (median ms)"]
     for name, r in report["patterns"].items():
         phases = ", ".join(f"{k[:-3]} {v['median_ms']}" for k, v in r.items() if k.endswith("_ms") and
                            isinstance(v, dict))
-        lines.append(f"{name:<14}{r['block_ms_median']:>10.1f}{r['block_ms_p90']:>9.1f}{r['tokens_per_block']:>8}"
+        lines.append(f"{name:<{w}}{r['block_ms_median']:>10.1f}{r['block_ms_p90']:>9.1f}{r['tokens_per_block']:>8}"
                      f"{r['realtime_factor']:>8.2f}{_cell(r.get('speedup'), 9)}"
                      f"{_cell(r.get('token_bound'), 7)}{_cell(r.get('fraction_of_bound'), 9)}"
                      f"  {phases}")
     lines.append("p99 block ms: " + ", ".join(f"{n} {r['block_ms_p99']}" for n, r in report["patterns"].items())
                  + "; achieved GFLOP/s: " + ", ".join(f"{n} {r['achieved_gflops']}"
                                                        for n, r in report["patterns"].items()))
+    costs = {n: r["prompt_guidance_cost"] for n, r in report["patterns"].items() if "prompt_guidance_cost" in r}
+    if costs:
+        lines.append("prompt guidance cost (block time with / without, side by side): "
+                     + ", ".join(f"{n} {v:.2f}x" for n, v in costs.items()))
     if "prompt_change_ms" in report:
         lines.append(f"prompt change (text encoding + cross-attention K/V): median "
                      f"{report['prompt_change_ms']['median_ms']} ms; decoder look-ahead {c['decoder_delay_ms']} ms")

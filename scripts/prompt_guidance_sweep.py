@@ -1,8 +1,9 @@
-"""Style / instrument agreement of one model under several prompt-guidance settings (the model card's v0.9 sweep).
+"""Style / instrument agreement of one model under several prompt-guidance settings (the model card's v0.9 and v0.10 sweeps).
 
     python scripts/prompt_guidance_sweep.py MODEL_DIR HELDOUT/manifest.jsonl '{"strength": 0.3}' '{"strength": 0.15}' ...
 
-Each JSON is a `lmdm.prompt_guidance.PromptGuidance` (strength, iterations, first_step, last_step), plus
+Each JSON is a `lmdm.prompt_guidance.PromptGuidance` (strength, iterations, first_step, last_step,
+instrument_weight for probes with instrument heads), plus
 optionally "hinge": false (the probe's target similarity set to 1: push every block). Streams: the eval's
 first 24 held-out captions (`lmdm eval`'s order for seed 0) with seeds 0..23, 10 blocks each, the first
 20 s tagged in 10-s windows by the evaluation's tagger.

@@ -223,7 +223,8 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
     for name, row in report["patterns"].items():
         row["achieved_gflops"] = round(row["dit_gflop_per_block"] / (row["block_ms_median"] / 1000), 1)
         # speedups against the bidirectional row sampled the same way (with or without prompt guidance)
-        base = report["patterns"].get("bidirectional" + name[len(name.split(" ")[0]):])
+        off = name.endswith(NO_PROMPT_GUIDANCE)
+        base = report["patterns"].get(f"bidirectional {NO_PROMPT_GUIDANCE}" if off else "bidirectional")
         if base:
             row["speedup"] = round(base["block_ms_median"] / row["block_ms_median"], 3)
             row["token_bound"] = round(bound_base / row["tokens_per_block"], 3)

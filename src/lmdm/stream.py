@@ -525,8 +525,9 @@ class Stream:
     @torch.no_grad()
     def _embed_prompt(self) -> None:
         """The prompt probe's target for the blended prompt (what prompt guidance aims at). A tempo set
-        with `set_bpm` goes into the probe's text, so guidance does not pull towards the tempo the prompt
-        names or its style usually has (the DiT's text stays as given: the beat clock carries the tempo)."""
+        with `set_bpm` goes into the probe's text, so guidance aims at that tempo's caption rather than the
+        prompt's own (the DiT's text stays as given: the beat clock carries the tempo). The probe reads
+        tempo words only loosely: a tempo far from the style's own can still lose (model card, limitations)."""
         probe = self.model.prompt_probe
         self._prompt_embedding = None
         if probe is None:

@@ -9,6 +9,7 @@ import torch
 import lmdm
 from conftest import banded_reference_error, randomized
 from lmdm.beat import BeatClock, beat_group, bpm_from_prompts, bpm_from_text, with_tempo
+from lmdm.cache import _leading_rows
 from lmdm.errors import ConfigError
 
 FS = lmdm.preset("tiny").frame_seconds
@@ -89,6 +90,56 @@ def test_block_causal_stream_with_a_beat_equals_one_banded_forward():
         msk = torch.cat((msk, torch.ones(msk.shape[0], 1, B)), -1)
     assert checked == 9 * s.steps
     assert worst < 1e-5, worst
+
+
+def test_beat_guidance_runs_a_branch_without_the_clock_only_while_it_runs(tmp_path):
+    """Under beat guidance the model batch gains a branch whose beat group is all zero, run on the first
+    `beat_cfg_steps` steps only; every denoising call equals the full forward of the rows it ran, each
+    with its own group. No clock, no branch."""
+    model = beat_model()
+    s = model.stream("warm piano, 120 BPM", seed=5, beat_cfg=3.0, beat_cfg_steps=2)
+    assert s.branches == ("cond", "no_beat")
+    s.trace = []
+    lat, msk, worst = torch.cat([s.history] * 2), torch.cat([s.history_mask] * 2), 0.0
+    full_cond = s.cond
+    for _ in range(4):
+        P, n = s.frame, lat.shape[-1]
+        s.trace.clear()
+        out = s.next_latents()
+        ref = ref_beat(P - n, n + s.B, [(0, 120.0)])
+        both, cond_only = [r for r in s.trace if len(r["x"]) == 2], [r for r in s.trace if len(r["x"]) == 1]
+        assert len(both) == 2 and len(cond_only) == s.steps - 2
+        s.trace = both
+        worst = max(worst, banded_reference_error(s, lat, msk, {"beat": torch.stack([ref, torch.zeros_like(ref)])})[0])
+        s.trace, s.cond = cond_only, _leading_rows(None, full_cond, 1)[1]
+        worst = max(worst, banded_reference_error(s, lat[:1], msk[:1], {"beat": ref[None]})[0])
+        s.trace, s.cond = [], full_cond
+        lat = torch.cat((lat, torch.cat([out] * 2)), -1)
+        msk = torch.cat((msk, torch.ones(msk.shape[0], 1, s.B)), -1)
+    assert worst < 1e-5, worst
+    run = lambda prompt, **kw: model.stream(prompt, seed=2, **kw).next_latents()
+    assert not torch.equal(run("house, 120 BPM", beat_cfg=3.0), run("house, 120 BPM"))
+    assert torch.equal(run("warm piano", beat_cfg=3.0), run("warm piano"))          # no clock: nothing to guide
+    first = run("house, 120 BPM", beat_cfg=3.0, beat_cfg_steps=1)                   # on the first step only
+    assert not torch.equal(first, run("house, 120 BPM", beat_cfg=3.0)) and not torch.equal(first, run("house, 120 BPM"))
+    s.set_beat_cfg(3.0, steps=2)
+    s.save(tmp_path / "s.safetensors")
+    want = s.next_latents()
+    fresh = model.stream("warm piano")
+    fresh.restore(tmp_path / "s.safetensors")
+    assert (fresh.beat_cfg, fresh.beat_cfg_steps) == (3.0, 2) and torch.equal(fresh.next_latents(), want)
+    s.set_bpm(0)                                       # the clock stops: so does its branch
+    assert s.branches == ("cond",)
+    s.set_bpm(90)
+    s.set_beat_cfg(1.0)
+    assert s.branches == ("cond",)
+    cfg = lmdm.preset("tiny")
+    cfg.beat_cfg_scale = 30.0
+    with pytest.raises(ConfigError, match="beat_cfg_scale"):
+        cfg.validate()
+    cfg.beat_cfg_scale, cfg.beat_cfg_steps = 2.0, -1
+    with pytest.raises(ConfigError, match="beat_cfg_steps"):
+        cfg.validate()
 
 
 def test_the_clock_follows_the_prompt_a_number_or_nothing():

@@ -205,6 +205,7 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
                          "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                          "dit": dataclasses.asdict(cfg.dit), "end_to_end": end_to_end, "batch": batch,
                          "cfg_scale": cfg_scale, "sketch": sketch, "prompt_guidance": cfg.prompt_guidance,
+                         "beat_cfg": cfg.beat_cfg_scale,
                          "dit_parameters": sum(p.numel() for p in model.dit.parameters())},
               "patterns": {}}
     pcfgs = [PatternConfig(name, B, C) for name in patterns]
@@ -247,7 +248,8 @@ def format_table(report: dict) -> str:
              f"params={c['dit_parameters'] / 1e6:.1f}M batch={c.get('batch', 1)} cfg={c.get('cfg_scale', 1.0):g}"
              + (" sketch (sketch cfg {sketch_cfg:g}, control guidance {control_guidance:g})".format(**c["sketch"])
                 if c.get("sketch") else "") + (f" prompt guidance {c['prompt_guidance']:g}"
-                                                if c.get("prompt_guidance") else "") + f" — {what}",
+                                                if c.get("prompt_guidance") else "")
+             + (f" beat cfg {c['beat_cfg']:g}" if c.get("beat_cfg", 1.0) != 1.0 else "") + f" — {what}",
              f"{'pattern':<{w}}{'block ms':>10}{'p90':>9}{'tokens':>8}{'RTF':>8}{'speedup':>9}{'bound':>7}"
              f"{'of bound':>9}  phases (median ms)"]
     for name, r in report["patterns"].items():

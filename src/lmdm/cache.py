@@ -38,8 +38,20 @@ def _target_positions(context_frames: int, block_frames: int, device) -> torch.T
                       torch.zeros(1, dtype=torch.long, device=device)))
 
 
+def _leading_rows(kv: list[KV] | None, cond: Conditioning, rows: int | None):
+    """The cache's and the conditioning's first `rows` rows of the model batch (all for None; a
+    conditioning shared by the batch, one row, stays whole)."""
+    if rows is None:
+        return kv, cond
+    take = lambda x: x if x is None or x.shape[0] == 1 else x[:rows]
+    return ([(k[:rows], v[:rows]) for k, v in kv] if kv is not None else None,
+            Conditioning([(take(k), take(v)) for k, v in cond.kv], take(cond.global_embed)))
+
+
 class _Cache:
     kv: list[KV] | None = None
+    C: int
+    B: int
 
     def reset(self) -> None:
         self.kv = None
@@ -47,6 +59,13 @@ class _Cache:
     @property
     def ready(self) -> bool:
         return self.kv is not None
+
+    def step(self, dit: DiT, tokens: torch.Tensor, cond: Conditioning, rows: int | None = None) -> torch.Tensor:
+        """tokens = [target (B) | T] of the model batch's first `rows` rows (None: all); returns their
+        hidden states. A guidance branch whose result a step does not use is left out this way."""
+        past, cond = _leading_rows(self.kv, cond, rows)
+        h, _ = dit.run(tokens, _target_positions(self.C, self.B, tokens.device), cond, past=past)
+        return h
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.kv is None:
@@ -73,11 +92,6 @@ class EncDecCache(_Cache):
             return
         _, self.kv = dit.run(context_tokens, _arange(1, self.C + 1, context_tokens.device), cond)
 
-    def step(self, dit: DiT, tokens: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """tokens = [target (B) | T]; returns their hidden states."""
-        h, _ = dit.run(tokens, _target_positions(self.C, self.B, tokens.device), cond, past=self.kv)
-        return h
-
 
 class BlockCausalCache(_Cache):
     def __init__(self, block_frames: int, context_chunks: int):
@@ -90,10 +104,6 @@ class BlockCausalCache(_Cache):
         chunk = _arange(0, self.C, dev) // self.B
         _, kv = dit.run(context_tokens, _arange(1, self.C + 1, dev), cond, mask=banded(chunk, chunk, self.w))
         self.kv = [(k[:, :, self.B:], v[:, :, self.B:]) for k, v in kv]
-
-    def step(self, dit: DiT, tokens: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        h, _ = dit.run(tokens, _target_positions(self.C, self.B, tokens.device), cond, past=self.kv)
-        return h
 
     def fused_step(self, dit: DiT, finished_tokens: torch.Tensor, tokens: torch.Tensor,
                    cond: Conditioning) -> torch.Tensor:

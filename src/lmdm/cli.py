@@ -68,7 +68,7 @@ def _generate(args) -> int:
                        progress=not args.quiet, on_audio=write, block_frames=args.block,
                        on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"), sketch=sketch,
                        sketch_cfg=args.sketch_cfg, control_guidance=args.control_guidance, bpm=args.bpm,
-                       prompt_guidance=args.prompt_guidance)
+                       prompt_guidance=args.prompt_guidance, beat_cfg=args.beat_cfg)
     print(f"wrote {args.output}: {args.seconds} s at {model.sample_rate} Hz, peak {peak:.3f}"
           + (" (clipped to ±1)" if peak > 1 else "")
           + (f", sketch {args.sketch} ({sketch.shape[-1] * model.config.frame_seconds:.2f} s, strength "
@@ -131,7 +131,9 @@ def _eval(args) -> int:
             model.config.control_guidance = args.control_guidance
         if args.prompt_guidance is not None:
             model.config.prompt_guidance = args.prompt_guidance
-            model.config.validate()
+        if args.beat_cfg is not None:
+            model.config.beat_cfg_scale = args.beat_cfg
+        model.config.validate()
         say = None if args.quiet else (lambda msg, p=path: print(f"lmdm eval [{p}]: {msg}", file=sys.stderr, flush=True))
         reports[str(path)] = evaluate(model, args.reference, suite, tagger, args.seed, say, embedder=embedder,
                                       baseline=args.baseline, controls=args.controls,
@@ -271,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="push each block towards the prompt while it is sampled, for models with a prompt probe "
                    "(the default model from v0.9): at the middle denoising steps the block's latents take gradient "
                    "steps of size G towards the prompt's embedding (0 = off). Default: the model's prompt_guidance")
+    g.add_argument("--beat-cfg", type=float, default=None, metavar="S",
+                   help="guidance on the beat clock while it runs: each step also runs the model without the clock "
+                   "and pushes the output S times as far towards following it, so the tempo holds against prompt "
+                   "guidance (1 = off; one more model call per step). Default: the model's beat_cfg_scale")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
 
@@ -350,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="control guidance strength in the controls part (default: each model's control_guidance)")
     e.add_argument("--prompt-guidance", type=float, default=None,
                    help="prompt guidance strength (default: each model's prompt_guidance; models with a prompt probe)")
+    e.add_argument("--beat-cfg", type=float, default=None,
+                   help="guidance on the beat clock (default: each model's beat_cfg_scale; models with a 'beat' group)")
     e.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
                    help="as for generate (auto: bf16 where the CPU has native bf16 matmuls); the same for every model")
     e.add_argument("--seed", type=int, default=0)

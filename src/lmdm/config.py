@@ -122,6 +122,8 @@ class ModelConfig:
     control_guidance: float = 0.0    # default control guidance strength on a sketch (0 = off; lmdm.control_guidance)
     prompt_probe: dict | None = None  # a latent-text model for prompt guidance: {"width", "dim"[, "instruments"]} (lmdm.prompt_guidance)
     prompt_guidance: float = 0.0     # default prompt guidance strength (0 = off; needs prompt_probe)
+    beat_cfg_scale: float = 1.0      # default guidance on the beat clock while it runs (1 = off)
+    beat_cfg_steps: int = 0          # ... on the first this many denoising steps (0 = all)
 
     @property
     def frame_seconds(self) -> float:
@@ -145,6 +147,10 @@ class ModelConfig:
             raise ConfigError(f"cfg_scale must be in [0, 20], got {self.cfg_scale}")
         if not 0 <= self.sketch_cfg_scale <= 20:
             raise ConfigError(f"sketch_cfg_scale must be in [0, 20], got {self.sketch_cfg_scale}")
+        if not 0 <= self.beat_cfg_scale <= 20:
+            raise ConfigError(f"beat_cfg_scale must be in [0, 20], got {self.beat_cfg_scale}")
+        if self.beat_cfg_steps < 0:
+            raise ConfigError(f"beat_cfg_steps must be >= 0 (0 = every step), got {self.beat_cfg_steps}")
         if not 0 <= self.control_guidance <= 2:
             raise ConfigError(f"control_guidance must be in [0, 2], got {self.control_guidance}")
         if not 0 <= self.prompt_guidance <= 2:

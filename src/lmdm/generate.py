@@ -76,7 +76,7 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
              on_change=None, sketch: torch.Tensor | None = None, accompaniment: torch.Tensor | None = None,
              cutoff_frames: int | None = None, sketch_cfg: float | None = None,
              control_guidance: float | None = None, bpm: float | None = None,
-             prompt_guidance: float | None = None) -> torch.Tensor:
+             prompt_guidance: float | None = None, beat_cfg: float | None = None) -> torch.Tensor:
     """`prompt`: a string, weighted prompts, or a schedule [(start seconds, prompts)] whose changes
     are applied at the first block boundary at or after their time; `on_change(seconds, prompts)`
     is told where each landed.
@@ -89,7 +89,8 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
     `cutoff_frames` (default one block) before its start; see `Stream`. `bpm`: the beat clock of a model
     with a `beat` group (`lmdm.beat`): None follows the prompts' tempo, a number fixes it, 0 = free tempo.
     `prompt_guidance`: its strength for a model with a prompt probe (`lmdm.prompt_guidance`; default the
-    model's, 0 = off)."""
+    model's, 0 = off). `beat_cfg`: guidance on the beat clock while it runs (`Stream`; default the model's,
+    1 = off)."""
     if model.autoencoder is None:
         raise ConfigError("this model has no autoencoder, so it cannot make audio")
     if not (seconds > 0 and math.isfinite(seconds)):
@@ -110,7 +111,7 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
     stream = model.stream(schedule[0][1], seed=seed, steps=steps, cfg_scale=cfg_scale, pattern=pattern,
                           sketch=sketch, accompaniment=accompaniment, cutoff_frames=cutoff_frames,
                           sketch_cfg=sketch_cfg, control_guidance=control_guidance, bpm=bpm,
-                          prompt_guidance=prompt_guidance)
+                          prompt_guidance=prompt_guidance, beat_cfg=beat_cfg)
     block_seconds = pattern.block_frames * model.config.frame_seconds
     pending = schedule[1:]
     pieces, have = [], 0

@@ -27,7 +27,10 @@ audio continues without a seam the decoder did not already smooth.
   written never depends on the last `cutoff_frames` frames of input before it.
 Guidance runs as branches of one model batch (`branches`): the stream's batch once for the prompt
 and inputs, again with the null prompt under CFG (`cfg_scale`), again without the sketch under
-sketch guidance (`sketch_cfg`, with a sketch set); each branch keeps its own cache rows.
+sketch guidance (`sketch_cfg`, with a sketch set), again without the beat clock under beat guidance
+(`beat_cfg`, on the first `beat_cfg_steps` denoising steps, while the clock runs: it holds the tempo
+against prompt guidance, which can pull a piece off the clock; default model card, beat guidance); each
+branch keeps its own cache rows.
 Control guidance (`control_guidance`, with a sketch set; `lmdm.control_guidance`) corrects the clean
 estimate of the last denoising steps through the decoder, so what is heard follows the sketch.
 Prompt guidance (`prompt_guidance`, models with a prompt probe; `lmdm.prompt_guidance`) corrects the
@@ -68,7 +71,8 @@ class Stream:
                  pattern: PatternConfig | None = None, sketch: torch.Tensor | None = None,
                  accompaniment: torch.Tensor | None = None, cutoff_frames: int | None = None,
                  sketch_cfg: float | None = None, control_guidance: "float | ControlGuidance | None" = None,
-                 bpm: float | None = None, prompt_guidance: "float | PromptGuidance | None" = None):
+                 bpm: float | None = None, prompt_guidance: "float | PromptGuidance | None" = None,
+                 beat_cfg: float | None = None, beat_cfg_steps: int | None = None):
         self.model, self.dit = model, pack_linears(model.dit)
         # the stream's own buffers (context, inputs, noise, sampler state) stay on the CPU: small, and
         # seeded noise and saved states do not depend on the device; the DiT, its cache and the
@@ -81,6 +85,8 @@ class Stream:
         self.batch, self.seconds_total = batch, seconds_total
         self.cfg_scale = float(model.config.cfg_scale if cfg_scale is None else cfg_scale)
         self.sketch_cfg = float(model.config.sketch_cfg_scale if sketch_cfg is None else sketch_cfg)
+        self.beat_cfg = float(model.config.beat_cfg_scale if beat_cfg is None else beat_cfg)
+        self.beat_cfg_steps = int(model.config.beat_cfg_steps if beat_cfg_steps is None else beat_cfg_steps)
         if not isinstance(control_guidance, ControlGuidance):   # a strength: the default iterations and steps
             control_guidance = ControlGuidance(
                 model.config.control_guidance if control_guidance is None else float(control_guidance))
@@ -125,12 +131,15 @@ class Stream:
     def branches(self) -> tuple[str, ...]:
         """The model batch, one copy of the stream's batch per branch: "cond" (prompt and inputs), then
         under CFG "no_text" (SAO's null prompt) and, with sketch guidance and a sketch set,
-        "no_sketch" (the prompt without the sketch). v = v_cond + sum_b (scale_b - 1)(v_cond - v_b)."""
+        "no_sketch" (the prompt without the sketch) and, with beat guidance while the clock runs, "no_beat"
+        (without the clock). v = v_cond + sum_b (scale_b - 1)(v_cond - v_b)."""
         names = ["cond"]
         if self.cfg_scale != 1.0:
             names.append("no_text")
         if self.sketch_cfg != 1.0 and self.sketch is not None:
             names.append("no_sketch")
+        if self.beat_cfg != 1.0 and getattr(self, "beat", None) is not None and self.beat.bpm is not None:
+            names.append("no_beat")   # while the clock runs (from the next block on)
         return tuple(names)
 
     @property
@@ -149,6 +158,14 @@ class Stream:
 
     def set_cfg(self, scale: float) -> None:
         self.cfg_scale = float(scale)
+        self._sync_branches()
+
+    def set_beat_cfg(self, scale: float, steps: int | None = None) -> None:
+        """Guidance on the beat clock (1 = off): how much harder than trained the output keeps its tempo,
+        on the first `steps` denoising steps (0: all; None: unchanged)."""
+        self.beat_cfg = float(scale)
+        if steps is not None:
+            self.beat_cfg_steps = int(steps)
         self._sync_branches()
 
     def set_sketch_cfg(self, scale: float) -> None:
@@ -234,6 +251,8 @@ class Stream:
         if self.beat is not None:
             bpm = bpm_from_prompts(self.prompts) if self.bpm_mode is None else (self.bpm_mode or None)
             self.beat.set_bpm(bpm, self.frame)
+            if self._branch_names:   # beat guidance adds a branch while the clock runs
+                self._sync_branches()
 
     @property
     def frame(self) -> int:
@@ -309,7 +328,8 @@ class Stream:
             groups["accompaniment"] = self._per_branch(
                 _slice(self.accompaniment, self.accompaniment_start, start, min(n, max(visible, 0)), n))
         if self.beat is not None and any(bpm is not None for _, _, bpm in self.beat.segments):
-            groups["beat"] = self._per_branch(self.beat.group(start, n)[None].expand(self.batch, -1, -1))
+            beat = self.beat.group(start, n)[None].expand(self.batch, -1, -1)
+            groups["beat"] = torch.cat([torch.zeros_like(beat) if b == "no_beat" else beat for b in self.branches])
         return groups
 
     # -- generation -------------------------------------------------------------------------
@@ -357,18 +377,19 @@ class Stream:
         def denoise(x, t, i):
             xin = self._per_branch(x)
             tin = torch.full((xin.shape[0],), t, dtype=torch.float32)
-            v = run_target(xin, tin, i).float().cpu()
+            v = run_target(xin, tin, i).float().cpu()   # a runner may leave out trailing branches (`_active_rows`)
+            branches = self.branches[: v.shape[0] // self.batch]
             if self.trace is not None:
-                self.trace.append({"block": self.block_index, "step": i, "x": xin, "t": t, "v": v})
-            if not self.guided:
+                self.trace.append({"block": self.block_index, "step": i, "x": xin[: v.shape[0]], "t": t, "v": v})
+            if len(branches) == 1:
                 return v, None
-            parts = dict(zip(self.branches, v.chunk(len(self.branches))))
+            parts = dict(zip(branches, v.chunk(len(branches))))
             v_cond, guided = parts["cond"], None
-            for name, scale in (("no_text", self.cfg_scale), ("no_sketch", self.sketch_cfg)):
+            for name, scale in (("no_text", self.cfg_scale), ("no_sketch", self.sketch_cfg), ("no_beat", self.beat_cfg)):
                 if name in parts:
                     g = guide(v_cond, parts[name], scale)
                     guided = g if guided is None else guided + g - v_cond
-            uncond = parts.get("no_text", parts.get("no_sketch"))
+            uncond = parts.get("no_text", parts.get("no_sketch", parts.get("no_beat")))
             return guided, uncond
         return denoise
 
@@ -402,11 +423,12 @@ class Stream:
 
         def run(x, t, i):
             tokens = self._target_tokens(x, t)
-            if i == 0 and pending is not None:
+            if i == 0 and pending is not None:   # every row: the finished chunk enters each branch's cache
                 finished = self._context_tokens(pending, torch.ones(self.batch, 1, self.B), self.frame - self.B)
                 h = cache.fused_step(dit, finished, tokens, self.cond)
             else:
-                h = cache.step(dit, tokens, self.cond)
+                rows = self._active_rows(i)
+                h = cache.step(dit, tokens[:rows], self.cond, rows)
             return dit.unembed(h[:, : self.B])
 
         x0 = sample(self._denoise_fn(run), noise, self.sampler, self.guidance, refine=self._refine_fn())
@@ -419,7 +441,8 @@ class Stream:
         self.needs_bootstrap = False
 
         def run(x, t, i):
-            return dit.unembed(cache.step(dit, self._target_tokens(x, t), self.cond)[:, : self.B])
+            rows = self._active_rows(i)
+            return dit.unembed(cache.step(dit, self._target_tokens(x, t)[:rows], self.cond, rows)[:, : self.B])
 
         return sample(self._denoise_fn(run), noise, self.sampler, self.guidance, refine=self._refine_fn())
 
@@ -510,6 +533,14 @@ class Stream:
             return BlockCausalCache(self.B, self.pcfg.context_chunks)
         return None
 
+    def _active_rows(self, step: int) -> int | None:
+        """The model-batch rows a (non-fused) denoising step must run: beat guidance acts on the first
+        `beat_cfg_steps` steps only (where the rhythm is laid down), so after them its branch, always the
+        last, is left out; None = every row."""
+        if self.beat_cfg_steps and step >= self.beat_cfg_steps and self.branches[-1] == "no_beat":
+            return self.batch * (len(self.branches) - 1)
+        return None
+
     def _per_branch(self, x: torch.Tensor) -> torch.Tensor:
         """x repeated for every branch of the model batch."""
         return torch.cat([x] * len(self.branches)) if self.guided else x
@@ -564,7 +595,8 @@ class Stream:
         return {"version": STATE_VERSION, "model": self.model.config.to_dict(),
                 "pattern": dataclasses.asdict(self.pcfg), "block_index": self.block_index, "frame": self._frame,
                 "seed": self.seed,
-                "steps": self.steps, "cfg_scale": self.cfg_scale, "sketch_cfg": self.sketch_cfg,
+                "steps": self.steps, "cfg_scale": self.cfg_scale, "sketch_cfg": self.sketch_cfg, "beat_cfg": self.beat_cfg,
+                "beat_cfg_steps": self.beat_cfg_steps,
                 "control_guidance": dataclasses.asdict(self.control_guidance),
                 "prompt_guidance": dataclasses.asdict(self.prompt_guidance), "sampler": self.sampler,
                 "guidance": self.guidance, "prompts": self.prompts, "batch": self.batch,
@@ -622,7 +654,8 @@ class Stream:
         self.block_index, self.seed, self.steps = meta["block_index"], meta["seed"], meta["steps"]
         self._frame = meta.get("frame", self.block_index * self.B)
         self.cfg_scale, self.sampler, self.guidance = meta["cfg_scale"], meta["sampler"], meta["guidance"]
-        self.sketch_cfg = meta.get("sketch_cfg", 1.0)
+        self.sketch_cfg, self.beat_cfg = meta.get("sketch_cfg", 1.0), meta.get("beat_cfg", 1.0)
+        self.beat_cfg_steps = meta.get("beat_cfg_steps", 0)
         self.control_guidance = ControlGuidance(**meta.get("control_guidance", {})).validate()
         self.prompt_guidance = self._check_prompt_guidance(PromptGuidance(**meta.get("prompt_guidance", {})))
         self.prompts, self.seconds_total = check_prompts(meta["prompts"]), meta["seconds_total"]

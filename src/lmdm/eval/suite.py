@@ -141,6 +141,7 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
               "embedder": embed_name, "sample_rate": sr, "channels": channels,
               "steps": model.config.steps, "cfg_scale": model.config.cfg_scale,
               "sketch_cfg_scale": model.config.sketch_cfg_scale, "control_guidance": model.config.control_guidance,
+              "beat_cfg_scale": model.config.beat_cfg_scale, "beat_cfg_steps": model.config.beat_cfg_steps,
               "prompt_guidance": model.config.prompt_guidance,
               # with a beat clock (`lmdm.beat`) a stream keeps the BPM its caption names, as `lmdm generate` does
               "beat_clock": "beat" in model.config.dit.input_groups,

@@ -403,8 +403,10 @@ class Engine:
         st.set_sketch(s.sketch_ctrl, start=s.sketch_ctrl_start, kernel=s.sketch_kernel)
 
     def _new_stream(self, s: Session):
+        # beat guidance off live, whatever the model's offline default: one more model call per step
         st = self.model.stream(s.prompts, seed=s.seed, steps=s.steps, cfg_scale=s.cfg, sketch_cfg=s.sketch_cfg,
-                               control_guidance=s.control_guidance, bpm=s.bpm, prompt_guidance=s.prompt_guidance)
+                               control_guidance=s.control_guidance, bpm=s.bpm, prompt_guidance=s.prompt_guidance,
+                               beat_cfg=1.0)
         if s.mode == "text" and s.block_frames is not None:
             st.set_block_frames(s.block_frames)
         return st

@@ -92,6 +92,15 @@ import sys, lmdm
 from lmdm.checkpoints import DEFAULT_MODEL_DIR, save_pretrained
 save_pretrained(lmdm.from_pretrained(sys.argv[1]), DEFAULT_MODEL_DIR)   # stored in bf16 as its input was
 PY
+# 6f. v0.11: beat guidance. No training: the shipped config runs the model again without the beat clock on
+#     the first 3 of 8 denoising steps and pushes 3x towards the clock (model card, v0.11)
+python - <<'PY'
+import lmdm
+from lmdm.checkpoints import DEFAULT_MODEL_DIR, save_pretrained
+model = lmdm.from_pretrained(DEFAULT_MODEL_DIR)
+model.config.beat_cfg_scale, model.config.beat_cfg_steps = 3.0, 3
+save_pretrained(model, DEFAULT_MODEL_DIR)
+PY
 # 7. evaluate stage 1 against stage 2 on 60-s streams (numbers in src/lmdm/default_model/MODEL_CARD.md)
 lmdm eval --model "$W/default-model/model" --compare "$W/default-model-arc/model" \
   --reference "$W/heldout/manifest.jsonl" --suite quick --seconds 60 --no-baseline --dtype bf16 --out "$W/eval-arc"

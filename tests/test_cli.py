@@ -82,11 +82,12 @@ def test_bench_with_guidance_counts_both_passes():
 
 def test_bench_sketched_streams():
     """--sketch times streams with a sketch set: sketch guidance adds a model branch (2x the FLOPs),
-    control guidance needs --end-to-end, and a model without the sketch group says so."""
+    control guidance needs --end-to-end, and a model without the sketch group says so. Prompt and beat
+    guidance are each timed without them too, side by side."""
     def bench(*extra, check=True):
         return subprocess.run([sys.executable, "-m", "lmdm", "bench", "--preset", "default", "--dtype", "fp32",
-                               "--blocks", "1", "--warmup", "1", "--json", "--patterns", "block-causal", *extra],
-                              capture_output=True, text=True, check=check)
+                               "--blocks", "1", "--warmup", "1", "--json", "--patterns", "block-causal",
+                               "--beat-cfg", "1", *extra], capture_output=True, text=True, check=check)
     guided = json.loads(bench("--sketch", "--sketch-cfg", "3", "--control-guidance", "0.3", "--end-to-end").stdout)
     assert guided["config"]["sketch"] == {"sketch_cfg": 3.0, "control_guidance": 0.3}
     plain = json.loads(bench().stdout)
@@ -96,6 +97,12 @@ def test_bench_sketched_streams():
     off = plain["patterns"]["block-causal (prompt guidance off)"]
     assert a["prompt_guidance_cost"] == pytest.approx(a["block_ms_median"] / off["block_ms_median"], rel=0.01)
     assert list(json.loads(bench("--prompt-guidance", "0").stdout)["patterns"]) == ["block-causal"]
+    # with its beat guidance (3 of 8 steps run a branch without the clock) it is timed without that too
+    beat = json.loads(bench("--prompt-guidance", "0", "--beat-cfg", "3").stdout)["patterns"]
+    off = beat["block-causal (beat guidance off)"]
+    assert beat["block-causal"]["dit_gflop_per_block"] == pytest.approx(11 / 8 * off["dit_gflop_per_block"], rel=0.01)
+    assert beat["block-causal"]["beat_guidance_cost"] == pytest.approx(
+        beat["block-causal"]["block_ms_median"] / off["block_ms_median"], rel=0.01)
     out = bench("--sketch", "--control-guidance", "0.3", check=False)
     assert out.returncode == 2 and "--end-to-end" in out.stderr
     out = subprocess.run([sys.executable, "-m", "lmdm", "bench", "--preset", "tiny", "--sketch", "--blocks", "1"],

@@ -64,23 +64,29 @@ def _stats(seconds: list[float]) -> dict[str, float]:
 
 
 NO_PROMPT_GUIDANCE = "(prompt guidance off)"
+NO_BEAT_GUIDANCE = "(beat guidance off)"
 
 
 class _PatternRun:
     """One pattern's stream with timers around its cache phases."""
 
     def __init__(self, model: LiveMusicModel, pattern: PatternConfig, steps: int, end_to_end: bool, batch: int,
-                 cfg_scale: float = 1.0, sketch: dict | None = None, prompt_guidance: float | None = None):
+                 cfg_scale: float = 1.0, sketch: dict | None = None, prompt_guidance: float | None = None,
+                 beat_cfg: float | None = None):
         self.model, self.pattern, self.steps, self.batch = model, pattern, steps, batch
-        self.label = pattern.pattern if prompt_guidance is None else f"{pattern.pattern} {NO_PROMPT_GUIDANCE}"
+        self.label = pattern.pattern + (f" {NO_PROMPT_GUIDANCE}" if prompt_guidance is not None else "") \
+            + (f" {NO_BEAT_GUIDANCE}" if beat_cfg is not None else "")
         sketch = sketch or {}
         # a prompt that names a tempo, as the main job's does: a model with a beat clock runs it
         self.stream = model.stream("bench, 120 BPM", seed=0, steps=steps, pattern=pattern, batch=batch, cfg_scale=cfg_scale,
                                    sketch_cfg=sketch.get("sketch_cfg", 1.0),
-                                   control_guidance=sketch.get("control_guidance", 0.0), prompt_guidance=prompt_guidance)
+                                   control_guidance=sketch.get("control_guidance", 0.0), prompt_guidance=prompt_guidance,
+                                   beat_cfg=beat_cfg)
         if sketch:
             self.stream.set_sketch(_bench_sketch(100_000))
-        self.model_batch = batch * len(self.stream.branches)   # guidance runs the model once per branch
+        # guidance runs the model once per branch (beat guidance only on its steps): mean rows per step
+        n = len(self.stream.branches)
+        self.model_batch = sum(self.stream.active_rows(i) or batch * n for i in range(steps)) / steps
         self.generate = self.stream.next_block if end_to_end else self.stream.next_latents
         self.phases: dict[str, list[float]] = {}
         cache = self.stream.cache
@@ -126,12 +132,16 @@ def bench_patterns(model: LiveMusicModel, patterns: list[PatternConfig], steps: 
                    cfg_scale: float = 1.0, sketch: dict | None = None) -> dict[str, dict]:
     """Round-robin: each round runs one block of every pattern, so slow drifts of the machine
     (thermal, other load) hit all patterns alike and the speedups stay honest. A model whose streams
-    use prompt guidance also runs each pattern without it (rows "<pattern> (prompt guidance off)"), so
-    guidance's cost is a side-by-side ratio too (`prompt_guidance_cost` on the guided rows)."""
+    use prompt guidance also runs each pattern without it (rows "<pattern> (prompt guidance off)"), and one
+    with beat guidance without that (rows "<pattern> (beat guidance off)"; the bench's prompt names a tempo,
+    so the clock runs), so each guidance's cost is a side-by-side ratio too (`prompt_guidance_cost`,
+    `beat_guidance_cost` on the guided rows)."""
     runs = [_PatternRun(model, p, steps, end_to_end, batch, cfg_scale, sketch) for p in patterns]
     if model.prompt_probe is not None and model.config.prompt_guidance > 0:
         runs += [_PatternRun(model, p, steps, end_to_end, batch, cfg_scale, sketch, prompt_guidance=0.0)
                  for p in patterns]
+    if model.config.beat_cfg_scale != 1.0 and "beat" in model.config.dit.input_groups:
+        runs += [_PatternRun(model, p, steps, end_to_end, batch, cfg_scale, sketch, beat_cfg=1.0) for p in patterns]
     first = [run.block() for run in runs]  # includes the block-causal bootstrap
     for run in runs:
         for name, times in run.phases.items():
@@ -150,9 +160,10 @@ def bench_patterns(model: LiveMusicModel, patterns: list[PatternConfig], steps: 
                         times.clear()
     rows = {run.label: run.report(f) for run, f in zip(runs, first)}
     for name, row in rows.items():
-        off = rows.get(f"{name} {NO_PROMPT_GUIDANCE}")
-        if off:
-            row["prompt_guidance_cost"] = round(row["block_ms_median"] / off["block_ms_median"], 3)
+        for key, suffix in (("prompt_guidance_cost", NO_PROMPT_GUIDANCE), ("beat_guidance_cost", NO_BEAT_GUIDANCE)):
+            off = rows.get(f"{name} {suffix}")
+            if off:
+                row[key] = round(row["block_ms_median"] / off["block_ms_median"], 3)
     return rows
 
 
@@ -171,7 +182,7 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
               patterns: tuple[str, ...] = PATTERNS, block_frames: int | None = None,
               context_frames: int | None = None, threads: int | None = None, progress=None,
               end_to_end: bool = False, batch: int = 1, device: str = "cpu", cfg_scale: float = 1.0,
-              sketch: dict | None = None, prompt_guidance: float | None = None) -> dict:
+              sketch: dict | None = None, prompt_guidance: float | None = None, beat_cfg: float | None = None) -> dict:
     """`sketch`: None, or {"sketch_cfg": s, "control_guidance": g} to time sketched streams.
     `prompt_guidance`: the streams' prompt guidance strength (None: the preset's own; the default
     model's probe there has random weights, whose guidance costs what a trained one's does)."""
@@ -189,7 +200,9 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
         cfg = preset(preset_name)
     if prompt_guidance is not None:
         cfg.prompt_guidance = prompt_guidance
-        cfg.validate()
+    if beat_cfg is not None:
+        cfg.beat_cfg_scale = beat_cfg
+    cfg.validate()
     if end_to_end and cfg.autoencoder is None:  # SAO-small's for the SAO shape, a toy one for tiny
         from .models.autoencoder import AutoencoderConfig
         ae = AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[4, 8], latent_dim=cfg.dit.io_channels) \
@@ -223,9 +236,8 @@ def run_bench(preset_name: str = "tiny", dtype: str = "fp32", steps: int = 8, bl
     bound_base = tokens_per_block("bidirectional", C, B, steps)
     for name, row in report["patterns"].items():
         row["achieved_gflops"] = round(row["dit_gflop_per_block"] / (row["block_ms_median"] / 1000), 1)
-        # speedups against the bidirectional row sampled the same way (with or without prompt guidance)
-        off = name.endswith(NO_PROMPT_GUIDANCE)
-        base = report["patterns"].get(f"bidirectional {NO_PROMPT_GUIDANCE}" if off else "bidirectional")
+        # speedups against the bidirectional row sampled the same way (with or without each guidance)
+        base = report["patterns"].get("bidirectional" + name[len(name.split(" ")[0]):])
         if base:
             row["speedup"] = round(base["block_ms_median"] / row["block_ms_median"], 3)
             row["token_bound"] = round(bound_base / row["tokens_per_block"], 3)
@@ -262,10 +274,11 @@ def format_table(report: dict) -> str:
     lines.append("p99 block ms: " + ", ".join(f"{n} {r['block_ms_p99']}" for n, r in report["patterns"].items())
                  + "; achieved GFLOP/s: " + ", ".join(f"{n} {r['achieved_gflops']}"
                                                        for n, r in report["patterns"].items()))
-    costs = {n: r["prompt_guidance_cost"] for n, r in report["patterns"].items() if "prompt_guidance_cost" in r}
-    if costs:
-        lines.append("prompt guidance cost (block time with / without, side by side): "
-                     + ", ".join(f"{n} {v:.2f}x" for n, v in costs.items()))
+    for key in ("prompt_guidance_cost", "beat_guidance_cost"):
+        costs = {n: r[key] for n, r in report["patterns"].items() if key in r}
+        if costs:
+            lines.append(f"{key[:-5].replace('_', ' ')} cost (block time with / without, side by side): "
+                         + ", ".join(f"{n} {v:.2f}x" for n, v in costs.items()))
     if "prompt_change_ms" in report:
         lines.append(f"prompt change (text encoding + cross-attention K/V): median "
                      f"{report['prompt_change_ms']['median_ms']} ms; decoder look-ahead {c['decoder_delay_ms']} ms")

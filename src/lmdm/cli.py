@@ -25,7 +25,7 @@ def _bench(args) -> int:
                        threads=args.threads, progress=progress, end_to_end=args.end_to_end, batch=args.batch,
                        device=args.device, cfg_scale=args.cfg,
                        sketch={"sketch_cfg": args.sketch_cfg, "control_guidance": args.control_guidance}
-                       if args.sketch else None, prompt_guidance=args.prompt_guidance)
+                       if args.sketch else None, prompt_guidance=args.prompt_guidance, beat_cfg=args.beat_cfg)
     if args.autoencoder:
         from .bench_autoencoder import bench_autoencoder
         from .models.autoencoder import AutoencoderConfig
@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prompt-guidance", type=float, default=None, metavar="G",
                    help="prompt guidance strength of the timed streams (default: the preset's; the default model "
                    "has it on from v0.9, so --prompt-guidance 0 times it without)")
+    b.add_argument("--beat-cfg", type=float, default=None, metavar="S",
+                   help="beat guidance scale of the timed streams, whose prompt names a tempo (default: the preset's; "
+                   "the default model has it on from v0.11, so --beat-cfg 1 times it without)")
     b.add_argument("--sketch", action="store_true",
                    help="time sketched streams (slow random loudness/brightness curves; models with a sketch input "
                    "group, e.g. --preset default), with --sketch-cfg and --control-guidance")

@@ -377,7 +377,7 @@ class Stream:
         def denoise(x, t, i):
             xin = self._per_branch(x)
             tin = torch.full((xin.shape[0],), t, dtype=torch.float32)
-            v = run_target(xin, tin, i).float().cpu()   # a runner may leave out trailing branches (`_active_rows`)
+            v = run_target(xin, tin, i).float().cpu()   # a runner may leave out trailing branches (`active_rows`)
             branches = self.branches[: v.shape[0] // self.batch]
             if self.trace is not None:
                 self.trace.append({"block": self.block_index, "step": i, "x": xin[: v.shape[0]], "t": t, "v": v})
@@ -427,7 +427,7 @@ class Stream:
                 finished = self._context_tokens(pending, torch.ones(self.batch, 1, self.B), self.frame - self.B)
                 h = cache.fused_step(dit, finished, tokens, self.cond)
             else:
-                rows = self._active_rows(i)
+                rows = self.active_rows(i)
                 h = cache.step(dit, tokens[:rows], self.cond, rows)
             return dit.unembed(h[:, : self.B])
 
@@ -441,7 +441,7 @@ class Stream:
         self.needs_bootstrap = False
 
         def run(x, t, i):
-            rows = self._active_rows(i)
+            rows = self.active_rows(i)
             return dit.unembed(cache.step(dit, self._target_tokens(x, t)[:rows], self.cond, rows)[:, : self.B])
 
         return sample(self._denoise_fn(run), noise, self.sampler, self.guidance, refine=self._refine_fn())
@@ -533,7 +533,7 @@ class Stream:
             return BlockCausalCache(self.B, self.pcfg.context_chunks)
         return None
 
-    def _active_rows(self, step: int) -> int | None:
+    def active_rows(self, step: int) -> int | None:
         """The model-batch rows a (non-fused) denoising step must run: beat guidance acts on the first
         `beat_cfg_steps` steps only (where the rhythm is laid down), so after them its branch, always the
         last, is left out; None = every row."""

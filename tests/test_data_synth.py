@@ -111,10 +111,44 @@ def test_captions_never_contradict_metadata(pieces):
 
 
 def test_tempo_tracker_finds_the_metadata_tempo(pieces):
-    """Onset-autocorrelation tempo on ten styles: the metadata tempo (or a simple ratio of it)."""
-    names = list(STYLES)[:10]
-    hits = [tempo_matches(estimate_tempo(pieces[n][2], SR), pieces[n][3]["tempo"]) for n in names]
-    assert sum(hits) >= 9, dict(zip(names, hits))
+    """On all styles' 8-s pieces (not the corpus the reader was fitted on: other seeds) the tempo in
+    the metadata itself, within 4 %, not just a simple ratio of it; the first pass alone (the
+    strongest periodicity) does at least as badly and still finds a simple ratio on ten styles."""
+    names = list(STYLES)
+    truth = [pieces[n][3]["tempo"] for n in names]
+    read = [estimate_tempo(pieces[n][2], SR) for n in names]
+    first = [estimate_tempo(pieces[n][2], SR, reader=None) for n in names]
+    exact = [abs(r / t - 1) <= 0.04 for r, t in zip(read, truth)]
+    assert sum(exact) >= len(names) - 1, dict(zip(names, zip(truth, read)))
+    assert sum(exact) >= sum(abs(f / t - 1) <= 0.04 for f, t in zip(first, truth))
+    assert sum(tempo_matches(f, t) for f, t in zip(first, truth)) >= 10
+
+
+def test_tempo_reader_refuses_a_reader_fitted_for_other_features(tmp_path):
+    import json as json_
+    from lmdm.data.tempo import READER_PATH
+    reader = json_.loads(READER_PATH.read_text())
+    reader["lag_multiples"] = reader["lag_multiples"][:-1]
+    (tmp_path / "r.json").write_text(json_.dumps(reader))
+    with pytest.raises(ValueError, match="refit"):
+        estimate_tempo(np.random.default_rng(0).standard_normal(SR * 4), SR, reader=tmp_path / "r.json")
+
+
+def test_fit_tempo_reader_script_learns_the_octave(tmp_path):
+    """scripts/fit_tempo_reader.py on a small corpus whose first pass is often off by a ratio: the
+    fitted reader reads its own pieces at least as well, and `estimate_tempo` takes the new file."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).parents[1] / "scripts" / "fit_tempo_reader.py"
+    spec = importlib.util.spec_from_file_location("fit_tempo_reader", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    generate_corpus(tmp_path / "c", hours=22 * 6 / 3600, clip_seconds=6, seed=3, workers=1, progress=False)
+    out = tmp_path / "reader.json"
+    assert script.main([str(tmp_path / "c"), "--crop", "6", "--rate", "22050", "--out", str(out)]) == 0
+    acc = json.loads(out.read_text())["fit"]["accuracy"]["fit"]
+    assert acc["pieces"] == 22 and acc["reader"] >= acc["first_pass"]
+    assert estimate_tempo(np.random.default_rng(0).standard_normal(SR * 4), SR, reader=out) >= 0
 
 
 def test_tempo_matches_ratios():

@@ -1,19 +1,35 @@
-"""Tempo estimation: onset strength, then autocorrelation weighted by a tempo prior.
+"""Tempo estimation: onset strength, autocorrelation weighted by a tempo prior, then a learned
+choice of the metrical level.
 
 Used to check the synthetic corpus (its rendered audio must show the tempo in its metadata) and
-by evaluation (does generated audio keep the prompted tempo?). Like most beat trackers it can be
-off by a simple ratio (double / half time, or 3:2 in triplet-heavy music); `tempo_matches`
-accepts those, as tempo-estimation benchmarks' "accuracy 2" does.
+by evaluation (does generated audio keep the prompted tempo?). The first pass (`tempo_scores`) finds
+the strongest periodicity, but like most beat trackers it can land on double or half time (drum
+and bass's snare every two beats, a one-drop's hats on the eighths) or on 3:2. So `estimate_tempo`
+then rescores that tempo and its simple ratios with a linear model of their autocorrelations in
+three frequency bands (kick, snare, hats) plus a log-tempo prior, fitted on the built-in corpus's
+own audio (`tempo_reader.json`, written by `scripts/fit_tempo_reader.py`; its "fit" entry records
+the corpus and the accuracy). `tempo_matches` still accepts the ratios, as tempo-estimation
+benchmarks' "accuracy 2" does.
 """
 from __future__ import annotations
 
+import functools
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
 from .controls import frame_signal, power_spectrum, to_mono
 
 OCTAVE_RATIOS = (1.0, 2.0, 0.5, 1.5, 2.0 / 3.0)
+READER_PATH = Path(__file__).with_name("tempo_reader.json")
+# band groups of the 40 log-spaced bands: ~30-200 Hz (kick, bass), ~200 Hz-2.5 kHz (snare, chords),
+# ~2.5-11 kHz (hats, cymbals), and all of them
+BAND_GROUPS = {"low": slice(0, 13), "mid": slice(13, 30), "high": slice(30, 40), "all": slice(0, 40)}
+# where each group's autocorrelation is read, in beat periods: the eighth note, the beat, two, three
+# and four beats, the dotted quarter and the dotted eighth
+LAG_MULTIPLES = (0.5, 1.0, 2.0, 3.0, 4.0, 1.5, 0.75)
 
 
 def _band_matrix(n_bins: int, sample_rate: int, bands: int, fmin: float = 30.0, fmax: float = 11000.0):
@@ -26,20 +42,44 @@ def _band_matrix(n_bins: int, sample_rate: int, bands: int, fmin: float = 30.0, 
     return np.maximum(0.0, np.minimum(up, down)).T
 
 
-def onset_strength(audio, sample_rate: int, hop: int = 512, n_fft: int = 2048, bands: int = 40
-                   ) -> tuple[np.ndarray, float]:
-    """Spectral flux of log band energies -> (envelope, frames per second)."""
+def analysis_hop(sample_rate: int) -> int:
+    """512 samples at 44.1 kHz and the same ~11.6 ms at any other rate."""
+    return max(64, int(round(512 * sample_rate / 44100)))
+
+
+def band_flux(audio, sample_rate: int, hop: int | None = None, n_fft: int | None = None, bands: int = 40
+              ) -> tuple[np.ndarray, float]:
+    """Per-band spectral flux of log band energies -> ((frames, bands), frames per second)."""
+    hop = hop or analysis_hop(sample_rate)
     x = to_mono(audio)
-    spec = power_spectrum(frame_signal(x, hop, n_fft))
+    spec = power_spectrum(frame_signal(x, hop, n_fft or 4 * hop))
     energy = spec @ _band_matrix(spec.shape[1], sample_rate, bands)
     logs = np.log10(np.maximum(energy, 1e-10))
     logs = np.maximum(logs, logs.max() - 8.0)                   # 80 dB range, like a dB spectrogram
-    flux = np.maximum(0.0, np.diff(logs, axis=0)).mean(axis=1)
-    envelope = np.concatenate([[0.0], flux])
-    # remove the slowly varying part, so sustained loudness changes do not look like beats
-    k = max(1, int(round(0.4 * sample_rate / hop)))
+    flux = np.maximum(0.0, np.diff(logs, axis=0))
+    return np.concatenate([np.zeros((1, bands)), flux]), sample_rate / hop
+
+
+def _detrend(envelope: np.ndarray, rate: float) -> np.ndarray:
+    """Remove the slowly varying part, so sustained loudness changes do not look like beats."""
+    k = max(1, int(round(0.4 * rate)))
     local = np.convolve(envelope, np.ones(k) / k, mode="same")
-    return np.maximum(envelope - local, 0.0), sample_rate / hop
+    return np.maximum(envelope - local, 0.0)
+
+
+def onset_strength(audio, sample_rate: int, hop: int = 512, n_fft: int = 2048, bands: int = 40
+                   ) -> tuple[np.ndarray, float]:
+    """Spectral flux of log band energies, averaged over bands -> (envelope, frames per second)."""
+    flux, rate = band_flux(audio, sample_rate, hop, n_fft, bands)
+    return _detrend(flux.mean(axis=1), rate), rate
+
+
+def _autocorrelation(envelope: np.ndarray) -> np.ndarray:
+    """Normalised (lag 0 = 1), negative values clipped."""
+    e = envelope - envelope.mean()
+    size = 1 << int(math.ceil(math.log2(2 * len(e))))
+    ac = np.fft.irfft(np.abs(np.fft.rfft(e, size)) ** 2, size)[: len(e)]
+    return np.maximum(ac / max(ac[0], 1e-12), 0.0)
 
 
 def tempo_scores(envelope: np.ndarray, frame_rate: float, bpm_range=(40.0, 240.0), prior_bpm: float = 120.0,
@@ -48,11 +88,8 @@ def tempo_scores(envelope: np.ndarray, frame_rate: float, bpm_range=(40.0, 240.0
     the autocorrelation at L, 2L, 3L and 4L (weights 1/k): a real beat recurs at the half-bar and
     bar, while a syncopated figure (the dotted eighths of funk or a bossa clave, 3/4 of a beat)
     does not, so it no longer wins. Then a log-normal prior around `prior_bpm` picks the octave."""
-    e = envelope - envelope.mean()
-    size = 1 << int(math.ceil(math.log2(2 * len(e))))
-    ac = np.fft.irfft(np.abs(np.fft.rfft(e, size)) ** 2, size)[: len(e)]
-    ac = np.maximum(ac / max(ac[0], 1e-12), 0.0)
-    lags = np.arange(1, len(e))
+    ac = _autocorrelation(envelope)
+    lags = np.arange(1, len(ac))
     bpms = 60.0 * frame_rate / lags
     keep = (bpms >= bpm_range[0]) & (bpms <= bpm_range[1])
     lags, bpms = lags[keep], bpms[keep]
@@ -65,10 +102,37 @@ def tempo_scores(envelope: np.ndarray, frame_rate: float, bpm_range=(40.0, 240.0
     return bpms, score * prior
 
 
-def estimate_tempo(audio, sample_rate: int, bpm_range=(40.0, 240.0), prior_bpm: float = 120.0,
-                   hop: int = 512) -> float:
-    """The most likely tempo in BPM (0.0 for silence or audio shorter than two beats)."""
-    envelope, rate = onset_strength(audio, sample_rate, hop)
+def candidate_features(flux: np.ndarray, rate: float, bpms) -> np.ndarray:
+    """(len(bpms), 3 + 4 x 7) features of each candidate tempo (`tempo_candidates`: the first pass's
+    comes first): whether it is the first pass's, log2(bpm / 120) and its square, then per band group
+    the autocorrelation of its onset envelope at `LAG_MULTIPLES` of the beat period."""
+    bpms = np.asarray(bpms, dtype=np.float64)
+    octaves = np.log2(bpms / 120.0)
+    columns = [(np.arange(len(bpms)) == 0).astype(np.float64), octaves, octaves ** 2]
+    for group in BAND_GROUPS.values():
+        ac = _autocorrelation(_detrend(flux[:, group].mean(axis=1), rate))
+        for m in LAG_MULTIPLES:
+            lag = m * 60.0 * rate / bpms
+            columns.append(np.where(lag < len(ac) - 1, np.interp(lag, np.arange(len(ac)), ac), 0.0))
+    return np.stack(columns, axis=1)
+
+
+@functools.lru_cache(maxsize=4)
+def load_reader(path: str | Path = READER_PATH) -> dict:
+    reader = json.loads(Path(path).read_text())
+    layout = {"ratios": list(OCTAVE_RATIOS), "lag_multiples": list(LAG_MULTIPLES),
+              "band_groups": {k: [v.start, v.stop] for k, v in BAND_GROUPS.items()}}
+    if any(reader.get(k) != v for k, v in layout.items()):
+        raise ValueError(f"{path} was fitted for other tempo features than this lmdm computes; "
+                         "refit it with scripts/fit_tempo_reader.py")
+    for key in ("weights", "mean", "std"):
+        reader[key] = np.asarray(reader[key], dtype=np.float64)
+    return reader
+
+
+def first_pass_tempo(flux: np.ndarray, rate: float, bpm_range=(40.0, 240.0), prior_bpm: float = 120.0) -> float:
+    """The strongest periodicity of the band-averaged onset envelope, in BPM (0.0 when there is none)."""
+    envelope = _detrend(flux.mean(axis=1), rate)
     if not envelope.any():
         return 0.0
     bpms, scores = tempo_scores(envelope, rate, bpm_range, prior_bpm)
@@ -82,6 +146,25 @@ def estimate_tempo(audio, sample_rate: int, bpm_range=(40.0, 240.0), prior_bpm: 
         if denom < 0:
             lag += 0.5 * (a - c) / denom
     return float(60.0 * rate / lag)
+
+
+def tempo_candidates(bpm: float, bpm_range=(40.0, 240.0)) -> list[float]:
+    """The first pass's tempo and its `OCTAVE_RATIOS` multiples inside `bpm_range` (that tempo first)."""
+    return [bpm * r for r in OCTAVE_RATIOS if bpm_range[0] <= bpm * r <= bpm_range[1]] or [bpm]
+
+
+def estimate_tempo(audio, sample_rate: int, bpm_range=(40.0, 240.0), prior_bpm: float = 120.0,
+                   reader: str | Path | None = READER_PATH) -> float:
+    """The most likely tempo in BPM (0.0 for silence or audio shorter than two beats). `reader=None`
+    returns the first pass alone (the strongest periodicity, with its octave ambiguity)."""
+    flux, rate = band_flux(audio, sample_rate)
+    bpm = first_pass_tempo(flux, rate, bpm_range, prior_bpm)
+    if bpm == 0.0 or reader is None:
+        return bpm
+    r = load_reader(reader)
+    candidates = tempo_candidates(bpm, bpm_range)
+    scores = (candidate_features(flux, rate, candidates) - r["mean"]) / r["std"] @ r["weights"]
+    return float(candidates[int(np.argmax(scores))])
 
 
 def tempo_matches(estimate: float, reference: float, tolerance: float = 0.04,

@@ -1,0 +1,61 @@
+"""Per-caption tempo readings of a model's eval streams: what `lmdm eval`'s tempo error is made of.
+
+Renders the text-only streams `lmdm eval` renders (the same held-out captions, order and seeds) for
+the captions that name a BPM, and prints for each the requested tempo, the tracker's reading of the
+whole stream with the fitted reader and with its first pass alone (`estimate_tempo(...,
+reader=None)`), and the reader's reading of each 10-s window (a beat that wanders shows here).
+
+    python scripts/tempo_readings.py default HELDOUT/manifest.jsonl --prompts 24 --seconds 60
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+import lmdm
+from lmdm.beat import bpm_from_text
+from lmdm.data.dataset import read_manifest
+from lmdm.data.tempo import estimate_tempo
+from lmdm.eval.suite import WINDOW_SECONDS, _stream_audio
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="'default' or a model directory")
+    p.add_argument("manifest", help="held-out corpus manifest.jsonl (the one given to lmdm eval --reference)")
+    p.add_argument("--prompts", type=int, default=6, help="the suite's number of captions (quick 6, full 24)")
+    p.add_argument("--seconds", type=float, default=30.0, help="stream length (quick 30, full 60)")
+    p.add_argument("--seed", type=int, default=0, help="lmdm eval's --seed")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
+    a = p.parse_args(argv)
+    model = lmdm.load(a.model, dtype=a.dtype)
+    entries = read_manifest(a.manifest)
+    order = np.random.default_rng(a.seed).permutation(len(entries))   # as lmdm.eval.suite.evaluate picks
+    sr = model.sample_rate
+    window = int(WINDOW_SECONDS * sr)
+    errors = {"reader": [], "first pass": []}
+    print("caption | asked | reader | first pass | reader per 10-s window")
+    for k, i in enumerate(order[: a.prompts]):
+        caption = entries[i]["captions"][0]
+        asked = bpm_from_text(caption)
+        if asked is None:
+            continue
+        with torch.no_grad():
+            audio, _ = _stream_audio(model, caption, a.seconds, a.seed + k)
+        reader, first = estimate_tempo(audio, sr), estimate_tempo(audio, sr, reader=None)
+        windows = [estimate_tempo(audio[:, s:s + window], sr) for s in range(0, audio.shape[-1] - window + 1, window)]
+        errors["reader"].append(abs(reader / asked - 1))
+        errors["first pass"].append(abs(first / asked - 1))
+        print(f"{entries[i]['metadata']['style']} ({k}) | {asked:g} | {reader:.1f} | {first:.1f} | "
+              + " / ".join(f"{w:.0f}" for w in windows), flush=True)
+    for name, e in errors.items():
+        if e:
+            print(f"{name}: median error {100 * np.median(e):.1f} %, within 5 %: {sum(x <= 0.05 for x in e)}/{len(e)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

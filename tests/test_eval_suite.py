@@ -58,7 +58,11 @@ def test_eval_suite_produces_report_and_plots(setup):
         float(np.median(requested)) if requested else float("nan"), nan_ok=True)
     out = write_report({"tiny": report}, setup / "report")
     assert {p.name for p in out.iterdir()} >= {"report.json", "report.md", "drift.png", "transitions.png"}
-    assert "| style_agreement |" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "| style_agreement |" in md
+    # one row per caption, with the tracker's reading next to the piece's tempo
+    rows = [line for line in md.splitlines() if line.startswith("| tiny | ")]
+    assert len(rows) == 2 and all(f"{a['estimated_tempo']:.1f}" in row for a, row in zip(report["adherence"], rows))
 
 
 def test_eval_cli_errors_clearly_without_a_tagger(setup, tmp_path):

@@ -291,6 +291,21 @@ def _summary(r: dict) -> dict:
     return out
 
 
+def _adherence_table(reports: dict[str, dict]) -> list[str]:
+    """report.md rows, one per model and caption: what the adherence medians are made of."""
+    lines = ["## Per caption (text-only streams)", "",
+             "Tempo: the piece's BPM (* where the caption names it) and the beat tracker's reading of the whole "
+             "stream.", "", "| model | style | tempo | read | tempo error | style agreement | instrument Jaccard |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in reports.items():
+        for a in r["adherence"]:
+            cells = [a["tempo_error"], a["style_agreement"], a["instrument_jaccard"]]
+            lines.append(f"| {name} | {a['style']} | {a['tempo']:g}{'*' if a.get('tempo_requested') else ''} | "
+                         f"{a['estimated_tempo']:.1f} | " + " | ".join("–" if v is None else f"{v:.2f}" for v in cells)
+                         + " |")
+    return lines + [""]
+
+
 def write_report(reports: dict[str, dict], out: str | Path) -> Path:
     """report.json, report.md and drift/transition plots for one or more models side by side."""
     out = Path(out)
@@ -330,6 +345,7 @@ def write_report(reports: dict[str, dict], out: str | Path) -> Path:
               "pooled over all text-only windows. `*_baseline`: the same model sampling each window offline in "
               "one go (no streaming, no context); tempo error per window there, per stream otherwise.",
               "", "![drift](drift.png)", "", "![transitions](transitions.png)", ""]
+    lines += _adherence_table(reports)
     from .controls_suite import controls_table
     lines += controls_table(reports)
     (out / "report.md").write_text("\n".join(lines))

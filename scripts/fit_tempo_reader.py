@@ -1,8 +1,9 @@
 """Fit the tempo reader's octave choice (`lmdm/data/tempo_reader.json`) on a corpus with known tempi.
 
 For each piece, a random crop is analysed like `lmdm.data.tempo.estimate_tempo` does: the first pass
-gives a tempo, its simple ratios are the candidates, and a linear score over `candidate_features` is
-fitted (softmax cross-entropy, L2) to pick the candidate within 4 % of the metadata tempo. With
+and the Fourier tempogram's peak give a tempo each, they and their simple ratios are the candidates,
+and a linear score over `candidate_features` is fitted (softmax cross-entropy, L2) to pick the
+candidate within 4 % of the metadata tempo. With
 `--model`, each crop first goes through that model's autoencoder, so the reader also sees audio
 the way a model's decoder renders it. `--check` corpora are only measured, never fitted.
 
@@ -23,15 +24,15 @@ from tqdm import tqdm
 
 from lmdm.data.controls import to_mono
 from lmdm.data.dataset import load_audio, read_manifest
-from lmdm.data.tempo import (BAND_GROUPS, LAG_MULTIPLES, OCTAVE_RATIOS, READER_PATH, band_flux, candidate_features,
-                             first_pass_tempo, tempo_candidates)
+from lmdm.data.tempo import (READER_PATH, band_flux, candidate_features, first_pass_tempo, reader_layout,
+                             tempo_candidates, tempogram_peak)
 
 TOLERANCE = 0.04
 
 
 def examples(corpus: Path, rate: int, crop: float, seed: int, autoencoder=None, pieces: int | None = None,
              desc: str = ""):
-    """-> list of (features (n_candidates, d), label index or -1, first-pass correct, style) for
+    """-> list of (features (n_candidates, d), label index or -1, (first pass, tempogram peak) correct, style) for
     `pieces` pieces spread evenly over the manifest (all by default)."""
     rng = np.random.default_rng(seed)
     entries = read_manifest(corpus / "manifest.jsonl")
@@ -51,12 +52,13 @@ def examples(corpus: Path, rate: int, crop: float, seed: int, autoencoder=None, 
         bpm = float(entry["metadata"]["tempo"])
         first = first_pass_tempo(flux, frame_rate)
         if first == 0.0:
-            out.append((None, -1, False, entry["metadata"]["style"]))
+            out.append((None, -1, (False, False), entry["metadata"]["style"]))
             continue
-        candidates = tempo_candidates(first)
+        peak = tempogram_peak(flux, frame_rate)
+        candidates = tempo_candidates(first, peak)
         hits = [abs(c / bpm - 1) <= TOLERANCE for c in candidates]
-        out.append((candidate_features(flux, frame_rate, candidates), hits.index(True) if any(hits) else -1,
-                    hits[0], entry["metadata"]["style"]))
+        out.append((candidate_features(flux, frame_rate, candidates, peak), hits.index(True) if any(hits) else -1,
+                    (hits[0], abs(peak / bpm - 1) <= TOLERANCE), entry["metadata"]["style"]))
     return out
 
 
@@ -76,9 +78,10 @@ def accuracy(data, weights, mean, std) -> dict:
     x, mask = padded(data)
     scores = np.where(mask, ((x - mean) / std) @ weights, -np.inf)
     ok = np.array([label >= 0 and int(np.argmax(s)) == label for s, (_, label, *_) in zip(scores, data)])
-    first = np.array([f for *_, f, _ in data])
+    first, peak = np.array([f for *_, f, _ in data]).T
     styles = np.array([s for *_, s in data])
-    return {"pieces": len(data), "first_pass": round(float(first.mean()), 3), "reader": round(float(ok.mean()), 3),
+    return {"pieces": len(data), "first_pass": round(float(first.mean()), 3),
+            "tempogram_peak": round(float(peak.mean()), 3), "reader": round(float(ok.mean()), 3),
             "reader_by_style": {s: round(float(ok[styles == s].mean()), 3) for s in sorted(set(styles))}}
 
 
@@ -133,16 +136,15 @@ def main(argv=None) -> int:
         if autoencoder is not None:
             report[f"check {corpus.name} via autoencoder"] = accuracy(
                 examples(corpus, a.rate, a.crop, 200 + i, autoencoder, a.model_pieces), weights, mean, std)
-    reader = {"ratios": list(OCTAVE_RATIOS), "band_groups": {k: [v.start, v.stop] for k, v in BAND_GROUPS.items()},
-              "lag_multiples": list(LAG_MULTIPLES), "weights": weights.tolist(), "mean": mean.tolist(),
-              "std": std.tolist(),
+    reader = {**reader_layout(), "weights": weights.tolist(), "mean": mean.tolist(), "std": std.tolist(),
               "fit": {"command": "python scripts/fit_tempo_reader.py " + " ".join(sys.argv[1:] if argv is None else argv),
                       "corpus": str(a.corpus), "rate": a.rate, "crop_seconds": a.crop, "l2": a.l2,
                       "autoencoder": a.model, "model_pieces": a.model_pieces if a.model else None,
                       "tolerance": TOLERANCE, "accuracy": report}}
     a.out.write_text(json.dumps(reader, indent=1) + "\n")
     for name, r in report.items():
-        print(f"{name}: {r['pieces']} pieces, first pass {r['first_pass']:.3f}, reader {r['reader']:.3f}")
+        print(f"{name}: {r['pieces']} pieces, first pass {r['first_pass']:.3f}, tempogram peak "
+              f"{r['tempogram_peak']:.3f}, reader {r['reader']:.3f}")
     print(f"wrote {a.out}")
     return 0
 

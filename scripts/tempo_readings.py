@@ -6,13 +6,18 @@ whole stream with the fitted reader and with its first pass alone (`estimate_tem
 reader=None)`), and the reader's reading of each 10-s window (a beat that wanders shows here).
 
     python scripts/tempo_readings.py default HELDOUT/manifest.jsonl --prompts 24 --seconds 60
+
+`--save DIR` also writes each stream to DIR (FLAC, named by its caption index and style), so other
+tempo readers can be tried on exactly these streams without rendering them again.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 import lmdm
@@ -30,7 +35,10 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="stream length (quick 30, full 60)")
     p.add_argument("--seed", type=int, default=0, help="lmdm eval's --seed")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--save", type=Path, help="also write each stream here as FLAC")
     a = p.parse_args(argv)
+    if a.save:
+        a.save.mkdir(parents=True, exist_ok=True)
     model = lmdm.load(a.model, dtype=a.dtype)
     entries = read_manifest(a.manifest)
     order = np.random.default_rng(a.seed).permutation(len(entries))   # as lmdm.eval.suite.evaluate picks
@@ -45,6 +53,8 @@ def main(argv=None) -> int:
             continue
         with torch.no_grad():
             audio, _ = _stream_audio(model, caption, a.seconds, a.seed + k)
+        if a.save:
+            sf.write(a.save / f"{k:02d}-{entries[i]['metadata']['style']}-{asked:g}bpm.flac", audio.T, sr)
         reader, first = estimate_tempo(audio, sr), estimate_tempo(audio, sr, reader=None)
         windows = [estimate_tempo(audio[:, s:s + window], sr) for s in range(0, audio.shape[-1] - window + 1, window)]
         errors["reader"].append(abs(reader / asked - 1))

@@ -63,6 +63,9 @@ def test_eval_suite_produces_report_and_plots(setup):
     # one row per caption, with the tracker's reading next to the piece's tempo
     rows = [line for line in md.splitlines() if line.startswith("| tiny | ")]
     assert len(rows) == 2 and all(f"{a['estimated_tempo']:.1f}" in row for a, row in zip(report["adherence"], rows))
+    # and how steadily the stream keeps a beat at that tempo (a share of its onset energy)
+    assert all(0.0 <= a["beat_steadiness"] <= 1.0 and f"{a['beat_steadiness']:.2f}" in row
+               for a, row in zip(report["adherence"], rows))
 
 
 def test_eval_cli_errors_clearly_without_a_tagger(setup, tmp_path):

@@ -1,14 +1,18 @@
-"""Tempo estimation: onset strength, autocorrelation weighted by a tempo prior, then a learned
-choice of the metrical level.
+"""Tempo estimation: onset strength, two ways of finding its periodicity, then a learned choice
+among their tempi and simple ratios.
 
 Used to check the synthetic corpus (its rendered audio must show the tempo in its metadata) and
 by evaluation (does generated audio keep the prompted tempo?). The first pass (`tempo_scores`) finds
-the strongest periodicity, but like most beat trackers it can land on double or half time (drum
-and bass's snare every two beats, a one-drop's hats on the eighths) or on 3:2. So `estimate_tempo`
-then rescores that tempo and its simple ratios with a linear model of their autocorrelations in
-three frequency bands (kick, snare, hats) plus a log-tempo prior, fitted on the built-in corpus's
-own audio (`tempo_reader.json`, written by `scripts/fit_tempo_reader.py`; its "fit" entry records
-the corpus and the accuracy). `tempo_matches` still accepts the ratios, as tempo-estimation
+the strongest periodicity by autocorrelation, but like most beat trackers it can land on double or
+half time (drum and bass's snare every two beats, a one-drop's hats on the eighths) or on 3:2, and on
+a decoder's smeared onsets its autocorrelation can peak at no simple ratio of the beat at all (the
+default model's 79-BPM lo-fi stream: 131). The Fourier tempogram (`fourier_tempogram`) instead asks
+how much of the onset energy falls at one phase of a steady beat, over the whole clip, so a beat held
+for 30 s stands out even where single onsets are soft. `estimate_tempo` takes both tempi and their
+simple ratios as candidates and picks one with a linear model of their autocorrelations and tempogram
+values in three frequency bands (kick, snare, hats) plus a log-tempo prior, fitted on the built-in
+corpus's own audio (`tempo_reader.json`, written by `scripts/fit_tempo_reader.py`; its "fit" entry
+records the corpus and the accuracy). `tempo_matches` still accepts the ratios, as tempo-estimation
 benchmarks' "accuracy 2" does.
 """
 from __future__ import annotations
@@ -30,6 +34,9 @@ BAND_GROUPS = {"low": slice(0, 13), "mid": slice(13, 30), "high": slice(30, 40),
 # where each group's autocorrelation is read, in beat periods: the eighth note, the beat, two, three
 # and four beats, the dotted quarter and the dotted eighth
 LAG_MULTIPLES = (0.5, 1.0, 2.0, 3.0, 4.0, 1.5, 0.75)
+# where each group's Fourier tempogram is read, in multiples of the candidate's tempo
+TEMPOGRAM_MULTIPLES = (1.0, 2.0)
+SAME_TEMPO = 0.03      # candidates closer than this (relative) are one candidate
 
 
 def _band_matrix(n_bins: int, sample_rate: int, bands: int, fmin: float = 30.0, fmax: float = 11000.0):
@@ -102,26 +109,68 @@ def tempo_scores(envelope: np.ndarray, frame_rate: float, bpm_range=(40.0, 240.0
     return bpms, score * prior
 
 
-def candidate_features(flux: np.ndarray, rate: float, bpms) -> np.ndarray:
-    """(len(bpms), 3 + 4 x 7) features of each candidate tempo (`tempo_candidates`: the first pass's
-    comes first): whether it is the first pass's, log2(bpm / 120) and its square, then per band group
-    the autocorrelation of its onset envelope at `LAG_MULTIPLES` of the beat period."""
+def fourier_tempogram(envelope: np.ndarray, rate: float, bpms) -> np.ndarray:
+    """|sum_t e(t) exp(-2 pi i t bpm / 60)| / sum_t e(t) of an onset envelope at each of `bpms`: the
+    share of its onset energy that falls at one phase of a steady beat at that tempo (1: every onset at
+    the same phase of every beat; a beat that wanders or a clip without one reads near 0)."""
+    e = np.asarray(envelope, dtype=np.float64)
+    t = np.arange(len(e)) / rate
+    waves = np.exp(-2j * np.pi * np.outer(np.asarray(bpms, dtype=np.float64) / 60.0, t))
+    return np.abs(waves @ (e - e.mean())) / max(float(e.sum()), 1e-12)
+
+
+def beat_steadiness(audio, sample_rate: int, bpm: float) -> float:
+    """How steadily a clip keeps a beat at `bpm`: the Fourier tempogram of its whole onset envelope
+    at that tempo. Unlike a tempo reading it has no metrical level to get wrong, and it needs the
+    phase held from start to end, so a beat that wanders or runs at another tempo reads low."""
+    flux, rate = band_flux(audio, sample_rate)
+    return float(fourier_tempogram(_detrend(flux.mean(axis=1), rate), rate, [bpm])[0])
+
+
+def tempogram_peak(flux: np.ndarray, rate: float, bpm_range=(40.0, 240.0)) -> float:
+    """The tempo where the band-averaged envelope's Fourier tempogram peaks (0.0 when it is silent);
+    a zero-padded FFT reads it on a grid finer than 0.1 BPM."""
+    e = _detrend(flux.mean(axis=1), rate)
+    if not e.any():
+        return 0.0
+    size = 1 << max(16, int(math.ceil(math.log2(8 * len(e)))))
+    magnitude = np.abs(np.fft.rfft(e - e.mean(), size))
+    bpms = np.arange(len(magnitude)) * rate / size * 60.0
+    inside = np.flatnonzero((bpms >= bpm_range[0]) & (bpms <= bpm_range[1]))
+    return float(bpms[inside[np.argmax(magnitude[inside])]])
+
+
+def candidate_features(flux: np.ndarray, rate: float, bpms, peak: float) -> np.ndarray:
+    """(len(bpms), 4 + 4 x (7 + 2)) features of each candidate tempo (`tempo_candidates`: the first
+    pass's comes first): whether it is the first pass's, whether it is the tempogram's `peak`,
+    log2(bpm / 120) and its square, then per band group the autocorrelation of its onset envelope at
+    `LAG_MULTIPLES` of the beat period and its Fourier tempogram at `TEMPOGRAM_MULTIPLES` of the tempo."""
     bpms = np.asarray(bpms, dtype=np.float64)
     octaves = np.log2(bpms / 120.0)
-    columns = [(np.arange(len(bpms)) == 0).astype(np.float64), octaves, octaves ** 2]
+    columns = [(np.arange(len(bpms)) == 0).astype(np.float64),
+               (np.abs(bpms / max(peak, 1e-9) - 1.0) <= SAME_TEMPO).astype(np.float64), octaves, octaves ** 2]
     for group in BAND_GROUPS.values():
-        ac = _autocorrelation(_detrend(flux[:, group].mean(axis=1), rate))
+        envelope = _detrend(flux[:, group].mean(axis=1), rate)
+        ac = _autocorrelation(envelope)
         for m in LAG_MULTIPLES:
             lag = m * 60.0 * rate / bpms
             columns.append(np.where(lag < len(ac) - 1, np.interp(lag, np.arange(len(ac)), ac), 0.0))
+        columns += list(fourier_tempogram(envelope, rate, np.outer(TEMPOGRAM_MULTIPLES, bpms).ravel())
+                        .reshape(len(TEMPOGRAM_MULTIPLES), len(bpms)))
     return np.stack(columns, axis=1)
+
+
+def reader_layout() -> dict:
+    """What a reader file's weights mean: the features `candidate_features` computes."""
+    return {"ratios": list(OCTAVE_RATIOS), "lag_multiples": list(LAG_MULTIPLES),
+            "tempogram_multiples": list(TEMPOGRAM_MULTIPLES),
+            "band_groups": {k: [v.start, v.stop] for k, v in BAND_GROUPS.items()}}
 
 
 @functools.lru_cache(maxsize=4)
 def load_reader(path: str | Path = READER_PATH) -> dict:
     reader = json.loads(Path(path).read_text())
-    layout = {"ratios": list(OCTAVE_RATIOS), "lag_multiples": list(LAG_MULTIPLES),
-              "band_groups": {k: [v.start, v.stop] for k, v in BAND_GROUPS.items()}}
+    layout = reader_layout()
     if any(reader.get(k) != v for k, v in layout.items()):
         raise ValueError(f"{path} was fitted for other tempo features than this lmdm computes; "
                          "refit it with scripts/fit_tempo_reader.py")
@@ -148,9 +197,18 @@ def first_pass_tempo(flux: np.ndarray, rate: float, bpm_range=(40.0, 240.0), pri
     return float(60.0 * rate / lag)
 
 
-def tempo_candidates(bpm: float, bpm_range=(40.0, 240.0)) -> list[float]:
-    """The first pass's tempo and its `OCTAVE_RATIOS` multiples inside `bpm_range` (that tempo first)."""
-    return [bpm * r for r in OCTAVE_RATIOS if bpm_range[0] <= bpm * r <= bpm_range[1]] or [bpm]
+def tempo_candidates(first: float, peak: float = 0.0, bpm_range=(40.0, 240.0)) -> list[float]:
+    """The first pass's tempo and its `OCTAVE_RATIOS` multiples inside `bpm_range` (that tempo first),
+    then the tempogram's `peak` and its multiples that are not already there."""
+    out: list[float] = []
+    for bpm in (first, peak):
+        for r in OCTAVE_RATIOS:
+            c = bpm * r
+            if bpm > 0 and bpm_range[0] <= c <= bpm_range[1] and all(abs(c / x - 1) > SAME_TEMPO for x in out):
+                out.append(c)
+        if not out and bpm > 0:
+            out.append(bpm)
+    return out
 
 
 def estimate_tempo(audio, sample_rate: int, bpm_range=(40.0, 240.0), prior_bpm: float = 120.0,
@@ -162,8 +220,9 @@ def estimate_tempo(audio, sample_rate: int, bpm_range=(40.0, 240.0), prior_bpm: 
     if bpm == 0.0 or reader is None:
         return bpm
     r = load_reader(reader)
-    candidates = tempo_candidates(bpm, bpm_range)
-    scores = (candidate_features(flux, rate, candidates) - r["mean"]) / r["std"] @ r["weights"]
+    peak = tempogram_peak(flux, rate, bpm_range)
+    candidates = tempo_candidates(bpm, peak, bpm_range)
+    scores = (candidate_features(flux, rate, candidates, peak) - r["mean"]) / r["std"] @ r["weights"]
     return float(candidates[int(np.argmax(scores))])
 
 

@@ -36,7 +36,7 @@ import torch
 
 from ..beat import bpm_from_text
 from ..data.dataset import load_audio, read_manifest
-from ..data.tempo import estimate_tempo
+from ..data.tempo import beat_steadiness, estimate_tempo
 from .embedders import lmdm_embedder
 from .metrics import (blocks_until_match, context_memory, drift_curve, drift_ratio, frechet_with_interval,
                       switch_discontinuity, windows)
@@ -242,7 +242,8 @@ def _adherence(tagger: Tagger, audio: np.ndarray, sr: int, meta: dict, seconds: 
     bpm = estimate_tempo(audio, sr)
     return {"style": meta["style"], "style_agreement": float(np.mean(style_ok)) if preds else None,
             "instrument_jaccard": float(np.mean(inst)) if preds else None, "tempo": meta["tempo"],
-            "estimated_tempo": bpm, "tempo_error": abs(bpm - meta["tempo"]) / meta["tempo"] if bpm else None}
+            "estimated_tempo": bpm, "tempo_error": abs(bpm - meta["tempo"]) / meta["tempo"] if bpm else None,
+            "beat_steadiness": beat_steadiness(audio, sr, meta["tempo"])}
 
 
 def _transition(tagger, audio, sr, a, b, switch_block, block_samples) -> dict:
@@ -295,11 +296,14 @@ def _adherence_table(reports: dict[str, dict]) -> list[str]:
     """report.md rows, one per model and caption: what the adherence medians are made of."""
     lines = ["## Per caption (text-only streams)", "",
              "Tempo: the piece's BPM (* where the caption names it) and the beat tracker's reading of the whole "
-             "stream.", "", "| model | style | tempo | read | tempo error | style agreement | instrument Jaccard |",
-             "|---|---|---|---|---|---|---|"]
+             "stream. Steady: the share of the stream's onset energy that keeps one phase of a beat at the piece's "
+             "BPM from start to end (`lmdm.data.tempo.beat_steadiness`; no metrical level to get wrong; a wandering "
+             "beat or another tempo reads near 0).", "",
+             "| model | style | tempo | read | tempo error | steady | style agreement | instrument Jaccard |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in reports.items():
         for a in r["adherence"]:
-            cells = [a["tempo_error"], a["style_agreement"], a["instrument_jaccard"]]
+            cells = [a["tempo_error"], a.get("beat_steadiness"), a["style_agreement"], a["instrument_jaccard"]]
             lines.append(f"| {name} | {a['style']} | {a['tempo']:g}{'*' if a.get('tempo_requested') else ''} | "
                          f"{a['estimated_tempo']:.1f} | " + " | ".join("–" if v is None else f"{v:.2f}" for v in cells)
                          + " |")

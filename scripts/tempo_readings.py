@@ -3,7 +3,11 @@
 Renders the text-only streams `lmdm eval` renders (the same held-out captions, order and seeds) for
 the captions that name a BPM, and prints for each the requested tempo, the tracker's reading of the
 whole stream with the fitted reader and with its first pass alone (`estimate_tempo(...,
-reader=None)`), and the reader's reading of each 10-s window (a beat that wanders shows here).
+reader=None)`), the Fourier tempogram's peak, how steadily the stream keeps a beat at the asked tempo
+(`beat_steadiness`, with the same at 7 % off it for scale), and the reader's reading of each 10-s
+window. A beat that wanders reads low on steadiness; the 10-s readings alone cannot tell a wandering
+beat from the reader's own errors on short windows, which are more frequent than on whole clips
+(README, Evaluation).
 
     python scripts/tempo_readings.py default HELDOUT/manifest.jsonl --prompts 24 --seconds 60
 
@@ -23,7 +27,7 @@ import torch
 import lmdm
 from lmdm.beat import bpm_from_text
 from lmdm.data.dataset import read_manifest
-from lmdm.data.tempo import estimate_tempo
+from lmdm.data.tempo import band_flux, beat_steadiness, estimate_tempo, tempogram_peak
 from lmdm.eval.suite import WINDOW_SECONDS, _stream_audio
 
 
@@ -45,7 +49,7 @@ def main(argv=None) -> int:
     sr = model.sample_rate
     window = int(WINDOW_SECONDS * sr)
     errors = {"reader": [], "first pass": []}
-    print("caption | asked | reader | first pass | reader per 10-s window")
+    print("caption | asked | reader | first pass | tempogram peak | steady at asked (7 % off) | reader per 10-s window")
     for k, i in enumerate(order[: a.prompts]):
         caption = entries[i]["captions"][0]
         asked = bpm_from_text(caption)
@@ -56,10 +60,13 @@ def main(argv=None) -> int:
         if a.save:
             sf.write(a.save / f"{k:02d}-{entries[i]['metadata']['style']}-{asked:g}bpm.flac", audio.T, sr)
         reader, first = estimate_tempo(audio, sr), estimate_tempo(audio, sr, reader=None)
+        peak = tempogram_peak(*band_flux(audio, sr))
+        steady, off = beat_steadiness(audio, sr, asked), beat_steadiness(audio, sr, 1.07 * asked)
         windows = [estimate_tempo(audio[:, s:s + window], sr) for s in range(0, audio.shape[-1] - window + 1, window)]
         errors["reader"].append(abs(reader / asked - 1))
         errors["first pass"].append(abs(first / asked - 1))
-        print(f"{entries[i]['metadata']['style']} ({k}) | {asked:g} | {reader:.1f} | {first:.1f} | "
+        print(f"{entries[i]['metadata']['style']} ({k}) | {asked:g} | {reader:.1f} | {first:.1f} | {peak:.1f} | "
+              f"{steady:.2f} ({off:.2f}) | "
               + " / ".join(f"{w:.0f}" for w in windows), flush=True)
     for name, e in errors.items():
         if e:

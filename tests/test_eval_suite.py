@@ -121,3 +121,35 @@ def test_eval_cli_rejects_streams_shorter_than_a_window(setup, tmp_path):
                           "--seconds", "4", "--steps", "2", "--dtype", "fp32", "--out", str(tmp_path / "r")],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "--seconds must be at least one 10 s window" in run.stderr, run.stderr
+
+
+def test_tempo_readings_script_renders_and_reads_the_named_bpm_streams(setup, tmp_path, capsys):
+    """scripts/tempo_readings.py: one row per caption naming a BPM among the suite's first prompts, each
+    stream saved as FLAC when asked, and the medians at the end."""
+    import importlib.util
+    from pathlib import Path
+
+    import soundfile as sf
+    path = Path(__file__).parents[1] / "scripts" / "tempo_readings.py"
+    spec = importlib.util.spec_from_file_location("tempo_readings", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    import json
+    from lmdm.beat import with_tempo
+    entries = read_manifest(setup / "corpus" / "manifest.jsonl")
+    for e in entries[::2]:            # half the captions name their BPM (the script reads only captions)
+        e["captions"][0] = with_tempo(e["captions"][0], e["metadata"]["tempo"])
+    manifest = setup / "corpus" / "manifest-named-bpm.jsonl"    # next to the audio it names
+    manifest.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    order = np.random.default_rng(0).permutation(len(entries))
+    named = [k for k, i in enumerate(order) if bpm_from_text(entries[i]["captions"][0]) is not None]
+    assert len(named) == 2
+    assert script.main([str(setup / "mono"), str(manifest), "--prompts", str(len(entries)), "--seconds", "3",
+                        "--save", str(tmp_path / "s")]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.count(" | ") == 6]
+    assert len(rows) == len(named) + 1                                     # the header and one per named caption
+    saved = sorted((tmp_path / "s").glob("*.flac"))
+    assert [int(p.name[:2]) for p in saved] == named
+    for p in saved:
+        audio, sr = sf.read(p)
+        assert sr == 22050 and len(audio) == 3 * sr

@@ -66,6 +66,26 @@ def test_clock_phase_is_continuous_across_tempo_changes_and_keeps_its_past():
         clock.set_bpm(1000, 90)
 
 
+def test_a_clock_shown_late_is_the_same_grid_delayed_and_streams_take_the_models_lead():
+    """`ModelConfig.beat_lead_frames`: a model that plays its beats ahead of its clock is shown the grid
+    that many frames late (tempo changes too); the grid itself (`phase_at`) does not move."""
+    late, grid = BeatClock(FS, 120, delay_frames=3), BeatClock(FS, 120)
+    for clock in (late, grid):
+        clock.set_bpm(90, 40)
+    torch.testing.assert_close(late.group(10, 60), grid.group(7, 60))
+    assert late.phase_at(50) == grid.phase_at(50)
+    half = BeatClock(FS, 120, delay_frames=0.5).group(0, 4)[1]
+    torch.testing.assert_close(half, torch.sin(2 * math.pi * (torch.arange(4.0) - 0.5) * FS * 2).float())
+    model = beat_model()
+    model.config.beat_lead_frames = 3.0
+    s = model.stream("warm piano, 120 BPM", seed=0)
+    assert s.beat.delay_frames == 3.0
+    torch.testing.assert_close(s._window_groups(s.frame, s.B)["beat"][0], BeatClock(FS, 120).group(s.frame - 3, s.B))
+    model.config.beat_lead_frames = 40.0
+    with pytest.raises(ConfigError, match="beat_lead_frames"):
+        model.config.validate()
+
+
 def test_block_causal_stream_with_a_beat_equals_one_banded_forward():
     """The prompt sets the clock (120 BPM), a new prompt changes it (90 BPM at block 5, a re-bootstrap);
     every denoising call equals the full forward over the stream with the reference phases."""

@@ -3,17 +3,17 @@ test_data_synth, which renders pieces)."""
 import numpy as np
 import pytest
 
-from lmdm.data.tempo import (estimate_tempo, fourier_tempogram, tempo_candidates, tempogram_peak,
-                             band_flux)
+from lmdm.data.tempo import (band_flux, beat_phase, beat_steadiness, estimate_tempo, fourier_tempogram,
+                             tempo_candidates, tempogram_peak)
 
 SR = 22050
 
 
-def pulsed_noise(bpm_at, seconds: float = 20.0, seed: int = 0) -> np.ndarray:
+def pulsed_noise(bpm_at, seconds: float = 20.0, seed: int = 0, shift: float = 0.0) -> np.ndarray:
     """Noise whose loudness swells once per beat (a raised cosine, no sharp onsets); `bpm_at(t)` gives
-    the tempo at each time, so a beat can wander."""
+    the tempo at each time, so a beat can wander; `shift` beats moves every swell later."""
     t = np.arange(int(seconds * SR)) / SR
-    phase = np.cumsum(bpm_at(t) / 60.0) / SR
+    phase = np.cumsum(bpm_at(t) / 60.0) / SR - shift
     swell = 0.5 * (1 + np.cos(2 * np.pi * phase)) ** 4
     return (np.random.default_rng(seed).standard_normal(len(t)) * (0.05 + swell)).astype(np.float32)
 
@@ -46,3 +46,12 @@ def test_tempo_candidates_join_both_families_without_repeats():
     assert all(abs(a / b - 1) > 0.03 for i, a in enumerate(c) for b in c[:i])
     assert tempo_candidates(100.0, 200.0) == pytest.approx([100.0, 200.0, 50.0, 150.0, 200 / 3, 400 / 3])
     assert tempo_candidates(0.0, 0.0) == [] and tempo_candidates(250.0, 0.0) == pytest.approx([125.0, 500 / 3])
+
+
+def test_beat_phase_tells_how_far_one_clip_is_ahead_of_another():
+    steady = pulsed_noise(lambda t: np.full_like(t, 90.0))
+    late = pulsed_noise(lambda t: np.full_like(t, 90.0), shift=0.2)           # 0.2 beat = 133 ms later
+    early = pulsed_noise(lambda t: np.full_like(t, 90.0), shift=-0.1)
+    assert beat_phase(late, SR, 90) - beat_phase(steady, SR, 90) == pytest.approx(0.2, abs=0.02)
+    assert beat_phase(early, SR, 90) - beat_phase(steady, SR, 90) == pytest.approx(-0.1, abs=0.02)
+    assert beat_steadiness(late, SR, 90) == pytest.approx(beat_steadiness(steady, SR, 90), rel=0.1)

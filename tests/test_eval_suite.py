@@ -146,7 +146,7 @@ def test_tempo_readings_script_renders_and_reads_the_named_bpm_streams(setup, tm
     assert len(named) == 2
     assert script.main([str(setup / "mono"), str(manifest), "--prompts", str(len(entries)), "--seconds", "3",
                         "--save", str(tmp_path / "s")]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.count(" | ") == 6]
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.count(" | ") == 7]
     assert len(rows) == len(named) + 1                                     # the header and one per named caption
     saved = sorted((tmp_path / "s").glob("*.flac"))
     assert [int(p.name[:2]) for p in saved] == named

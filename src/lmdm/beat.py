@@ -75,10 +75,13 @@ def grid_phase(first_frame: int, n: int, bpm: float, frame_seconds: float) -> to
 
 class BeatClock:
     """A stream's beat grid: tempo changes take effect at a frame, keeping the phase continuous there.
-    `bpm` None stops the clock from that frame on (the group reads all zero)."""
+    `bpm` None stops the clock from that frame on (the group reads all zero). `delay_frames`: the group
+    shows the model the grid that many frames late (`ModelConfig.beat_lead_frames`: a model that learned
+    to play its beats ahead of its clock then lands them on the grid); `phase_at` stays the grid's own."""
 
-    def __init__(self, frame_seconds: float, bpm: float | None = None):
+    def __init__(self, frame_seconds: float, bpm: float | None = None, delay_frames: float = 0.0):
         self.frame_seconds = frame_seconds
+        self.delay_frames = float(delay_frames)
         self.segments: list[tuple[int, float, float | None]] = []   # (from frame, phase there, bpm)
         self.set_bpm(bpm, 0)
 
@@ -110,6 +113,7 @@ class BeatClock:
         """The group (3, n) for absolute frames start .. start + n - 1."""
         phase, on = torch.empty(n, dtype=torch.float64), torch.empty(n, dtype=torch.bool)
         for i in range(n):
-            segment = self._segment(start + i)
-            phase[i], on[i] = self._phase(start + i, segment), segment[2] is not None
+            frame = start + i - self.delay_frames      # the whole grid, tempo changes too, shown late
+            segment = self._segment(frame)
+            phase[i], on[i] = self._phase(frame, segment), segment[2] is not None
         return beat_group(phase, on)

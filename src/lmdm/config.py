@@ -124,6 +124,8 @@ class ModelConfig:
     prompt_guidance: float = 0.0     # default prompt guidance strength (0 = off; needs prompt_probe)
     beat_cfg_scale: float = 1.0      # default guidance on the beat clock while it runs (1 = off)
     beat_cfg_steps: int = 0          # ... on the first this many denoising steps (0 = all)
+    beat_lead_frames: float = 0.0    # how far the model's beats land ahead of the clock it is fed (measured);
+                                     # streams feed the clock this many frames late, so the beats land on it
 
     @property
     def frame_seconds(self) -> float:
@@ -151,6 +153,8 @@ class ModelConfig:
             raise ConfigError(f"beat_cfg_scale must be in [0, 20], got {self.beat_cfg_scale}")
         if self.beat_cfg_steps < 0:
             raise ConfigError(f"beat_cfg_steps must be >= 0 (0 = every step), got {self.beat_cfg_steps}")
+        if not -16 <= self.beat_lead_frames <= 16:
+            raise ConfigError(f"beat_lead_frames must be in [-16, 16], got {self.beat_lead_frames}")
         if not 0 <= self.control_guidance <= 2:
             raise ConfigError(f"control_guidance must be in [0, 2], got {self.control_guidance}")
         if not 0 <= self.prompt_guidance <= 2:

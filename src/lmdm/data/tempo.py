@@ -119,12 +119,27 @@ def fourier_tempogram(envelope: np.ndarray, rate: float, bpms) -> np.ndarray:
     return np.abs(waves @ (e - e.mean())) / max(float(e.sum()), 1e-12)
 
 
+def _beat_component(audio, sample_rate: int, bpm: float) -> complex:
+    """The onset envelope's Fourier component at `bpm` over the whole clip, per unit onset energy;
+    its phase is counted from a beat at the clip's first sample."""
+    flux, rate = band_flux(audio, sample_rate)
+    e = _detrend(flux.mean(axis=1), rate)
+    t = np.arange(len(e)) / rate
+    return complex(np.exp(2j * np.pi * t * bpm / 60.0) @ (e - e.mean()) / max(float(e.sum()), 1e-12))
+
+
 def beat_steadiness(audio, sample_rate: int, bpm: float) -> float:
     """How steadily a clip keeps a beat at `bpm`: the Fourier tempogram of its whole onset envelope
     at that tempo. Unlike a tempo reading it has no metrical level to get wrong, and it needs the
     phase held from start to end, so a beat that wanders or runs at another tempo reads low."""
-    flux, rate = band_flux(audio, sample_rate)
-    return float(fourier_tempogram(_detrend(flux.mean(axis=1), rate), rate, [bpm])[0])
+    return abs(_beat_component(audio, sample_rate, bpm))
+
+
+def beat_phase(audio, sample_rate: int, bpm: float) -> float:
+    """Where a clip's onsets fall on a beat grid at `bpm` that starts at its first sample, in beats
+    (-0.5, 0.5]: negative = ahead of the grid. It includes the onset analysis's own latency, so
+    compare clips with each other (a model's stream with the real piece it imitates), not with 0."""
+    return float(np.angle(_beat_component(audio, sample_rate, bpm)) / (2 * np.pi))
 
 
 def tempogram_peak(flux: np.ndarray, rate: float, bpm_range=(40.0, 240.0)) -> float:

@@ -63,7 +63,7 @@ def test_load_takes_dtype_names():
 
 def test_default_model_keeps_the_tempo_its_beat_clock_asks(model):
     """v0.7's beat clock (`lmdm.beat`): one caption and seed at three tempi, heard at each by the
-    evaluation's beat tracker (measured 80.8 / 99.6 / 130.0 BPM on an AVX2-only machine in fp32; 6 % is room for other CPUs'
+    evaluation's beat tracker (measured 79.8 / 99.7 / 126.5 BPM on an AVX2-only machine in fp32, v0.11.1; 6 % is room for other CPUs'
     bf16 arithmetic, far from the octave errors the clock fixes). Not every caption is this clean: "funky bass
     groove with drums" at 130 is heard at 65.6, the lower octave (model card, v0.7). Without prompt guidance
     (v0.9's): a tempo forced by `bpm=` far from the style's own can lose to it (this caption at 80 with
@@ -74,8 +74,10 @@ def test_default_model_keeps_the_tempo_its_beat_clock_asks(model):
         stream = model.stream("house groove with piano chords", seed=0, bpm=bpm, prompt_guidance=0)
         audio = torch.cat([stream.next_block()[0] for _ in range(8)], -1).float().numpy()
         assert estimate_tempo(audio, model.sample_rate) == pytest.approx(bpm, rel=0.06), bpm
-        # and the beat is held at that tempo all through (measured 0.39 / 0.50 / 0.75 steadiness at it)
-        held, off = (beat_steadiness(audio, model.sample_rate, b) for b in (bpm, 1.07 * bpm))
+        # and the beat is held at that tempo all through (steadiness measured 0.49 / 0.57 / 0.66 at it,
+        # at most 0.13 at 10 % either side, fp32 and bf16 alike)
+        held = beat_steadiness(audio, model.sample_rate, bpm)
+        off = max(beat_steadiness(audio, model.sample_rate, r * bpm) for r in (0.9, 1.1))
         assert held > 0.2 and held > 3 * off, (bpm, held, off)
 
 

@@ -7,9 +7,9 @@ reader=None)`), the Fourier tempogram's peak, how steadily the stream keeps a be
 (`beat_steadiness`, with the same at 7 % off it for scale), how far its beats land ahead of the real
 held-out piece's (`beat_phase` of both at the asked tempo; the corpus pieces' beats sit on the clock's
 grid, so this is the stream's lead on its clock, and `beat_lead_frames` in a model's config is where
-it is compensated), and the reader's reading of each 10-s window. A beat that wanders reads low on steadiness; the 10-s readings alone cannot tell a wandering
-beat from the reader's own errors on short windows, which are more frequent than on whole clips
-(README, Evaluation).
+it is compensated), and the reader's reading of each 10-s window. A beat that wanders reads low on
+steadiness; the 10-s readings alone cannot tell a wandering beat from the reader's own errors on short
+windows, which are more frequent than on whole clips (README, Evaluation).
 
     python scripts/tempo_readings.py default HELDOUT/manifest.jsonl --prompts 24 --seconds 60
 

@@ -63,11 +63,11 @@ def test_load_takes_dtype_names():
 
 def test_default_model_keeps_the_tempo_its_beat_clock_asks(model):
     """v0.7's beat clock (`lmdm.beat`): one caption and seed at three tempi, heard at each by the
-    evaluation's beat tracker (measured 79.8 / 99.7 / 126.5 BPM on an AVX2-only machine in fp32, v0.11.1; 6 % is room for other CPUs'
-    bf16 arithmetic, far from the octave errors the clock fixes). Not every caption is this clean: "funky bass
-    groove with drums" at 130 is heard at 65.6, the lower octave (model card, v0.7). Without prompt guidance
-    (v0.9's): a tempo forced by `bpm=` far from the style's own can lose to it (this caption at 80 with
-    v0.10's guidance: 117.4 BPM; model card, limitations)."""
+    evaluation's beat tracker (measured 79.8 / 99.7 / 126.5 BPM on an AVX2-only machine in fp32, v0.11.1;
+    6 % is room for other CPUs' bf16 arithmetic, far from the octave errors the clock fixes). Not every
+    caption is this clean: "funky bass groove with drums" at 130 is heard at 65.6, the lower octave (model
+    card, v0.7). Without prompt guidance (v0.9's): a tempo forced by `bpm=` far from the style's own can
+    lose to it (this caption at 80 with v0.10's guidance: 117.4 BPM; model card, limitations)."""
     from lmdm.data.tempo import beat_steadiness, estimate_tempo
     assert model.config.dit.input_groups["beat"] == 3
     for bpm in (80, 100, 130):

@@ -121,7 +121,8 @@ class Stream:
             self.set_context(context)
         self.prompts = check_prompts(prompt)
         has_beat = "beat" in model.config.dit.input_groups
-        self.beat = BeatClock(model.config.frame_seconds, delay_frames=model.config.beat_lead_frames) if has_beat else None
+        self.beat = (BeatClock(model.config.frame_seconds, delay_frames=model.config.beat_lead_frames)
+                     if has_beat else None)
         self.set_bpm(bpm)
         self._encode()
 

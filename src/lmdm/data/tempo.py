@@ -109,23 +109,27 @@ def tempo_scores(envelope: np.ndarray, frame_rate: float, bpm_range=(40.0, 240.0
     return bpms, score * prior
 
 
-def fourier_tempogram(envelope: np.ndarray, rate: float, bpms) -> np.ndarray:
-    """|sum_t e(t) exp(-2 pi i t bpm / 60)| / sum_t e(t) of an onset envelope at each of `bpms`: the
-    share of its onset energy that falls at one phase of a steady beat at that tempo (1: every onset at
-    the same phase of every beat; a beat that wanders or a clip without one reads near 0)."""
+def _tempogram_components(envelope: np.ndarray, rate: float, bpms) -> np.ndarray:
+    """sum_t (e(t) - mean e) exp(2 pi i t bpm / 60) / sum_t e(t) at each of `bpms` (complex): the
+    envelope's Fourier component at each tempo per unit onset energy, its phase counted from a beat at
+    the envelope's first frame."""
     e = np.asarray(envelope, dtype=np.float64)
     t = np.arange(len(e)) / rate
-    waves = np.exp(-2j * np.pi * np.outer(np.asarray(bpms, dtype=np.float64) / 60.0, t))
-    return np.abs(waves @ (e - e.mean())) / max(float(e.sum()), 1e-12)
+    waves = np.exp(2j * np.pi * np.outer(np.asarray(bpms, dtype=np.float64) / 60.0, t))
+    return waves @ (e - e.mean()) / max(float(e.sum()), 1e-12)
+
+
+def fourier_tempogram(envelope: np.ndarray, rate: float, bpms) -> np.ndarray:
+    """The magnitude of `_tempogram_components`: the share of an onset envelope's energy that falls at
+    one phase of a steady beat at each tempo (1: every onset at the same phase of every beat; a beat
+    that wanders or a clip without one reads near 0)."""
+    return np.abs(_tempogram_components(envelope, rate, bpms))
 
 
 def _beat_component(audio, sample_rate: int, bpm: float) -> complex:
-    """The onset envelope's Fourier component at `bpm` over the whole clip, per unit onset energy;
-    its phase is counted from a beat at the clip's first sample."""
+    """A clip's band-averaged onset envelope's tempogram component at `bpm`."""
     flux, rate = band_flux(audio, sample_rate)
-    e = _detrend(flux.mean(axis=1), rate)
-    t = np.arange(len(e)) / rate
-    return complex(np.exp(2j * np.pi * t * bpm / 60.0) @ (e - e.mean()) / max(float(e.sum()), 1e-12))
+    return complex(_tempogram_components(_detrend(flux.mean(axis=1), rate), rate, [bpm])[0])
 
 
 def beat_steadiness(audio, sample_rate: int, bpm: float) -> float:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 import lmdm
-from lmdm.data.dataset import load_audio
+from lmdm.audio.io import load_audio
 from lmdm.eval.suite import _adherence
 from lmdm.eval.tagger import Tagger
 

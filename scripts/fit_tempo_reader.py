@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lmdm.data.controls import to_mono
-from lmdm.data.dataset import load_audio, read_manifest
+from lmdm.audio.controls import to_mono
+from lmdm.audio.io import load_audio
+from lmdm.data.dataset import read_manifest
 from lmdm.data.tempo import (READER_PATH, band_flux, candidate_features, first_pass_tempo, reader_layout,
                              tempo_candidates, tempogram_peak)
 

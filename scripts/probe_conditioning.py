@@ -60,7 +60,8 @@ import lmdm
 
 
 def context(model_dir: str, latents: str, heldout: str) -> None:
-    from lmdm.data.dataset import LatentDataset, load_audio
+    from lmdm.audio.io import load_audio
+    from lmdm.data.dataset import LatentDataset
     torch.manual_seed(0)
     m = lmdm.from_pretrained(model_dir).float().eval()
     p = m.config.pattern
@@ -96,7 +97,7 @@ def context(model_dir: str, latents: str, heldout: str) -> None:
 
 def sketch(model_dir: str) -> None:
     import tempfile
-    from lmdm.data.controls import extract_controls
+    from lmdm.audio.controls import extract_controls
     from lmdm.generate import generate, load_sketch
     m = lmdm.load(model_dir, dtype="auto")
     curve = {"loudness": [[0, -60], [4.9, -60], [5, -8], [9.9, -8], [10, -60], [14.9, -60], [15, -8], [20, -8]]}
@@ -144,7 +145,7 @@ def caption_loss(model_dir: str, latents: str) -> None:
 
 
 def sketch_loss(model_dir: str, latents: str) -> None:
-    from lmdm.data.controls import NAMES
+    from lmdm.audio.controls import NAMES
     from lmdm.data.dataset import LatentDataset
     from lmdm.sketch import sketch_from_controls, sketch_group
     torch.manual_seed(0)
@@ -164,8 +165,9 @@ def sketch_loss(model_dir: str, latents: str) -> None:
 
 
 def sketch_follow(model_dir: str, latents: str, heldout: str) -> None:
-    from lmdm.data.controls import NAMES, extract_controls
-    from lmdm.data.dataset import LatentDataset, load_audio
+    from lmdm.audio.controls import NAMES, extract_controls
+    from lmdm.audio.io import load_audio
+    from lmdm.data.dataset import LatentDataset
     from lmdm.sketch import normalise_loudness, sketch_from_controls, sketch_group
     from lmdm.train.control_probe import fit_control_probe, probe_pairs
     corr = lambda a, b: float(np.corrcoef(np.asarray(a, np.float64), np.asarray(b, np.float64))[0, 1])  # noqa: E731
@@ -324,7 +326,8 @@ def styles(model_dir: str, corpus: str, names: str) -> None:
 
 
 def primed(model_dir: str, heldout: str, names: str) -> None:
-    from lmdm.data.dataset import load_audio, read_manifest
+    from lmdm.audio.io import load_audio
+    from lmdm.data.dataset import read_manifest
     from lmdm.eval.tagger import Tagger
     m, tagger = lmdm.load(model_dir, dtype="auto"), Tagger.load()[0]
     sr, ae, root = m.sample_rate, m.autoencoder, Path(heldout).parent

@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from lmdm.data.dataset import load_audio
+from lmdm.audio.io import load_audio
 from lmdm.data.tempo import estimate_tempo
 from lmdm.eval.metrics import windows
 from lmdm.eval.tagger import Tagger

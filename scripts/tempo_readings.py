@@ -28,7 +28,8 @@ import torch
 
 import lmdm
 from lmdm.beat import bpm_from_text
-from lmdm.data.dataset import load_audio, read_manifest
+from lmdm.audio.io import load_audio
+from lmdm.data.dataset import read_manifest
 from lmdm.data.tempo import band_flux, beat_phase, beat_steadiness, estimate_tempo, tempogram_peak
 from lmdm.eval.suite import WINDOW_SECONDS, _stream_audio
 

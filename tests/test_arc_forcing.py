@@ -286,9 +286,9 @@ def test_shipped_configs_load():
 
 
 def test_cli_has_arc_forcing(tmp_path, capsys):
-    from lmdm.train.cli import main
+    from lmdm.cli import main
     root = Path(__file__).resolve().parents[1]
-    assert main(["arc-forcing", "--config", str(root / "configs/train/arc-default.json"), "--print-config"]) == 0
+    assert main(["train", "arc-forcing", "--config", str(root / "configs/train/arc-default.json"), "--print-config"]) == 0
     assert json.loads(capsys.readouterr().out)["arc"]["chunks"] == 6
 
 
@@ -328,12 +328,12 @@ def test_real_and_fake_share_noise_and_t_and_phases_alternate(tmp_path):
 
 
 def test_cli_runs_a_tiny_arc_forcing(tmp_path, capsys):
-    from lmdm.train.cli import main
+    from lmdm.cli import main
     lat = make_latent_dir(tmp_path / "lat", clips=3, frames=24)
     sets = ["run.steps=1", "run.batch_size=2", "run.progress=false", "run.export=false", "run.threads=1",
             f"run.out_dir={tmp_path / 'run'}", "finetune.init=preset:tiny", f"finetune.latents={lat}",
             "arc.chunks=2", "arc.max_steps=3", "arc.disc_layers=1", "arc.head_channels=8"]
-    assert main(["arc-forcing", *[a for s in sets for a in ("--set", s)]]) == 0
+    assert main(["train", "arc-forcing", *[a for s in sets for a in ("--set", s)]]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["step"] == 1 and "generator_loss" in out and "discriminator_loss" in out
 

@@ -1,4 +1,4 @@
-"""Control guidance (`lmdm.control_guidance`): the differentiable controls equal `data.controls`, a
+"""Control guidance (`lmdm.control_guidance`): the differentiable controls equal `audio.controls`, a
 guided estimate moves towards the sketch, the sampler honours the refinement, and a stream without
 guidance (or without a sketch) computes exactly what it did before."""
 import numpy as np
@@ -7,7 +7,7 @@ import torch
 
 from lmdm.control_guidance import (PEAK, ControlGuidance, clipping_penalty, guide_x0, sketch_loss,
                                    torch_loudness_and_centroid)
-from lmdm.data.controls import SILENCE_DB, loudness_and_centroid
+from lmdm.audio.controls import SILENCE_DB, loudness_and_centroid
 from lmdm.errors import ConfigError
 from lmdm.live.testmodel import tiny_live_model
 from lmdm.sampling import sample

@@ -9,8 +9,9 @@ import soundfile as sf
 import torch
 
 from lmdm.data.augment import _lowpass_stft, augment_dynamics
-from lmdm.data.controls import extract_controls
-from lmdm.data.dataset import LatentDataset, encode_audio, encode_dataset, load_audio, write_manifest
+from lmdm.audio.controls import extract_controls
+from lmdm.audio.io import load_audio
+from lmdm.data.dataset import LatentDataset, encode_audio, encode_dataset, write_manifest
 from lmdm.errors import DataError
 
 SR, HOP = 22050, 1024

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmdm.data.controls import a_weighting_db, extract_controls, hz_to_midi, num_frames
+from lmdm.audio.controls import a_weighting_db, extract_controls, hz_to_midi, num_frames
 
 SR, HOP = 44100, 2048
 

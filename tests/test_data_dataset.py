@@ -154,15 +154,15 @@ def test_nan_latents_are_rejected_with_the_clip(encoded, folder, tmp_path):
 
 def test_cli_manifest_and_encode_without_autoencoder(folder, tmp_path, capsys):
     from lmdm.checkpoints import save_pretrained
-    from lmdm.data.cli import main
-    assert main(["manifest", str(folder), "--quiet"]) == 0
+    from lmdm.cli import main
+    assert main(["data", "manifest", str(folder), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "indexed 3 clips" in out and "skipped 2 unreadable file(s)" in out and "broken.wav" in out
     import lmdm
     model = lmdm.LiveMusicModel(lmdm.preset("tiny"))
     assert model.autoencoder is None
     save_pretrained(model, tmp_path / "model")
-    assert main(["encode", str(folder / "manifest.jsonl"), "--model", str(tmp_path / "model"),
+    assert main(["data", "encode", str(folder / "manifest.jsonl"), "--model", str(tmp_path / "model"),
                  "--out", str(tmp_path / "z"), "--quiet"]) == 2
     assert "has no autoencoder" in capsys.readouterr().err
 
@@ -170,12 +170,12 @@ def test_cli_manifest_and_encode_without_autoencoder(folder, tmp_path, capsys):
 def test_cli_encode_with_a_model_autoencoder(folder, tmp_path, capsys):
     import lmdm
     from lmdm.checkpoints import save_pretrained
-    from lmdm.data.cli import main
+    from lmdm.cli import main
     build_manifest(folder)
     cfg = lmdm.preset("tiny")
     cfg.autoencoder = {"channels": 4, "c_mults": [1, 2], "strides": [4, 8], "latent_dim": cfg.dit.io_channels}
     save_pretrained(lmdm.LiveMusicModel(cfg), tmp_path / "model")
-    assert main(["encode", str(folder / "manifest.jsonl"), "--model", str(tmp_path / "model"), "--out",
+    assert main(["data", "encode", str(folder / "manifest.jsonl"), "--model", str(tmp_path / "model"), "--out",
                  str(tmp_path / "z"), "--quiet", "--chunk-seconds", "0.5"]) == 0
     info = json.loads((tmp_path / "z" / "latents.json").read_text())
     assert info["downsampling_ratio"] == 32 and info["latent_dim"] == cfg.dit.io_channels and info["clips"] == 3

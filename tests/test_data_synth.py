@@ -158,7 +158,8 @@ def test_tempo_matches_ratios():
 
 
 def test_corpus_files_and_manifest(tmp_path):
-    from lmdm.data.dataset import load_audio, read_manifest
+    from lmdm.audio.io import load_audio
+    from lmdm.data.dataset import read_manifest
     summary = generate_corpus(tmp_path, hours=3 * 6 / 3600, clip_seconds=6, seed=1, styles=["waltz", "reggae"],
                               stems=True, workers=1, progress=False)
     assert summary["pieces"] == 3 and summary["seconds_by_style"] == {"waltz": 12, "reggae": 6}
@@ -195,15 +196,16 @@ def test_fluidsynth_backend_when_installed():
 
 
 def test_cli_synth_and_worker_independence(tmp_path, capsys):
-    from lmdm.data.cli import main
-    from lmdm.data.dataset import load_audio, read_manifest
+    from lmdm.cli import main
+    from lmdm.audio.io import load_audio
+    from lmdm.data.dataset import read_manifest
     args = ["synth", "--hours", str(2 * 4 / 3600), "--clip-seconds", "4", "--styles", "chiptune", "dnb", "--quiet"]
-    assert main(args + ["--out", str(tmp_path / "one"), "--workers", "1"]) == 0
+    assert main(["data"] + args + ["--out", str(tmp_path / "one"), "--workers", "1"]) == 0
     out = capsys.readouterr().out
     assert "2 pieces" in out and "hours per style" in out and "tempo histogram" in out and "chiptune" in out
-    assert main(args + ["--out", str(tmp_path / "two"), "--workers", "2"]) == 0
+    assert main(["data"] + args + ["--out", str(tmp_path / "two"), "--workers", "2"]) == 0
     one, two = read_manifest(tmp_path / "one" / "manifest.jsonl"), read_manifest(tmp_path / "two" / "manifest.jsonl")
     assert [e["captions"] for e in one] == [e["captions"] for e in two]
     for a, b in zip(one, two):
         assert np.array_equal(load_audio(tmp_path / "one" / a["path"]), load_audio(tmp_path / "two" / b["path"]))
-    assert main(["synth", "--hours", "0", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert main(["data", "synth", "--hours", "0", "--out", str(tmp_path / "x"), "--quiet"]) == 2

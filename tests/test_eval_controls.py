@@ -74,7 +74,7 @@ def test_controls_report_has_every_number(manifest):
             assert np.isfinite(sk[tag][key]), (tag, key, sk[tag])
         assert sk["pieces"][0][tag]["frames"] == 188  # ceil(1.5 * 16000 / 128)
     # the codec ceiling is the source itself through the model's autoencoder
-    from lmdm.data.controls import extract_controls
+    from lmdm.audio.controls import extract_controls
     from lmdm.eval.controls_suite import _clip, compare_controls
     n, hop = round(SUITE.seconds * model.sample_rate), model.config.downsampling_ratio
     source = _clip(manifest / sk["pieces"][0]["path"], model.sample_rate, model.autoencoder.config.audio_channels, n)
@@ -122,7 +122,7 @@ def test_drawn_curves_are_the_sketch_the_model_is_given():
     """The drawn part compares the output with exactly the curves fed as the sketch."""
     from lmdm.eval.controls_suite import _at_frames, random_curves
     from lmdm.sketch import controls_from_curves, normalise_centroid, normalise_loudness
-    from lmdm.data.controls import hz_to_midi
+    from lmdm.audio.controls import hz_to_midi
     curves = random_curves(np.random.default_rng([0, 1]), 12.0)
     assert curves["loudness"][-1][0] >= 12.0 and all(1.0 <= b[0] - a[0] <= 4.0 for a, b in
                                                       zip(curves["loudness"], curves["loudness"][1:]))

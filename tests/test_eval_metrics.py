@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lmdm.data.controls import extract_controls
+from lmdm.audio.controls import extract_controls
 from lmdm.eval.metrics import (EvalError, blocks_until_match, control_adherence, detect_switch, drift_curve,
                                drift_ratio, frechet_distance, frechet_with_interval, switch_discontinuity, windows)
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from lmdm.errors import CheckpointError
-from lmdm.eval.tagger import INSTRUMENTS, Tagger, TaggerConfig, instruments_of, mel_filterbank, tempo_class
+from lmdm.data.labels import INSTRUMENTS, instruments_of, tempo_class
+from lmdm.eval.tagger import Tagger, TaggerConfig, mel_filterbank
 
 
 def test_mel_filterbank_covers_the_spectrum_with_triangles():

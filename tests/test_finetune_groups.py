@@ -11,8 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 import lmdm
-from lmdm.data.controls import NAMES
-from lmdm.data.dataset import LatentDataset, encode_audio, encode_dataset, load_audio, write_manifest
+from lmdm.audio.controls import NAMES
+from lmdm.audio.io import load_audio
+from lmdm.data.dataset import LatentDataset, encode_audio, encode_dataset, write_manifest
 from lmdm.errors import ConfigError
 from lmdm.sketch import median_filter, sketch_from_controls
 from lmdm.train.config import TrainConfig

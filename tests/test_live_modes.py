@@ -287,7 +287,7 @@ def test_prompt_guidance_control_reaches_the_stream(tmp_path):
     without a probe refuses it (0 is always accepted)."""
     from test_prompt_guidance import styled_latents
     from lmdm.data.dataset import LatentDataset
-    from lmdm.prompt_guidance import fit_prompt_probe
+    from lmdm.train.prompt_probe import fit_prompt_probe
     engine, s, block = _sketch_session()
     assert engine.info()["prompt_probe"] is False and engine.info()["default_prompt_guidance"] == 0.0
     s.submit(P.parse_control('{"type": "prompt_guidance", "strength": 0.5}'))

@@ -12,9 +12,10 @@ from lmdm.cli import main
 from lmdm.data.dataset import LatentDataset
 from lmdm.control_guidance import adam_guidance_steps
 from lmdm.errors import CheckpointError, ConfigError, DataError
-from lmdm.eval.tagger import INSTRUMENTS
+from lmdm.data.labels import INSTRUMENTS
 from lmdm.live.testmodel import tiny_live_model
-from lmdm.prompt_guidance import (PromptGuidance, PromptProbe, fit_prompt_probe, guide_to_prompt, pool_tokens)
+from lmdm.prompt_guidance import PromptGuidance, guide_to_prompt, pool_tokens
+from lmdm.train.prompt_probe import fit_prompt_probe
 
 IO, TEXT = 8, 16
 STYLES = ("calm", "busy", "dark")

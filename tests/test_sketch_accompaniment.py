@@ -8,7 +8,7 @@ import torch
 import lmdm
 from conftest import banded_reference_error, randomized
 from lmdm import sketch as sk
-from lmdm.data.controls import extract_controls
+from lmdm.audio.controls import extract_controls
 from lmdm.delay import DelayStream
 
 TOL = 1e-5

@@ -46,7 +46,7 @@ def add_metadata(folder):
 def test_labels_follow_the_tagger_vocabulary():
     lab = record_labels({"path": "x", "metadata": BUSY}, ["busy", "calm"])
     assert int(lab["style"]) == 0 and int(lab["tempo"]) == 2   # > 130 BPM is "fast"
-    from lmdm.eval.tagger import INSTRUMENTS
+    from lmdm.data.labels import INSTRUMENTS
     assert {INSTRUMENTS[i] for i in lab["instruments"].nonzero().flatten().tolist()} == {"drums", "bass"}
     with pytest.raises(DataError, match="metadata"):
         record_labels({"path": "y.wav", "metadata": {}}, ["busy", "calm"])

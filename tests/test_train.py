@@ -162,12 +162,12 @@ def test_two_process_gloo_equals_one_process(tmp_path):
     sets = ["run.steps=3", "run.batch_size=4", "run.progress=false", "run.threads=1", "optim.lr=0.001",
             f"finetune.latents={lat}", 'finetune.trainable=["dit.*","text.*"]']
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
-    base = [sys.executable, "-m", "lmdm.train.cli", "finetune"]
+    base = [sys.executable, "-m", "lmdm.train", "finetune"]
     one = subprocess.run([*base, "--set", f"run.out_dir={tmp_path / 'one'}", *[a for s in sets for a in ("--set", s)]],
                          env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
-                          "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "lmdm.train.cli",
+                          "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "lmdm.train",
                           "finetune", "--set", f"run.out_dir={tmp_path / 'two'}",
                           *[a for s in sets for a in ("--set", s)]],
                          env=env, capture_output=True, text=True, timeout=300)

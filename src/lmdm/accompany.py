@@ -37,7 +37,7 @@ def check_model(model) -> None:
 
 def load_song(model, path) -> torch.Tensor:
     """A song file (any format soundfile reads) -> (channels, samples) float32 at the model's rate."""
-    from .data.dataset import load_audio
+    from .audio.io import load_audio
     check_model(model)
     if not Path(path).is_file():
         raise DataError(f"song file {str(path)!r} does not exist")

@@ -5,7 +5,7 @@ model card), and a lossy codec loses some of it on the way out. Control guidance
 listener will hear instead: at the last `last_steps` denoising steps of a block, the clean estimate
 x0 is decoded together with the clean context before it (the frames whose audio this block finishes,
 the decoder's look-ahead, are compared too, and as many again keep their decode warm), its loudness
-and spectral centroid are computed by a differentiable copy of `data.controls`
+and spectral centroid are computed by a differentiable copy of `audio.controls`
 (`torch_loudness_and_centroid`, equal to the numpy extraction), and x0 takes `iterations` Adam-style
 steps of fixed RMS towards the sketch's curves before the sampler re-noises it, so the following model
 call builds on the corrected estimate (the last step's correction is the output). The same idea as
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.controls import a_weighting_db
+from .audio.controls import a_weighting_db
 from .errors import ConfigError
 
 SILENT_CENTROID = -1.0      # normalise_centroid of a silent frame (centroid 0 -> clipped to 24)
@@ -45,7 +45,7 @@ BETA1, BETA2 = 0.5, 0.9   # the Adam-style update's momentum and second-moment d
 
 
 def torch_loudness_and_centroid(audio: torch.Tensor, sample_rate: int, hop: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable `data.controls.loudness_and_centroid` for (batch, samples) audio: frame i is
+    """Differentiable `audio.controls.loudness_and_centroid` for (batch, samples) audio: frame i is
     centred on [i * hop, (i + 1) * hop), window 2 * hop, A-weighted loudness in dB (floor -100) and the
     magnitude-weighted centroid on the MIDI scale (no silence rule: the caller masks). -> two
     (batch, ceil(samples / hop)) tensors in the audio's float dtype (computed in float32 or above)."""

@@ -46,7 +46,7 @@ def load_sketch(model, path, seconds: float, strength: float = 1.0, max_kernel: 
     frame i covers the same samples as latent frame i; it covers the audio's length. Curves (.json /
     .csv, `controls_from_curves`): sampled at the frame times of the whole `seconds` (each curve is
     held past its last point)."""
-    from .data.dataset import load_audio
+    from .audio.io import load_audio
     from .sketch import controls_from_audio, controls_from_curves, median_filter, strength_to_kernel
     require_input_group(model, "sketch", "a sketch")
     kernel = strength_to_kernel(strength, max_kernel)

@@ -12,7 +12,7 @@ The embeddings come from a `PromptProbe`: a latent-side conv encoder (about one 
 field, mean-pooled) and a text-side projection of the mean-pooled conditioning tokens (the same
 MiniLM tokens the DiT cross-attends to, so a weighted blend of prompts is guided towards its blend),
 trained contrastively (CLIP's symmetric InfoNCE) on the training latents and their captions
-(`fit_prompt_probe`, a few minutes on a CPU). It works in latent space, never through the decoder,
+(`lmdm.train.prompt_probe.fit_prompt_probe`, a few minutes on a CPU). It works in latent space, never through the decoder,
 so a guidance iteration costs a tiny conv net's forward and backward, not a decoder pass.
 
 Guidance stops pushing a block once it matches its prompt as well as the median training crop matches
@@ -20,7 +20,7 @@ its own caption (`PromptProbe.target_similarity`, a hinge): on the default model
 further also pushed the styles the model already played right away from them (model card, v0.9).
 
 A probe can also carry instrument heads (`instruments=17`: the General MIDI families plus drums of
-`lmdm.eval.tagger.INSTRUMENTS`, read from the corpus metadata): one on the latent features, one on the
+`lmdm.data.labels.INSTRUMENTS`, read from the corpus metadata): one on the latent features, one on the
 pooled text. The contrastive space is dominated by style, so guiding by it alone traded instruments
 for style (v0.9); with heads, guidance also pushes each instrument family towards the side the prompt
 puts it on (named: present, not named: absent), with a hinge at a margin, so families already
@@ -29,16 +29,14 @@ heard right are left alone.
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .control_guidance import adam_guidance_steps
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 
 PROBE_FRAMES = 48   # the probe reads a block with clean context before it up to this many frames (~2.2 s)
 INSTRUMENT_MARGIN = 2.0   # instrument guidance stops once a family's logit is this far on the prompt's side
@@ -86,111 +84,6 @@ class PromptProbe(nn.Module):
         with instrument heads, each family's probability that the prompt names it."""
         emb = self.embed_text(pooled)
         return torch.cat((emb, self.text_instruments(pooled).sigmoid()), -1) if self.instruments else emb
-
-
-def contrastive_loss(probe: PromptProbe, latents: torch.Tensor, pooled: torch.Tensor,
-                     instruments: torch.Tensor | None = None) -> torch.Tensor:
-    """CLIP's symmetric InfoNCE: item i's latents and text are the positive pair, the batch's others
-    negatives. (Soft targets from the captions' own similarity, so same-style clips are pushed apart
-    less, were tried on the built-in corpus and retrieved styles no better.) With instrument heads and
-    `instruments` (batch, families) multi-hot labels, plus both heads' binary cross-entropy."""
-    emb, inst_logits = probe.read_latents(latents)
-    logits = probe.logit_scale.exp().clamp(max=100) * emb @ probe.embed_text(pooled).T
-    target = torch.arange(len(logits))
-    loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-    if probe.instruments and instruments is not None:
-        loss = loss + F.binary_cross_entropy_with_logits(inst_logits, instruments) \
-            + F.binary_cross_entropy_with_logits(probe.text_instruments(pooled), instruments)
-    return loss
-
-
-def instrument_labels(metadata: dict | None) -> torch.Tensor:
-    """A corpus clip's metadata -> multi-hot over `lmdm.eval.tagger.INSTRUMENTS` (all zero without stems)."""
-    from .eval.tagger import INSTRUMENTS, instruments_of
-    present = set(instruments_of(metadata or {}))
-    return torch.tensor([float(name in present) for name in INSTRUMENTS])
-
-
-def fit_prompt_probe(records: list[dict], tensors: dict[str, torch.Tensor], encode_text, io_channels: int,
-                     text_dim: int, steps: int = 2000, crop: int = 48, batch: int = 48, seed: int = 0,
-                     heldout: float = 0.1, instruments: bool = False,
-                     progress: bool = True) -> tuple[PromptProbe, dict[str, float]]:
-    """Fit on random `crop`-frame crops of all but the last `heldout` fraction of the clips (a
-    `LatentDataset`'s `records` and `tensors`) paired with one of their captions; `encode_text(texts)`
-    gives conditioning tokens (the model's text encoder). A batch never holds a clip twice. The probe's
-    `target_similarity` becomes the median similarity of training crops to their own captions.
-    `instruments`: also fit the instrument heads on the clips' metadata (needs stems in it).
-    Returns the probe and, on crops of the held-out clips, caption retrieval: the share whose nearest
-    caption among all held-out captions belongs to the same clip (`clip`) and to a clip of the same style
-    (`style`); with instruments, the mean Jaccard index of each head's families (p > 0.5) with the
-    metadata's (`instruments_latent` per crop, `instruments_text` per caption)."""
-    clips = [(tensors[r["latents"]].float(), list(r["captions"]), (r.get("metadata") or {}).get("style"),
-              instrument_labels(r.get("metadata"))) for r in records if r.get("captions")]
-    if len(clips) < 4:
-        raise DataError(f"fitting a prompt probe needs at least 4 captioned clips, got {len(clips)}")
-    if instruments and not any(labels.any() for *_, labels in clips):
-        raise DataError("instrument heads need clips whose metadata lists their stems (lmdm data synth)")
-    crop = min(crop, *(clip[0].shape[-1] for clip in clips))
-    texts = sorted({c for _, caps, *_ in clips for c in caps})
-    with torch.no_grad():
-        pooled = torch.cat([pool_tokens(encode_text(texts[i:i + 64]).float()) for i in range(0, len(texts), 64)])
-    text_index = {t: i for i, t in enumerate(texts)}
-    n_held = max(1, int(len(clips) * heldout))
-    train, held = clips[:-n_held], clips[-n_held:]
-    batch = min(batch, len(train))
-    rng = random.Random(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        probe = PromptProbe(io_channels, text_dim, instruments=len(clips[0][3]) if instruments else 0)
-    opt = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-
-    def crop_of(z):
-        s = rng.randrange(z.shape[-1] - crop + 1)
-        return z[:, s:s + crop]
-
-    for _ in tqdm(range(steps), desc="prompt probe", disable=not progress):
-        chosen = rng.sample(train, batch)
-        x = torch.stack([crop_of(z) for z, *_ in chosen])
-        t = pooled[[text_index[rng.choice(caps)] for _, caps, *_ in chosen]]
-        loss = contrastive_loss(probe, x, t, torch.stack([labels for *_, labels in chosen]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    probe.eval().requires_grad_(False)
-    with torch.no_grad():   # the median similarity of training crops to one of their own captions
-        chosen = [rng.choice(train) for _ in range(512)]
-        x = torch.stack([crop_of(z) for z, *_ in chosen])
-        t = probe.embed_text(pooled[[text_index[rng.choice(caps)] for _, caps, *_ in chosen]])
-        probe.target_similarity.fill_(float((probe.embed_latents(x) * t).sum(-1).median()))
-    return probe, _heldout_scores(probe, held, pooled, text_index, crop_of)
-
-
-def _jaccard(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    pred, true = logits > 0, labels > 0.5
-    return float(((pred & true).sum(-1) / (pred | true).sum(-1).clamp_min(1)).mean())
-
-
-@torch.no_grad()
-def _heldout_scores(probe, held, pooled, text_index, crop_of, crops_per_clip: int = 8) -> dict[str, float]:
-    owners = [(k, style, text_index[c]) for k, (_, caps, style, _) in enumerate(held) for c in caps]
-    text_emb = probe.embed_text(pooled[[i for _, _, i in owners]])
-    hit_clip, hit_style, n, inst_latent = 0, 0, 0, []
-    for k, (z, _, style, labels) in enumerate(held):
-        emb, inst = probe.read_latents(torch.stack([crop_of(z) for _ in range(crops_per_clip)]))
-        for best in (emb @ text_emb.T).argmax(-1).tolist():
-            hit_clip += owners[best][0] == k
-            hit_style += owners[best][1] == style
-            n += 1
-        if probe.instruments:
-            inst_latent.append(_jaccard(inst, labels.expand_as(inst)))
-    scores = {"clip": hit_clip / n, "style": hit_style / n}
-    if probe.instruments:
-        labels = torch.stack([held[k][3] for k, _, _ in owners])
-        scores["instruments_latent"] = sum(inst_latent) / len(inst_latent)
-        scores["instruments_text"] = _jaccard(probe.text_instruments(pooled[[i for _, _, i in owners]]), labels)
-    return scores
 
 
 @dataclass

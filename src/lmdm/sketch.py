@@ -5,7 +5,7 @@ through its own zero-initialised bias-free projection (so a model without them t
 
 - `sketch` = [mask | loudness | centroid | pitch]  (SKETCH_CHANNELS = 4). mask 1 where a control
   curve is given. Normalisation (all three roughly in [-1, 1]; 0 is what a dropped control reads):
-    loudness  (clip(dB, -80, 0) + 40) / 40           A-weighted dB of `data.controls` (-40 dB -> 0)
+    loudness  (clip(dB, -80, 0) + 40) / 40           A-weighted dB of `audio.controls` (-40 dB -> 0)
     centroid  (clip(midi, 24, 132) - 78) / 54         spectral centroid on the MIDI scale; silence -> -1
     pitch     voicing * (clip(midi(f0), 24, 96) - 60) / 36, and 0 where unvoiced (f0 = 0)
 - `accompaniment` = [mask | accompaniment latents] (io_channels + 1), time-aligned with the window.
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.controls import HOP, SAMPLE_RATE, extract_controls, hz_to_midi
+from .audio.controls import HOP, SAMPLE_RATE, extract_controls, hz_to_midi
 from .errors import ShapeError
 
 SKETCH_NAMES = ("loudness", "centroid", "pitch")
@@ -59,7 +59,7 @@ def normalise_pitch(f0_hz, voicing=None):
 
 
 def sketch_from_controls(controls: dict) -> torch.Tensor:
-    """`data.controls.extract_controls` output -> normalised (3, frames) float32 [loudness, centroid, pitch]."""
+    """`audio.controls.extract_controls` output -> normalised (3, frames) float32 [loudness, centroid, pitch]."""
     rows = [normalise_loudness(controls["loudness"]), normalise_centroid(controls["centroid"]),
             normalise_pitch(controls["f0"], controls.get("voicing"))]
     return torch.from_numpy(np.stack(rows)).float()

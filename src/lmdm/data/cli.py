@@ -2,12 +2,11 @@
 
 `add_data_parser(subparsers)` registers the commands on the main `lmdm` parser; each sets
 `func(args) -> exit code`. Nothing heavy is imported until a command runs. Also runnable alone:
-`python -m lmdm.data.cli synth --hours 0.05 --out /tmp/synth`.
+`python -m lmdm.data synth --hours 0.05 --out /tmp/synth`.
 """
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def _synth(args) -> int:
@@ -127,13 +126,3 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=_encode)
     return d
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m lmdm.data.cli …` (e.g. under torchrun) = `lmdm data …`."""
-    from ..cli import main as lmdm_main
-    return lmdm_main(["data", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

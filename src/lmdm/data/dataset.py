@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..audio.io import load_audio
 from ..errors import DataError
 from .augment import augment_dynamics
-from .controls import NAMES as CONTROL_NAMES, controls_array, extract_controls
+from ..audio.controls import NAMES as CONTROL_NAMES, controls_array, extract_controls
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".opus")
 REQUIRED = {"path": str, "duration": (int, float), "sample_rate": int, "channels": int, "captions": list,
@@ -80,31 +81,6 @@ def write_manifest(entries: list[dict], path: str | Path) -> Path:
             f.write(json.dumps(e) + "\n")
     os.replace(tmp, path)
     return path
-
-
-def load_audio(path: str | Path, sample_rate: int | None = None, channels: int | None = None) -> np.ndarray:
-    """-> (channels, samples) float32, resampled and up/down-mixed on request."""
-    import soundfile as sf
-    try:
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:   # soundfile raises LibsndfileError, RuntimeError, TypeError... on bad files
-        raise DataError(f"cannot read audio {path}: {e}") from e
-    audio = audio.T
-    if sample_rate and sr != sample_rate:
-        try:
-            from scipy.signal import resample_poly
-        except ImportError as e:
-            raise DataError(f"{path} is at {sr} Hz; resampling to {sample_rate} Hz needs scipy") from e
-        g = math.gcd(sr, sample_rate)
-        audio = resample_poly(audio, sample_rate // g, sr // g, axis=1).astype(np.float32)
-    if channels and audio.shape[0] != channels:
-        if audio.shape[0] == 1:
-            audio = np.repeat(audio, channels, axis=0)
-        elif channels == 1:
-            audio = audio.mean(axis=0, keepdims=True)
-        else:
-            raise DataError(f"{path} has {audio.shape[0]} channels; cannot map them to {channels}")
-    return np.ascontiguousarray(audio)
 
 
 def _verify(path: Path) -> tuple[int, int, float]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .controls import frame_signal, power_spectrum, to_mono
+from ..audio.controls import frame_signal, power_spectrum, to_mono
 
 OCTAVE_RATIOS = (1.0, 2.0, 0.5, 1.5, 2.0 / 3.0)
 READER_PATH = Path(__file__).with_name("tempo_reader.json")

@@ -51,8 +51,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.controls import SILENCE_DB, extract_controls, hz_to_midi, to_mono
-from ..data.dataset import load_audio, read_manifest
+from ..audio.controls import SILENCE_DB, extract_controls, hz_to_midi, to_mono
+from ..audio.io import load_audio
+from ..data.dataset import read_manifest
 from ..data.tempo import onset_strength
 from .metrics import control_adherence
 
@@ -90,7 +91,7 @@ def _finite(v: float) -> float | None:
 
 
 def compare_controls(target: dict, achieved: dict, frame_rate: float) -> dict:
-    """Adherence of `achieved` controls to `target` ones (both `data.controls.extract_controls`
+    """Adherence of `achieved` controls to `target` ones (both `audio.controls.extract_controls`
     dicts at the same hop): see the module docstring for each number."""
     n = min(len(target["loudness"]), len(achieved["loudness"]))
     lt = np.clip(target["loudness"][:n], SILENCE_DB, 0.0)

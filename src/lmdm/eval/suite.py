@@ -35,12 +35,14 @@ import numpy as np
 import torch
 
 from ..beat import bpm_from_text
-from ..data.dataset import load_audio, read_manifest
+from ..audio.io import load_audio
+from ..data.dataset import read_manifest
+from ..data.labels import instruments_of
 from ..data.tempo import beat_steadiness, estimate_tempo
 from .embedders import lmdm_embedder
 from .metrics import (blocks_until_match, context_memory, drift_curve, drift_ratio, frechet_with_interval,
                       switch_discontinuity, windows)
-from .tagger import Tagger, instruments_of
+from .tagger import Tagger
 
 WINDOW_SECONDS = 10.0
 

@@ -26,24 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.labels import INSTRUMENTS, TEMPO_CLASSES, instruments_of, tempo_class
 from ..errors import CheckpointError
 
-GM_FAMILIES = ("piano", "chromatic percussion", "organ", "guitar", "bass", "strings", "ensemble", "brass", "reed",
-               "pipe", "synth lead", "synth pad", "synth effects", "ethnic", "percussive", "sound effects")
-INSTRUMENTS = GM_FAMILIES + ("drums",)
-TEMPO_CLASSES = ("slow", "medium", "fast")  # < 95, 95-130, > 130 BPM
 SHIPPED = Path(__file__).with_name("tagger.safetensors")
-
-
-def tempo_class(bpm: float) -> int:
-    return 0 if bpm < 95 else (1 if bpm <= 130 else 2)
-
-
-def instruments_of(metadata: dict) -> list[str]:
-    out = set()
-    for stem in metadata.get("stems", {}).values():
-        out.add("drums" if stem.get("is_drum") else GM_FAMILIES[int(stem["program"]) // 8])
-    return sorted(out)
 
 
 @dataclass
@@ -187,7 +173,8 @@ def train_tagger(manifest: str | Path, epochs: int = 30, batch: int = 16, holdou
     """Train on a corpus manifest (`lmdm data synth`); pieces are split train/held-out by index.
     `codec`: a model (directory or "default") whose autoencoder round-trips every piece's centre
     `codec_seconds`; training then draws half its crops from those views and adds noise and gain."""
-    from ..data.dataset import load_audio, read_manifest
+    from ..audio.io import load_audio
+    from ..data.dataset import read_manifest
     entries = read_manifest(manifest)
     root = Path(manifest).parent
     styles = sorted({e["metadata"]["style"] for e in entries})

@@ -84,7 +84,8 @@ class STFTDiscriminator(nn.Module):
 
 def load_clips(manifest: str, sample_rate: int, channels: int, crop: int) -> tuple[list[dict], list]:
     """Every clip of the manifest in memory as (path, audio (C, L) tensor); short clips are an error."""
-    from ..data.dataset import load_audio, read_manifest
+    from ..audio.io import load_audio
+    from ..data.dataset import read_manifest
     entries = read_manifest(manifest)
     if not entries:
         raise DataError(f"manifest {manifest} lists no clips")

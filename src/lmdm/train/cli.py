@@ -2,14 +2,12 @@
 and `lmdm train prompt-probe --model DIR --latents DIR --out DIR` (prompt guidance's latent-text model).
 
 The same command runs on one process or under torchrun:
-    torchrun --nproc_per_node 4 -m lmdm.train.cli finetune --config configs/train/sao-small-gpus.json
-(`python -m lmdm.train.cli` is this parser on its own, until `lmdm train` is wired in.)
+    torchrun --nproc_per_node 4 -m lmdm.train finetune --config configs/train/sao-small-gpus.json
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def _run(args) -> int:
@@ -37,7 +35,7 @@ def _prompt_probe(args) -> int:
     from ..checkpoints import DEFAULT_MODEL_DIR, from_pretrained, save_pretrained
     from ..data.dataset import LatentDataset
     from ..errors import ConfigError
-    from ..prompt_guidance import fit_prompt_probe
+    from .prompt_probe import fit_prompt_probe
     if not 0 <= args.strength <= 2:
         raise ConfigError(f"--strength must be in [0, 2], got {args.strength}")
     model = from_pretrained(DEFAULT_MODEL_DIR if args.model == "default" else args.model)   # in its stored dtype
@@ -97,13 +95,3 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_prompt_probe, width=128, dim=128)
     return train
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m lmdm.train.cli …` (e.g. under torchrun) = `lmdm train …`."""
-    from ..cli import main as lmdm_main
-    return lmdm_main(["train", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -283,7 +283,7 @@ class FinetuneObjective(Objective):
             return torch.zeros(SKETCH_CHANNELS, T)
         if "controls" not in item:
             raise DataError(f"{item['path']}: finetune.p_sketch > 0 needs controls (encode with controls)")
-        from ..data.controls import NAMES
+        from ..audio.controls import NAMES
         controls = sketch_from_controls(dict(zip(NAMES, item["controls"].double().numpy())))
         # filter the whole crop (as the stream filters the whole sketch), then keep the window
         controls = median_filter(controls, random_kernel(f.sketch_max_kernel, g))[..., -T:]

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..errors import DataError
-from ..eval.tagger import INSTRUMENTS, TEMPO_CLASSES, instruments_of, tempo_class
+from ..data.labels import INSTRUMENTS, TEMPO_CLASSES, instruments_of, tempo_class
 
 
 class TagProbe(nn.Module):

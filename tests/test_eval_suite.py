@@ -124,13 +124,13 @@ def test_eval_cli_rejects_streams_shorter_than_a_window(setup, tmp_path):
 
 
 def test_tempo_readings_script_renders_and_reads_the_named_bpm_streams(setup, tmp_path, capsys):
-    """scripts/tempo_readings.py: one row per caption naming a BPM among the suite's first prompts, each
+    """tools/tempo_readings.py: one row per caption naming a BPM among the suite's first prompts, each
     stream saved as FLAC when asked, and the medians at the end."""
     import importlib.util
     from pathlib import Path
 
     import soundfile as sf
-    path = Path(__file__).parents[1] / "scripts" / "tempo_readings.py"
+    path = Path(__file__).parents[1] / "tools" / "tempo_readings.py"
     spec = importlib.util.spec_from_file_location("tempo_readings", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)

@@ -6,7 +6,7 @@ at ~105-135 BPM (or half that) whatever was asked (eval median tempo error 21 % 
 need the decoder in the training graph; the frozen control probe (`train.control_probe`) already reads
 loudness per latent frame, and the tempo is in it: this loss on the probe's loudness of real
 held-out latents reads a median 1.3 and places 73 % of 13-s windows within 4 % of the metadata BPM
-(`python scripts/probe_conditioning.py tempo ...`), so it is a teacher at the resolution the bar asks for.
+(`python tools/probe_conditioning.py tempo ...`), so it is a teacher at the resolution the bar asks for.
 
 How: the positive frame-to-frame change of the probe's loudness (dB) over the whole rollout is an
 onset envelope; `tempo_scores` scores each candidate BPM of a log-spaced grid exactly as

@@ -1,8 +1,8 @@
 """What the shipped tagger hears in audio files, per 10-s window: style, tempo class, instruments,
 plus RMS and peak, and the evaluation's beat tracker's BPM (`data.tempo.estimate_tempo`, at the
 file's own rate) of the whole file and of each window. The model card's listening notes come from
-`python scripts/tag_audio.py src/lmdm/default_model/examples/*.flac`.
-Usage: python scripts/tag_audio.py FILE [FILE ...]"""
+`python tools/tag_audio.py src/lmdm/default_model/examples/*.flac`.
+Usage: python tools/tag_audio.py FILE [FILE ...]"""
 import sys
 
 import numpy as np

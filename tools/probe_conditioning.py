@@ -1,48 +1,48 @@
 """Does a model use its conditioning? The measurements behind the default model card's findings.
 
-    python scripts/probe_conditioning.py context MODEL_DIR LATENTS_DIR HELDOUT/manifest.jsonl
+    python tools/probe_conditioning.py context MODEL_DIR LATENTS_DIR HELDOUT/manifest.jsonl
         1. stage-1 loss on 8 training windows with the real context vs the context masked out, at
            t = 0.3, 0.6, 0.9, 1.0 (at t = 1 the target can only come from context and text);
         2. a stream primed with 10 s of the first held-out piece vs the same stream unprimed (same
            caption and seed), relative L2 of each of 8 blocks, next to two seeds' difference.
-    python scripts/probe_conditioning.py caption-loss MODEL_DIR LATENTS_DIR
+    python tools/probe_conditioning.py caption-loss MODEL_DIR LATENTS_DIR
         the loss on 32 training windows without context at t = 0.5, 0.8, 0.95, 1.0 with each item's own
         caption, the empty caption and another item's caption: how much the model uses its prompt.
-    python scripts/probe_conditioning.py sketch MODEL_DIR
+    python tools/probe_conditioning.py sketch MODEL_DIR
         the output's mean loudness over four 5-s sections of a drawn sketch alternating -60 / -8 dB,
         with and without the sketch.
-    python scripts/probe_conditioning.py sketch-loss MODEL_DIR LATENTS_DIR
+    python tools/probe_conditioning.py sketch-loss MODEL_DIR LATENTS_DIR
         the loss on 16 training windows without context at t = 0.5, 0.8, 0.95 with each item's own
         sketch, no sketch, and another item's sketch: a model that reads its sketch has a clear gap
         between the first and the last.
-    python scripts/probe_conditioning.py sketch-follow MODEL_DIR LATENTS_DIR HELDOUT/manifest.jsonl
+    python tools/probe_conditioning.py sketch-follow MODEL_DIR LATENTS_DIR HELDOUT/manifest.jsonl
         where a sketch gets lost: the share of latent variance the controls explain linearly; the
         router projections' norms; a control probe fitted on the latents (held-out R²); how well the
         model's one-step clean estimate follows the sketch (probe loudness correlation, t = 1 and
         0.9, vs the true latents); and in 20-s streams of 4 held-out pieces, the generated latents
         (by the probe) and the decoded audio's loudness against the sketch.
-    python scripts/probe_conditioning.py tempo MODEL_DIR LATENTS_DIR CONTROL_PROBE HELDOUT/manifest.jsonl
+    python tools/probe_conditioning.py tempo MODEL_DIR LATENTS_DIR CONTROL_PROBE HELDOUT/manifest.jsonl
         the tempo loss (`lmdm.train.tempo_loss`, through a run's control-probe.safetensors) of real
         latents (288-frame windows of the last 60 clips) and of 13-s streams (after the first block)
         for 12 held-out captions, seeds 0-11: mean and median cross-entropy against the caption's BPM
         (a uniform guess is ln 91 = 4.51) and the share read within 4 % of it.
-    python scripts/probe_conditioning.py clock-loss MODEL_DIR LATENTS_DIR
+    python tools/probe_conditioning.py clock-loss MODEL_DIR LATENTS_DIR
         the loss on 16 training windows without context at t = 0.5, 0.8, 0.95 with the right beat clock
         (`lmdm.beat`, the piece's BPM from its first frame), none, one half a beat off, one at 0.8x tempo.
-    python scripts/probe_conditioning.py bpm-sweep MODEL_DIR HELDOUT/manifest.jsonl
+    python tools/probe_conditioning.py bpm-sweep MODEL_DIR HELDOUT/manifest.jsonl
         4 held-out captions (the eval's first 4), seeds 0-3, 18-s streams at --bpm 0, 80, 100, 130, 160:
         the beat tracker's tempo of each (does sampling keep the clock's tempo?).
-    python scripts/probe_conditioning.py adherence MODEL_DIR HELDOUT/manifest.jsonl [N] [SECONDS]
+    python tools/probe_conditioning.py adherence MODEL_DIR HELDOUT/manifest.jsonl [N] [SECONDS]
         the eval's first N (8) captions, seeds 0.., SECONDS (20) -s text-only streams: tagger style and
         instrument agreement and tempo error per stream (a quick look before `lmdm eval`).
-    python scripts/probe_conditioning.py styles MODEL_DIR CORPUS/manifest.jsonl STYLE[,STYLE...]
+    python tools/probe_conditioning.py styles MODEL_DIR CORPUS/manifest.jsonl STYLE[,STYLE...]
         can the model make a style at all? For the first 3 pieces of each style in a (training) corpus,
         their first 2 captions as 20-s streams (seed = the piece's rank, 1-3): the tagger's style for
         every 10-s window, counted.
-    python scripts/probe_conditioning.py primed MODEL_DIR HELDOUT/manifest.jsonl STYLE[,STYLE...]
+    python tools/probe_conditioning.py primed MODEL_DIR HELDOUT/manifest.jsonl STYLE[,STYLE...]
         each held-out piece of those styles: the tagger's style per 10-s window of the piece, of its
         codec round trip, and of a 30-s stream primed with its first window (its caption, seed 0).
-    python scripts/probe_conditioning.py tag-probe MODEL_DIR LATENTS_DIR CORPUS/manifest.jsonl STYLE[,STYLE...]
+    python tools/probe_conditioning.py tag-probe MODEL_DIR LATENTS_DIR CORPUS/manifest.jsonl STYLE[,STYLE...]
         is the tag loss blind where the eval is not? The latent tag probe (fitted as ARC-Forcing fits
         it) on each 48-frame block of `styles`'s streams, next to the eval tagger on the decoded 10-s
         windows: a probe that reads the asked style where the tagger hears another gives the tag loss

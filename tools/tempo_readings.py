@@ -11,7 +11,7 @@ it is compensated), and the reader's reading of each 10-s window. A beat that wa
 steadiness; the 10-s readings alone cannot tell a wandering beat from the reader's own errors on short
 windows, which are more frequent than on whole clips (README, Evaluation).
 
-    python scripts/tempo_readings.py default HELDOUT/manifest.jsonl --prompts 24 --seconds 60
+    python tools/tempo_readings.py default HELDOUT/manifest.jsonl --prompts 24 --seconds 60
 
 `--save DIR` also writes each stream to DIR (FLAC, named by its caption index and style), so other
 tempo readers can be tried on exactly these streams without rendering them again.

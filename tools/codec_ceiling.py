@@ -1,7 +1,7 @@
 """How much prompt adherence the default model's codec leaves: the shipped tagger's style and
 instrument agreement and the tempo error on held-out pieces, as they are and after an
 encode/decode round trip through the default autoencoder.
-Usage: python scripts/codec_ceiling.py HELDOUT/manifest.jsonl [PIECES] [MODEL] [TAGGER]   (the model card
+Usage: python tools/codec_ceiling.py HELDOUT/manifest.jsonl [PIECES] [MODEL] [TAGGER]   (the model card
 used 5, then 12; MODEL: a model directory, default the embedded default model; TAGGER: a tagger file,
 default the shipped one)"""
 import json

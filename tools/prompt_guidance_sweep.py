@@ -1,6 +1,6 @@
 """Style / instrument agreement of one model under several prompt-guidance settings (the model card's v0.9 and v0.10 sweeps).
 
-    python scripts/prompt_guidance_sweep.py MODEL_DIR HELDOUT/manifest.jsonl '{"strength": 0.3}' '{"strength": 0.15}' ...
+    python tools/prompt_guidance_sweep.py MODEL_DIR HELDOUT/manifest.jsonl '{"strength": 0.3}' '{"strength": 0.15}' ...
 
 Each JSON is a `lmdm.prompt_guidance.PromptGuidance` (strength, iterations, first_step, last_step,
 instrument_weight for probes with instrument heads), plus

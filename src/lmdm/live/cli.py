@@ -45,12 +45,26 @@ def load_model(args):
 
 
 def run_live(args) -> int:
-    model = load_model(args)
-    if args.headless:
-        from ..errors import ConfigError
-        from .headless import run_headless
+    from ..config import SamplingConfig
+    from ..errors import ConfigError
+    if not 1 <= args.max_sessions <= 256:
+        raise ConfigError(f"--max-sessions must be in [1, 256], got {args.max_sessions}")
+    if not 0 <= args.port <= 65535 or (args.osc_port is not None and not 0 <= args.osc_port <= 65535):
+        raise ConfigError(f"ports must be in [0, 65535], got --port {args.port}, --osc-port {args.osc_port}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.headless:   # every option and the output path are checked before the model loads
+        from ..audiofile import check_output
+        from ..prompts import parse_schedule
         if not args.script:
             raise ConfigError('--headless needs --script, e.g. --script "warm piano@0s" "dub techno@10s"')
+        SamplingConfig(seconds=args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg).validate(
+            {"seconds": "--seconds", "seed": "--seed", "steps": "--steps", "cfg_scale": "--cfg"})
+        parse_schedule(args.script)
+        check_output(args.out, "--out")
+    model = load_model(args)
+    if args.headless:
+        from .headless import run_headless
         log = lambda msg: print(f"lmdm live: {msg}", file=sys.stderr, flush=True)  # noqa: E731
         report = run_headless(model, args.out, args.script, args.seconds, seed=args.seed, steps=args.steps,
                               cfg=args.cfg, threads=args.threads, progress=log)

@@ -19,7 +19,10 @@ def test_blends_and_times_parse():
 
 @pytest.mark.parametrize("specs, message", [
     (["A@5s"], "start at 0"), (["A", "B"], "same time"), (["A@0s", "B@0"], "same time"),
-    (["A:0|B:1"], "positive"), (["|B"], "empty prompt"), ([], "no prompt")])
+    (["A:0|B:1"], r"weight '0' .* \(0, 100\]"), (["|B"], "empty prompt"), ([], "no prompt"),
+    # a number where a weight or time goes is one, checked: never silently prompt text (issue 34)
+    (["a:-1|b:1"], "weight '-1'"), (["a:1e9|b:1"], "weight '1e9'"), (["a:nan"], "weight 'nan'"),
+    (["a@0s", "b@-5s"], "time '-5'"), (["a@0s", "b@infs"], "time 'inf'")])
 def test_bad_specs_are_named(specs, message):
     with pytest.raises(PromptError, match=message):
         parse_schedule(specs)

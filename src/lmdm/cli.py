@@ -42,34 +42,70 @@ def _bench(args) -> int:
     return 0
 
 
-def _generate(args) -> int:
-    import soundfile as sf
-    import torch
+# the flag a user typed for each SamplingConfig field, so an error names it
+LABELS = {"seconds": "--seconds", "seed": "--seed", "steps": "--steps", "cfg_scale": "--cfg", "block_frames": "--block",
+          "sketch_cfg": "--sketch-cfg", "sketch_strength": "--sketch-strength",
+          "control_guidance": "--control-guidance", "prompt_guidance": "--prompt-guidance", "beat_cfg": "--beat-cfg",
+          "bpm": "--bpm", "cutoff_frames": "--cutoff"}
 
+
+def _knobs(args, **extra):
+    """Every sampling option of a render, checked before anything is loaded or written."""
+    from .config import SamplingConfig
+    fields = {name: getattr(args, name) for name in ("sketch_cfg", "sketch_strength", "control_guidance",
+                                                     "prompt_guidance", "beat_cfg", "bpm") if hasattr(args, name)}
+    return SamplingConfig(seconds=args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
+                          block_frames=args.block, **fields, **extra).validate(LABELS)
+
+
+def _check_length(schedule, seconds: float | None, model=None, writer=None) -> None:
+    """Timed prompt changes inside the piece, and a piece that fits in a WAV file."""
+    if seconds is not None:
+        late = [t for t, _ in schedule if t > 0 and t >= seconds]
+        if late:
+            raise PromptError(f"a prompt change at {late[0]:g} s comes at or after the end of the piece "
+                              f"(--seconds {seconds:g}), so it would never play")
+    if model is not None and model.autoencoder is not None:
+        from .audiofile import max_seconds
+        limit = max_seconds(model.sample_rate, model.autoencoder.config.audio_channels)
+        if seconds is not None and seconds > limit:
+            raise ConfigError(f"--seconds {seconds:g} is longer than a WAV file can hold at {model.sample_rate} Hz "
+                              f"({limit / 3600:.2f} h); render it in parts")
+
+
+def _generate(args) -> int:
+    from .audiofile import AudioWriter
     from .checkpoints import load, resolve_dtype
     from .prompts import parse_schedule
     if (args.prompt is None) == (not args.prompts):
         raise PromptError('give one prompt, e.g. lmdm generate "funky bass groove, 110 BPM", or --prompts '
                           '"A@0s" "B@30s" (not both)')
     schedule = parse_schedule(args.prompts or [args.prompt])
-    model = load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5)
-    sketch = None
-    if args.sketch:
-        from .generate import load_sketch
-        sketch = load_sketch(model, args.sketch, args.seconds, args.sketch_strength)
-    peak, say = 0.0, (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    with sf.SoundFile(args.output, "w", samplerate=model.sample_rate, channels=model.autoencoder.config.audio_channels,
-                      subtype="PCM_16") as out:
+    knobs = _knobs(args)
+    _check_length(schedule, args.seconds)
+    with AudioWriter(args.output) as out:   # the path is checked (and a temporary file made) before the model loads
+        model = load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5)
+        if model.autoencoder is None:
+            raise ConfigError(f"model {args.model!r} has no autoencoder, so it cannot make audio")
+        knobs.samples(model.sample_rate, "--seconds")
+        _check_length(schedule, args.seconds, model)
+        sketch = None
+        if args.sketch:
+            from .generate import load_sketch
+            sketch = load_sketch(model, args.sketch, args.seconds, args.sketch_strength)
+        peak, say = 0.0, (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+        out.start(model.sample_rate, model.autoencoder.config.audio_channels)
+
         def write(chunk):
             nonlocal peak
             peak = max(peak, float(chunk.abs().max()) if chunk.numel() else 0.0)
-            out.write(chunk.clamp(-1, 1).T.numpy())
+            out.write(chunk.numpy())
         model.generate(schedule, args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
                        progress=not args.quiet, on_audio=write, block_frames=args.block,
                        on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"), sketch=sketch,
                        sketch_cfg=args.sketch_cfg, control_guidance=args.control_guidance, bpm=args.bpm,
                        prompt_guidance=args.prompt_guidance, beat_cfg=args.beat_cfg)
-    print(f"wrote {args.output}: {args.seconds} s at {model.sample_rate} Hz, peak {peak:.3f}"
+    print(f"wrote {args.output}: {out.seconds:g} s at {model.sample_rate} Hz, peak {peak:.3f}"
           + (" (clipped to ±1)" if peak > 1 else "")
           + (f", sketch {args.sketch} ({sketch.shape[-1] * model.config.frame_seconds:.2f} s, strength "
              f"{args.sketch_strength:g})" if sketch is not None else ""))
@@ -77,28 +113,32 @@ def _generate(args) -> int:
 
 
 def _accompany(args) -> int:
-    import soundfile as sf
-
     from .accompany import accompany, check_model, load_song, mix
+    from .audiofile import AudioWriter
     from .checkpoints import load, resolve_dtype
     from .prompts import parse_schedule
     schedule = parse_schedule(args.prompt)
-    model = load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5)
-    check_model(model)
-    song = load_song(model, args.song)
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    generated = accompany(model, song, schedule, args.seconds, cutoff_frames=args.cutoff, block_frames=args.block,
-                          seed=args.seed, steps=args.steps, cfg_scale=args.cfg, progress=not args.quiet,
-                          on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"))
-    seconds = generated.shape[-1] / model.sample_rate
-    if args.mix:
-        out, peak = mix(song, generated)
-        note = (f"song + generated, peak {peak:.3f}" + (f" (peak-normalised: divided by {peak:.3f})" if peak > 1
-                                                         else ""))
-    else:
-        peak = float(generated.abs().max())
-        out, note = generated.clamp(-1, 1), f"generated part, peak {peak:.3f}" + (" (clipped to ±1)" if peak > 1 else "")
-    sf.write(args.output, out.T.numpy(), model.sample_rate, subtype="PCM_16")
+    _knobs(args, cutoff_frames=args.cutoff)
+    _check_length(schedule, args.seconds)
+    with AudioWriter(args.output) as writer:   # checked before the song is encoded and the part generated
+        model = load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5)
+        check_model(model)
+        song = load_song(model, args.song)
+        _check_length(schedule, args.seconds if args.seconds is not None else song.shape[-1] / model.sample_rate, model)
+        say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+        generated = accompany(model, song, schedule, args.seconds, cutoff_frames=args.cutoff, block_frames=args.block,
+                              seed=args.seed, steps=args.steps, cfg_scale=args.cfg, progress=not args.quiet,
+                              on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"))
+        seconds = generated.shape[-1] / model.sample_rate
+        if args.mix:
+            out, peak = mix(song, generated)
+            note = (f"song + generated, peak {peak:.3f}" + (f" (peak-normalised: divided by {peak:.3f})" if peak > 1
+                                                             else ""))
+        else:
+            peak = float(generated.abs().max())
+            out, note = generated.clamp(-1, 1), f"generated part, peak {peak:.3f}" + (" (clipped to ±1)" if peak > 1 else "")
+        writer.start(model.sample_rate, out.shape[0])
+        writer.write(out.numpy())
     print(f"wrote {args.output}: {seconds:.2f} s at {model.sample_rate} Hz, {note}; sample-aligned with {args.song}")
     return 0
 
@@ -391,12 +431,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 bad usage (argparse's own errors too), 1 a runtime failure, 130 Ctrl-C.
+    Every error is one line `lmdm: error: ...`; LMDM_TRACEBACK=1 adds the traceback of an unexpected one."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except LMDMError as e:
         print(f"lmdm: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("lmdm: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("lmdm: error: out of memory", file=sys.stderr)
+        return 1
+    except Exception as e:  # a failure we did not foresee: one line, never a wall of traceback
+        import os
+        if os.environ.get("LMDM_TRACEBACK"):
+            import traceback
+            traceback.print_exc()
+        print(f"lmdm: error: {type(e).__name__}: {e} (an unexpected failure; LMDM_TRACEBACK=1 shows where)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

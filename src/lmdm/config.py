@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,104 @@ from typing import Any
 from .errors import ConfigError
 
 PATTERNS = ("bidirectional", "enc-dec", "block-causal")
+
+
+# -- sampling knobs: the ONE place their ranges live -------------------------------------------
+# The CLI, the Python API (`generate`, `Stream`), the live protocol (pydantic fields built from
+# these bounds) and OSC all check a knob through `check_knob`, so a value is either accepted
+# everywhere or rejected everywhere with the same sentence.
+
+@dataclass(frozen=True)
+class Range:
+    lo: float
+    hi: float
+    integer: bool = False
+    lo_open: bool = False            # lo itself excluded (e.g. seconds > 0, weight > 0)
+    what: str = ""                   # one clause on the meaning, for the error message
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a number"
+        left = "(" if self.lo_open else "["
+        return f"{kind} in {left}{self.lo:g}, {self.hi:g}]"
+
+
+MIN_BPM, MAX_BPM = 30.0, 300.0
+MAX_SECONDS = 24 * 3600.0            # one render; a WAV file of stereo 16-bit 44.1 kHz ends at 6.7 h anyway
+KNOBS: dict[str, Range] = {
+    "seconds": Range(0, MAX_SECONDS, lo_open=True, what="length in seconds"),
+    "seed": Range(0, 2 ** 63 - 1, integer=True),
+    "steps": Range(1, 64, integer=True, what="denoising steps per block"),
+    "cfg_scale": Range(0, 20, what="1 = off"),
+    "sketch_cfg": Range(0, 20, what="1 = off"),
+    "beat_cfg": Range(0, 20, what="1 = off"),
+    "control_guidance": Range(0, 2, what="0 = off"),
+    "prompt_guidance": Range(0, 2, what="0 = off"),
+    "sketch_strength": Range(0, 1),
+    "bpm": Range(0, MAX_BPM, what=f"0 = the model picks, else {MIN_BPM:g}..{MAX_BPM:g}"),
+    "block_frames": Range(1, 4096, integer=True, what="latent frames"),
+    "cutoff_frames": Range(0, 65536, integer=True, what="latent frames"),
+    "weight": Range(0, 100, lo_open=True, what="a prompt's weight"),
+    "prompt_time": Range(0, MAX_SECONDS, what="seconds from the start"),
+    "feedback": Range(0, 1),
+    "gain": Range(0, 1),
+    "lead": Range(0.05, 10, what="seconds"),
+    "ahead": Range(1, 64, integer=True, what="blocks"),
+    "session": Range(0, 2 ** 31 - 1, integer=True, what="0 = every session"),
+}
+
+
+def check_knob(name: str, value, label: str | None = None):
+    """`value` if it is a finite number (an integer where the knob takes one) inside the knob's
+    range, else ConfigError naming `label` (default: the knob's name), the range and the value."""
+    r = KNOBS[name]
+    label = label or name
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok and r.integer:
+        ok = isinstance(value, numbers.Integral) or (math.isfinite(value) and float(value).is_integer())
+    if ok:
+        ok = math.isfinite(value) and (value > r.lo if r.lo_open else value >= r.lo) and value <= r.hi
+    if name == "bpm" and ok and 0 < value < MIN_BPM:
+        ok = False
+    if not ok:
+        extra = f" ({r.what})" if r.what else ""
+        raise ConfigError(f"{label} must be {r.describe()}{extra}, got {value!r}")
+    return int(value) if r.integer else float(value)
+
+
+@dataclass
+class SamplingConfig:
+    """How one piece or stream is sampled: every knob a user sets per request. None = the model's
+    default (or, for `seconds`, no length). `validate` checks each set field through `check_knob`;
+    `labels` maps a field to the name the user typed (e.g. {"cfg_scale": "--cfg"})."""
+
+    seconds: float | None = None
+    seed: int | None = None
+    steps: int | None = None
+    cfg_scale: float | None = None
+    block_frames: int | None = None
+    sketch_cfg: float | None = None
+    sketch_strength: float | None = None
+    control_guidance: float | None = None
+    prompt_guidance: float | None = None
+    beat_cfg: float | None = None
+    bpm: float | None = None
+    cutoff_frames: int | None = None
+
+    def validate(self, labels: dict[str, str] | None = None) -> "SamplingConfig":
+        labels = labels or {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                setattr(self, f.name, check_knob(f.name, value, labels.get(f.name)))
+        return self
+
+    def samples(self, sample_rate: int, label: str = "seconds") -> int:
+        """`seconds` in whole samples at `sample_rate`; at least one, or a ConfigError."""
+        n = round(self.seconds * sample_rate)
+        if n < 1:
+            raise ConfigError(f"{label} must give at least one sample ({1 / sample_rate:.3g} s at {sample_rate} Hz), "
+                              f"got {self.seconds!r}")
+        return n
 
 
 @dataclass
@@ -137,28 +237,31 @@ class ModelConfig:
         if self.pattern.pattern != "bidirectional" and "context" not in self.dit.input_groups:
             raise ConfigError(f"pattern {self.pattern.pattern!r} needs the context router: "
                               "dit.input_groups must contain 'context'")
+        if self.sample_rate <= 0 or self.downsampling_ratio <= 0:
+            raise ConfigError(f"sample_rate and downsampling_ratio must be positive, got {self.sample_rate} and "
+                              f"{self.downsampling_ratio}")
+        if self.autoencoder is not None:  # audio written at the wrong rate plays at the wrong speed: refuse it
+            ae_rate, strides = self.autoencoder.get("sample_rate"), self.autoencoder.get("strides")
+            if ae_rate is not None and ae_rate != self.sample_rate:
+                raise ConfigError(f"config sample_rate {self.sample_rate} disagrees with the autoencoder's "
+                                  f"sample_rate {ae_rate}: fix one of them (the autoencoder was trained at its own)")
+            if isinstance(strides, list) and strides and math.prod(strides) != self.downsampling_ratio:
+                raise ConfigError(f"config downsampling_ratio {self.downsampling_ratio} disagrees with the "
+                                  f"autoencoder's strides {strides} (product {math.prod(strides)})")
         if self.text.kind not in ("bytes", "minilm", "t5"):
             raise ConfigError(f"text.kind must be 'bytes', 'minilm' or 't5', got {self.text.kind!r}")
         if self.text.seconds_total != (self.dit.global_cond_dim > 0) or (
                 self.text.seconds_total and self.dit.global_cond_dim != self.dit.cond_token_dim):
             raise ConfigError("text.seconds_total provides the global vector: enable it exactly when "
                               "dit.global_cond_dim > 0, with global_cond_dim == cond_token_dim")
-        if self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
-        if not 0 <= self.cfg_scale <= 20:
-            raise ConfigError(f"cfg_scale must be in [0, 20], got {self.cfg_scale}")
-        if not 0 <= self.sketch_cfg_scale <= 20:
-            raise ConfigError(f"sketch_cfg_scale must be in [0, 20], got {self.sketch_cfg_scale}")
-        if not 0 <= self.beat_cfg_scale <= 20:
-            raise ConfigError(f"beat_cfg_scale must be in [0, 20], got {self.beat_cfg_scale}")
+        for name, knob in (("steps", "steps"), ("cfg_scale", "cfg_scale"), ("sketch_cfg_scale", "sketch_cfg"),
+                           ("beat_cfg_scale", "beat_cfg"), ("control_guidance", "control_guidance"),
+                           ("prompt_guidance", "prompt_guidance")):
+            check_knob(knob, getattr(self, name), name)
         if self.beat_cfg_steps < 0:
             raise ConfigError(f"beat_cfg_steps must be >= 0 (0 = every step), got {self.beat_cfg_steps}")
         if not -16 <= self.beat_lead_frames <= 16:
             raise ConfigError(f"beat_lead_frames must be in [-16, 16], got {self.beat_lead_frames}")
-        if not 0 <= self.control_guidance <= 2:
-            raise ConfigError(f"control_guidance must be in [0, 2], got {self.control_guidance}")
-        if not 0 <= self.prompt_guidance <= 2:
-            raise ConfigError(f"prompt_guidance must be in [0, 2], got {self.prompt_guidance}")
         if self.prompt_guidance > 0 and self.prompt_probe is None:
             raise ConfigError("prompt_guidance > 0 needs a prompt_probe (lmdm.prompt_guidance)")
         if self.prompt_probe is not None and not {"width", "dim"} <= set(self.prompt_probe) <= {"width", "dim", "instruments"}:

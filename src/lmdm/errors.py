@@ -2,7 +2,10 @@
 
 
 class LMDMError(Exception):
-    """Base class for every error lmdm raises on bad input."""
+    """Base class for every error lmdm raises on bad input. `exit_code`: what the command line
+    exits with (2: bad usage, the default; 1: a runtime failure, `RunError`)."""
+
+    exit_code = 2
 
 
 class ConfigError(LMDMError, ValueError):
@@ -31,3 +34,15 @@ class DataError(LMDMError, ValueError):
 
 class TrainingError(LMDMError):
     """A training run cannot go on: a non-finite loss, a bad batch, an inconsistent resume."""
+
+
+class OutputError(LMDMError):
+    """An output file cannot be written where the user asked (missing folder, a directory, no
+    permission, a format lmdm does not write). Checked before any work starts."""
+
+
+class RunError(LMDMError):
+    """Work that started could not finish (a write failed mid-way, generation crashed); exit code 1.
+    The user's existing output file is left as it was."""
+
+    exit_code = 1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .config import PatternConfig
+from .config import PatternConfig, SamplingConfig
 from .errors import ConfigError, DataError, LMDMError
 from .prompts import as_schedule
 
@@ -76,7 +76,8 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
              on_change=None, sketch: torch.Tensor | None = None, accompaniment: torch.Tensor | None = None,
              cutoff_frames: int | None = None, sketch_cfg: float | None = None,
              control_guidance: float | None = None, bpm: float | None = None,
-             prompt_guidance: float | None = None, beat_cfg: float | None = None) -> torch.Tensor:
+             prompt_guidance: float | None = None, beat_cfg: float | None = None,
+             collect: bool | None = None) -> torch.Tensor | None:
     """`prompt`: a string, weighted prompts, or a schedule [(start seconds, prompts)] whose changes
     are applied at the first block boundary at or after their time; `on_change(seconds, prompts)`
     is told where each landed.
@@ -90,23 +91,31 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
     with a `beat` group (`lmdm.beat`): None follows the prompts' tempo, a number fixes it, 0 = free tempo.
     `prompt_guidance`: its strength for a model with a prompt probe (`lmdm.prompt_guidance`; default the
     model's, 0 = off). `beat_cfg`: guidance on the beat clock while it runs (`Stream`; default the model's,
-    1 = off)."""
+    1 = off).
+
+    `collect`: keep the audio and return it (default: only without `on_audio`). A caller that
+    streams to `on_audio` gets None back and the render holds flat memory however long it is.
+    Every knob is checked (`SamplingConfig`, the ranges the CLI and the live server use) before
+    anything runs."""
     if model.autoencoder is None:
         raise ConfigError("this model has no autoencoder, so it cannot make audio")
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ConfigError(f"seconds must be a positive number, got {seconds}")
+    knobs = SamplingConfig(seconds=seconds, seed=seed, steps=steps, cfg_scale=cfg_scale, block_frames=block_frames,
+                           sketch_cfg=sketch_cfg, control_guidance=control_guidance, prompt_guidance=prompt_guidance,
+                           beat_cfg=beat_cfg, bpm=bpm, cutoff_frames=cutoff_frames).validate()
+    collect = on_audio is None if collect is None else collect
     if sketch is not None:
         require_input_group(model, "sketch", "a sketch")
     if accompaniment is not None:
         require_input_group(model, "accompaniment", "an accompaniment")
     schedule = as_schedule(prompt)
-    total = round(seconds * model.sample_rate)
+    total = knobs.samples(model.sample_rate)
     p = model.config.pattern
     if p.pattern == "bidirectional" and p.context_frames == 0:
         if len(schedule) > 1 or block_frames is not None:
             raise ConfigError("a plain Stable Audio Open model samples one window offline: timed prompt changes "
                               "and --block need an LMDM (lmdm convert)")
-        return _offline_window(model, schedule[0][1], seconds, total, seed, steps, cfg_scale, on_audio)
+        audio = _offline_window(model, schedule[0][1], seconds, total, seed, steps, cfg_scale, on_audio)
+        return audio if collect else None
     pattern = block_pattern(model, block_frames)
     stream = model.stream(schedule[0][1], seed=seed, steps=steps, cfg_scale=cfg_scale, pattern=pattern,
                           sketch=sketch, accompaniment=accompaniment, cutoff_frames=cutoff_frames,
@@ -128,7 +137,8 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
             audio = torch.cat((audio, stream.finish()[0]), -1)
         audio = audio[:, : total - have]
         have += audio.shape[-1]
-        pieces.append(audio)
+        if collect:
+            pieces.append(audio)
         if on_audio:
             on_audio(audio)
         if bar:
@@ -137,7 +147,7 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
             bar.update(audio.shape[-1] / model.sample_rate)
     if bar:
         bar.close()
-    return torch.cat(pieces, -1)
+    return torch.cat(pieces, -1) if collect else None
 
 
 def _offline_window(model, prompt, seconds, total, seed, steps, cfg_scale, on_audio) -> torch.Tensor:

@@ -75,7 +75,8 @@ class LiveMusicModel(nn.Module):
                  cfg_scale: float | None = None, progress: bool = False, on_audio=None, block_frames: int | None = None,
                  on_change=None, sketch: torch.Tensor | None = None, sketch_cfg: float | None = None,
                  control_guidance: float | None = None, bpm: float | None = None,
-                 prompt_guidance: float | None = None, beat_cfg: float | None = None) -> torch.Tensor:
+                 prompt_guidance: float | None = None, beat_cfg: float | None = None,
+                 collect: bool | None = None) -> torch.Tensor | None:
         """Audio (channels, samples) of exactly `seconds`, float32.
 
         `prompt`: a string, weighted prompts [(text, weight)], or a schedule [(start seconds,
@@ -90,12 +91,14 @@ class LiveMusicModel(nn.Module):
         `bpm`: the beat clock (models with a `beat` group): None follows the prompt's "... N BPM", a number
         fixes the tempo, 0 lets the model choose (`lmdm.beat`). `prompt_guidance`: the strength of prompt
         guidance for a model with a prompt probe (`lmdm.prompt_guidance`; default the model's, 0 = off).
-        `beat_cfg`: guidance on the beat clock while it runs (default the model's `beat_cfg_scale`; 1 = off)."""
+        `beat_cfg`: guidance on the beat clock while it runs (default the model's `beat_cfg_scale`; 1 = off).
+        `collect`: return the audio (default: only when there is no `on_audio`; streaming to `on_audio`
+        alone returns None and holds flat memory however long the piece)."""
         from .generate import generate
         return generate(self, prompt, seconds, seed=seed, steps=steps, cfg_scale=cfg_scale, progress=progress,
                         on_audio=on_audio, block_frames=block_frames, on_change=on_change, sketch=sketch,
                         sketch_cfg=sketch_cfg, control_guidance=control_guidance, bpm=bpm,
-                        prompt_guidance=prompt_guidance, beat_cfg=beat_cfg)
+                        prompt_guidance=prompt_guidance, beat_cfg=beat_cfg, collect=collect)
 
     def stream(self, prompt: Prompts | str = "", **kwargs):
         """A new streaming session; see `lmdm.stream.Stream` for the options."""

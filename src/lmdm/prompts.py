@@ -7,18 +7,30 @@
 
 A weight is a number after the last ':' of a part, a time a number (optionally followed by 's')
 after the last '@' of the spec; anything else is prompt text, so "ratio 3:4 polyrhythm" stays text
-only if what follows the last ':' is not a plain number. `lmdm generate --prompts` and
+because what follows the last ':' is not a number. Anything that reads as a number there (signed,
+with an exponent, nan, inf) is a weight or a time, checked against its range (`config.KNOBS`):
+"a:-1" and "b@-5s" are errors, never prompt text. `lmdm generate --prompts` and
 `lmdm live --headless --script` both read this syntax.
 """
 from __future__ import annotations
 
 import re
 
-from .errors import PromptError
+from .config import check_knob
+from .errors import ConfigError, PromptError
 from .models.conditioners import Prompts, check_prompts
 
-_TIME = re.compile(r"@\s*(\d+(?:\.\d*)?|\.\d+)\s*s?\s*$")
-_WEIGHT = re.compile(r":\s*(\d+(?:\.\d*)?|\.\d+)\s*$")
+# anything Python's float() would read: a sign, an exponent, nan, inf; its range is checked after
+_NUMBER = r"([-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|inf(?:inity)?))"
+_TIME = re.compile(r"@\s*" + _NUMBER + r"\s*s?\s*$", re.IGNORECASE)
+_WEIGHT = re.compile(r":\s*" + _NUMBER + r"\s*$", re.IGNORECASE)
+
+
+def _number(knob: str, text: str, spec: str) -> float:
+    try:
+        return check_knob(knob, float(text), f"{'weight' if knob == 'weight' else 'time'} {text!r} in {spec!r}")
+    except ConfigError as e:
+        raise PromptError(str(e)) from None
 
 Schedule = list[tuple[float, Prompts]]
 
@@ -28,7 +40,7 @@ def parse_blend(spec: str) -> Prompts:
     prompts = []
     for part in spec.split("|"):
         m = _WEIGHT.search(part)
-        text, weight = (part[:m.start()], float(m.group(1))) if m else (part, 1.0)
+        text, weight = (part[:m.start()], _number("weight", m.group(1), spec)) if m else (part, 1.0)
         if not text.strip():
             raise PromptError(f"empty prompt text in {spec!r} (write 'text:weight|text:weight')")
         prompts.append((text.strip(), weight))
@@ -44,7 +56,7 @@ def parse_schedule(specs: list[str] | str) -> Schedule:
     schedule = []
     for spec in specs:
         m = _TIME.search(spec)
-        start, body = (float(m.group(1)), spec[:m.start()]) if m else (0.0, spec)
+        start, body = (_number("prompt_time", m.group(1), spec), spec[:m.start()]) if m else (0.0, spec)
         schedule.append((start, parse_blend(body)))
     schedule.sort(key=lambda item: item[0])
     times = [t for t, _ in schedule]

@@ -53,7 +53,7 @@ import torch
 from .beat import BeatClock, bpm_from_prompts, check_bpm, with_tempo
 from .cache import BlockCausalCache, EncDecCache
 from .control_guidance import ControlGuidance, guide_x0
-from .config import PatternConfig
+from .config import PatternConfig, SamplingConfig, check_knob
 from .errors import ConfigError, ShapeError, StateError
 from .models.conditioners import Prompts, check_prompts, dominant
 from .prompt_guidance import PROBE_FRAMES, PromptGuidance, guide_to_prompt, pool_tokens
@@ -73,6 +73,8 @@ class Stream:
                  sketch_cfg: float | None = None, control_guidance: "float | ControlGuidance | None" = None,
                  bpm: float | None = None, prompt_guidance: "float | PromptGuidance | None" = None,
                  beat_cfg: float | None = None, beat_cfg_steps: int | None = None):
+        SamplingConfig(seed=seed, steps=steps, cfg_scale=cfg_scale, sketch_cfg=sketch_cfg, beat_cfg=beat_cfg,
+                       bpm=bpm, cutoff_frames=cutoff_frames).validate()   # the shared ranges (config.KNOBS)
         self.model, self.dit = model, pack_linears(model.dit)
         # the stream's own buffers (context, inputs, noise, sampler state) stay on the CPU: small, and
         # seeded noise and saved states do not depend on the device; the DiT, its cache and the
@@ -158,20 +160,20 @@ class Stream:
             self.needs_bootstrap = True
 
     def set_cfg(self, scale: float) -> None:
-        self.cfg_scale = float(scale)
+        self.cfg_scale = check_knob("cfg_scale", scale)
         self._sync_branches()
 
     def set_beat_cfg(self, scale: float, steps: int | None = None) -> None:
         """Guidance on the beat clock (1 = off): how much harder than trained the output keeps its tempo,
         on the first `steps` denoising steps (0: all; None: unchanged)."""
-        self.beat_cfg = float(scale)
+        self.beat_cfg = check_knob("beat_cfg", scale)
         if steps is not None:
             self.beat_cfg_steps = int(steps)
         self._sync_branches()
 
     def set_sketch_cfg(self, scale: float) -> None:
         """Guidance on the sketch (1 = off): how much harder than trained the output follows it."""
-        self.sketch_cfg = float(scale)
+        self.sketch_cfg = check_knob("sketch_cfg", scale)
         self._sync_branches()
 
     def set_control_guidance(self, strength: float) -> None:

@@ -24,6 +24,14 @@ def add_live_parser(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000, help="HTTP/WebSocket port (default 8000)")
     p.add_argument("--osc-port", type=int, default=None, help="also listen for OSC on this UDP port (e.g. 9000)")
     p.add_argument("--max-sessions", type=int, default=8)
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="also accept WebSocket connections from pages of this origin, e.g. http://mybox.local:8000 "
+                   "(repeatable; the server's own origin is always accepted, other sites' pages never)")
+    p.add_argument("--token", default=None,
+                   help="the token clients must pass (?token=...) when listening beyond loopback (default: a "
+                   "random one per run, printed in the URL); ignored on loopback unless given")
+    p.add_argument("--max-saved-mb", type=float, default=256.0,
+                   help="saved states (save/load) of all sessions together, in MB (default 256)")
     h = p.add_argument_group("headless")
     h.add_argument("--headless", action="store_true", help="no server: run --script and write --out")
     h.add_argument("--out", default="session.wav", help="WAV file of the headless session (default session.wav)")
@@ -45,12 +53,31 @@ def load_model(args):
 
 
 def run_live(args) -> int:
-    model = load_model(args)
-    if args.headless:
-        from ..errors import ConfigError
-        from .headless import run_headless
+    from ..config import SamplingConfig
+    from ..errors import ConfigError
+    if not 1 <= args.max_sessions <= 256:
+        raise ConfigError(f"--max-sessions must be in [1, 256], got {args.max_sessions}")
+    if not 0 <= args.port <= 65535 or (args.osc_port is not None and not 0 <= args.osc_port <= 65535):
+        raise ConfigError(f"ports must be in [0, 65535], got --port {args.port}, --osc-port {args.osc_port}")
+    if not args.max_saved_mb > 0 or args.max_saved_mb != args.max_saved_mb:
+        raise ConfigError(f"--max-saved-mb must be a positive number, got {args.max_saved_mb}")
+    for origin in args.allow_origin:
+        if not origin.startswith(("http://", "https://")):
+            raise ConfigError(f"--allow-origin takes an origin like http://mybox.local:8000, got {origin!r}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.headless:   # every option and the output path are checked before the model loads
+        from ..audiofile import check_output
+        from ..prompts import parse_schedule
         if not args.script:
             raise ConfigError('--headless needs --script, e.g. --script "warm piano@0s" "dub techno@10s"')
+        SamplingConfig(seconds=args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg).validate(
+            {"seconds": "--seconds", "seed": "--seed", "steps": "--steps", "cfg_scale": "--cfg"})
+        parse_schedule(args.script)
+        check_output(args.out, "--out")
+    model = load_model(args)
+    if args.headless:
+        from .headless import run_headless
         log = lambda msg: print(f"lmdm live: {msg}", file=sys.stderr, flush=True)  # noqa: E731
         report = run_headless(model, args.out, args.script, args.seconds, seed=args.seed, steps=args.steps,
                               cfg=args.cfg, threads=args.threads, progress=log)
@@ -59,8 +86,10 @@ def run_live(args) -> int:
         return 0
     from .engine import Engine
     from .server import serve
-    engine = Engine(model, max_sessions=args.max_sessions, threads=args.threads)
-    print(f"lmdm live: open http://{args.host}:{args.port}/ (block {engine.block_seconds * 1000:.0f} ms, "
-          f"{model.sample_rate} Hz)", flush=True)
-    serve(engine, args.host, args.port, args.osc_port)
+    from .server import resolve_token
+    engine = Engine(model, max_sessions=args.max_sessions, threads=args.threads, max_saved_mb=args.max_saved_mb)
+    token = resolve_token(args.host, args.token)
+    print(f"lmdm live: open http://{args.host}:{args.port}/" + (f"?token={token}" if token else "")
+          + f" (block {engine.block_seconds * 1000:.0f} ms, {model.sample_rate} Hz)", flush=True)
+    serve(engine, args.host, args.port, args.osc_port, allow_origins=args.allow_origin, token=token)
     return 0

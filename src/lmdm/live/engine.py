@@ -31,6 +31,14 @@ from ..errors import LMDMError
 from . import protocol as P
 
 INPUT_SILENCE_AFTER = 0.5  # realtime pace: seconds without upstream audio before it is taken as silence
+MAX_CONTROLS = 32          # controls queued per session (after coalescing); the server stops reading past it
+CONTROLS_PER_TURN = 4      # controls of one session applied per engine turn: a flood never delays another block
+MAX_SLOTS = 8              # saved states per session
+MAX_SAVED_MB = 256.0       # saved states of all sessions together (the default model's is ~2.6 MB)
+# a new control of one of these types replaces a queued one of the same type when nothing queued
+# after it reads or writes what it sets: the latest knob value wins, the engine applies it once
+KNOBS = {"cfg", "steps", "seed", "mix", "feedback", "sketch_strength", "sketch_cfg", "control_guidance",
+         "prompt_guidance", "bpm", "block", "cutoff", "sketch"}
 
 
 class InputAudio:
@@ -52,6 +60,7 @@ class Session:
         self.max_queue = max_queue           # blocks generated but not yet sent: the bound on running ahead
         self.lock = threading.Lock()
         self.controls: deque = deque()
+        self.pending = 0                     # controls (not input audio) in `controls` (under lock)
         self.inflight = 0                    # blocks in the outbox or being sent (under lock)
         self.closed = False
         self.input_frames = 0                # upstream audio frames accepted
@@ -92,13 +101,33 @@ class Session:
         self.compute = 0.0                   # seconds spent generating this session's blocks
         self.audio_total = 0.0
         self.slots: dict[str, dict] = {}
+        self.slot_bytes: dict[str, int] = {}
 
     # -- asyncio side -----------------------------------------------------------------------
 
     def submit(self, msg) -> None:
+        """Queue a control for the next block boundary. A queued control it supersedes is dropped (and
+        answered with a `superseded` ack); ProtocolError when MAX_CONTROLS are already waiting."""
         with self.lock:
+            if self.closed:
+                return
+            old = _superseded(self.controls, msg)
+            if old is not None:
+                self.controls.remove(old)
+                self.pending -= 1
+            elif self.pending >= MAX_CONTROLS:
+                raise P.ProtocolError(f"too many controls waiting ({MAX_CONTROLS}): this one is dropped; "
+                                      "wait for the acks before sending more")
             self.controls.append(msg)
+            self.pending += 1
+        if old is not None:
+            self._emit(("json", {"type": "ack", "id": old.id, "cmd": old.type, "block": None, "superseded": True}))
         self.engine.wake()
+
+    def has_room(self) -> bool:
+        """Whether the server may read the next message of this client (it waits otherwise, so a
+        flooding client is slowed by its own TCP window, not by the other sessions)."""
+        return self.pending < MAX_CONTROLS or self.closed
 
     def submit_input(self, audio: np.ndarray, rate: int) -> None:
         """Upstream audio (channels, samples) at `rate` → model channels and rate → the engine queue.
@@ -128,7 +157,11 @@ class Session:
         self.engine.wake()
 
     def close(self) -> None:
-        self.closed = True
+        """The client went away: its queued controls and input are dropped, its saved states freed."""
+        with self.lock:
+            self.closed = True
+            self.controls.clear()
+            self.pending = self.input_queued = 0
         self.engine.remove(self)
 
     # -- engine side ------------------------------------------------------------------------
@@ -160,7 +193,7 @@ class Session:
 
 
 class Engine:
-    def __init__(self, model, *, max_sessions: int = 8, threads: int | None = None):
+    def __init__(self, model, *, max_sessions: int = 8, threads: int | None = None, max_saved_mb: float = MAX_SAVED_MB):
         self.model, self.threads = model, threads
         self.sample_rate = model.sample_rate
         self.channels = model.autoencoder.config.audio_channels if model.autoencoder else 0
@@ -182,6 +215,8 @@ class Engine:
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="lmdm-live-engine", daemon=True)
         self.errors = 0
+        self.max_saved_bytes = int(max_saved_mb * 2 ** 20)
+        self.saved_bytes = 0                 # saved states of every session (engine thread)
 
     @property
     def block_seconds(self) -> float:
@@ -272,6 +307,9 @@ class Engine:
         with self._cond:
             if session in self.sessions:
                 self.sessions.remove(session)
+                self.saved_bytes -= sum(session.slot_bytes.values())
+                session.slots.clear()
+                session.slot_bytes.clear()
             self._cond.notify_all()
 
     def wake(self) -> None:
@@ -287,23 +325,34 @@ class Engine:
             with self._cond:
                 if self._stop:
                     return
-                sessions = list(self.sessions)
-            for s in sessions:
-                self._apply_controls(s)
-            now = time.monotonic()
-            ready = [s for s in sessions if s.ready(now)]
-            if not ready:
+            if not self._turn():
+                now = time.monotonic()
                 with self._cond:
                     if not self._stop:
-                        self._cond.wait(timeout=self._idle_wait(sessions, now))
-                continue
-            s = min(ready, key=lambda x: x.slack(now))
-            try:
-                self._generate(s)
-            except Exception as e:  # a bug or a torch error must not take the other sessions down
-                self.errors += 1
-                s.playing = False
-                s._emit(("json", {"type": "error", "message": f"generation failed, stopped: {e}"}))
+                        self._cond.wait(timeout=self._idle_wait(list(self.sessions), now))
+
+    def _turn(self) -> bool:
+        """One turn of the generation thread: up to CONTROLS_PER_TURN controls of each session, then
+        one block of the ready session with the least audio ahead of its clock. A flooding session
+        therefore costs every other session at most a few controls' time per block. Returns whether
+        there was anything to do (else the thread waits for a wake-up or a deadline)."""
+        with self._cond:
+            sessions = list(self.sessions)
+        busy = False
+        for s in sessions:
+            busy |= self._apply_controls(s, CONTROLS_PER_TURN)
+        now = time.monotonic()
+        ready = [s for s in sessions if s.ready(now)]
+        if not ready:
+            return busy
+        s = min(ready, key=lambda x: x.slack(now))
+        try:
+            self._generate(s)
+        except Exception as e:  # a bug or a torch error must not take the other sessions down
+            self.errors += 1
+            s.playing = False
+            s._emit(("json", {"type": "error", "message": f"generation failed, stopped: {e}"}))
+        return True
 
     def _idle_wait(self, sessions: list[Session], now: float) -> float:
         waits = [s.audio_out - (now - s.t0) - s.lead for s in sessions
@@ -446,14 +495,22 @@ class Engine:
             st.set_sketch(s.curves, start=s.curves_start, kernel=s.sketch_kernel)
         s.dryline = None if s.mode == "text" else _DryLine(origin, self.channels)
 
-    def _apply_controls(self, s: Session) -> None:
+    def _apply_controls(self, s: Session, budget: int | None = None) -> bool:
+        """Apply queued controls (at most `budget` of them; input audio does not count) in order.
+        Returns whether some are still waiting."""
+        done = 0
         while True:
             with s.lock:
-                if not s.controls:
-                    return
+                if not s.controls or s.closed:
+                    return False
+                if budget is not None and done >= budget and not isinstance(s.controls[0], InputAudio):
+                    return True
                 msg = s.controls.popleft()
                 if isinstance(msg, InputAudio):
                     s.input_queued -= msg.audio.shape[1]
+                else:
+                    s.pending -= 1
+                    done += 1
             if isinstance(msg, InputAudio):
                 self._take_input(s, msg.audio)
                 continue
@@ -588,7 +645,7 @@ class Engine:
                 raise P.ProtocolError("nothing to save: the session has not generated yet")
             if s.mode == "generative_delay":
                 raise P.ProtocolError("save/load is not available in generative_delay mode")
-            s.slots[msg.slot] = st.state_dict()
+            self._save(s, msg.slot, st.state_dict())
         elif isinstance(msg, P.LoadState):
             if msg.slot not in s.slots:
                 raise P.ProtocolError(f"no saved state in slot {msg.slot!r}; saved: {sorted(s.slots) or 'none'}")
@@ -608,6 +665,19 @@ class Engine:
             if s.mode != "text":  # the saved input groups belong to the past: the input timeline restarts
                 s.inbuf = s.inbuf[:, :0]
                 self._attach(s)
+
+    def _save(self, s: Session, slot: str, state: dict) -> None:
+        """Keep a saved state within MAX_SLOTS per session and max_saved_bytes for the server."""
+        if slot not in s.slots and len(s.slots) >= MAX_SLOTS:
+            raise P.ProtocolError(f"save refused: this session already has {MAX_SLOTS} saved slots "
+                                  f"({', '.join(sorted(s.slots))}); save over one of them")
+        size = _nbytes(state)
+        total = self.saved_bytes - s.slot_bytes.get(slot, 0) + size
+        if total > self.max_saved_bytes:
+            raise P.ProtocolError(f"save refused: saved states on this server would take {total / 2 ** 20:.1f} MB, "
+                                  f"over its limit of {self.max_saved_bytes / 2 ** 20:.0f} MB (--max-saved-mb); "
+                                  "save over an existing slot instead")
+        s.slots[slot], s.slot_bytes[slot], self.saved_bytes = state, size, total
 
     def _set_mode(self, s: Session, mode: str) -> None:
         reason = self.unsupported_reason(mode)
@@ -640,6 +710,36 @@ class Engine:
             raise P.ProtocolError("sketch curves are empty: give values or a duration in 'seconds'")
         return controls_from_curves({k: [list(p) if isinstance(p, tuple) else p for p in v]
                                      for k, v in msg.curves.items()}, n, rate)
+
+
+def _superseded(queue: deque, msg):
+    """The queued control that `msg` makes pointless, if any: the last one of the same type (for a
+    save, of the same slot; prompts also replace weights), provided everything queued after it is
+    independent of what `msg` sets: input audio, knobs of other types, and (for a knob) prompt or
+    weight changes. start, stop, reset, mode, save and load are barriers: they read or set everything."""
+    kind = msg.type
+    if kind not in KNOBS and kind not in ("prompts", "weights", "save"):
+        return None
+    for old in reversed(queue):
+        if isinstance(old, InputAudio):
+            continue
+        same = old.type == kind or (kind == "prompts" and old.type == "weights")
+        if same and (kind != "save" or old.slot == msg.slot):
+            return old
+        independent = (kind != "save" and (old.type in KNOBS or (kind in KNOBS and old.type in ("prompts", "weights"))))
+        if not independent:
+            return None
+    return None
+
+
+def _nbytes(state) -> int:
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_nbytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_nbytes(v) for v in state)
+    return 64 if state is not None else 0
 
 
 def _make(kind, arg, value):

@@ -7,6 +7,8 @@ next block boundary exactly as a live performer's would.
 """
 from __future__ import annotations
 
+from ..audiofile import AudioWriter
+from ..config import SamplingConfig
 from ..errors import ConfigError
 from ..prompts import parse_schedule
 from . import protocol as P
@@ -14,8 +16,9 @@ from .engine import Engine
 
 def run_headless(model, out: str, script: list[str], seconds: float, *, seed: int = 0, steps: int | None = None,
                  cfg: float | None = None, threads: int | None = None, progress=print) -> dict:
-    import soundfile as sf
     plan = parse_schedule(script)
+    SamplingConfig(seconds=seconds, seed=seed, steps=steps, cfg_scale=cfg).validate()
+    writer = AudioWriter(out)   # checked (a temporary file beside it) before the engine starts
     engine = Engine(model, threads=threads).start()
     session = engine.open(None, max_queue=1)  # one block ahead: script changes land on the next block
     changes = []
@@ -28,7 +31,10 @@ def run_headless(model, out: str, script: list[str], seconds: float, *, seed: in
         control({"type": "start", "prompts": first, "seed": seed, "pace": "none", "ahead": 1, "cfg": cfg}
                 | ({"steps": steps} if steps else {}))
         pending, written, total = plan[1:], 0, int(round(seconds * engine.sample_rate))
-        with sf.SoundFile(out, "w", samplerate=engine.sample_rate, channels=engine.channels, subtype="PCM_16") as f:
+        if total < 1:
+            raise ConfigError(f"--seconds {seconds!r} gives no sample at {engine.sample_rate} Hz")
+        with writer:
+            writer.start(engine.sample_rate, engine.channels)
             while written < total:
                 item = session.outbox.get(timeout=120)
                 if item[0] == "json":
@@ -39,7 +45,7 @@ def run_headless(model, out: str, script: list[str], seconds: float, *, seed: in
                         changes.append({"block": msg["block"], "seconds": written / engine.sample_rate})
                     continue
                 audio = item[2][:, : total - written]
-                f.write(audio.clip(-1, 1).T)
+                writer.write(audio)
                 written += audio.shape[1]
                 session.sent()
                 while pending and written >= pending[0][0] * engine.sample_rate:
@@ -48,6 +54,7 @@ def run_headless(model, out: str, script: list[str], seconds: float, *, seed: in
                     progress(f"{written / engine.sample_rate:6.2f} s: {prompts}")
         rtf = session.audio_total / max(session.compute, 1e-9)
     finally:
+        writer.discard() if not writer.done else None
         session.close()
         engine.shutdown()
     return {"out": out, "seconds": written / engine.sample_rate, "rtf": rtf, "changes": changes}

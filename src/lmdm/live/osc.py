@@ -18,9 +18,14 @@ message is answered to the sender as `/lmdm/error <text>`.
 from __future__ import annotations
 
 import threading
+from collections import deque
 
+from ..config import check_knob
+from ..errors import LMDMError
 from . import protocol as P
 from .engine import Engine
+
+MAX_ERRORS = 100   # the latest rejected messages, for a look from tests or a debugger; older ones go
 
 
 class OSCBridge:
@@ -28,7 +33,8 @@ class OSCBridge:
         from pythonosc.dispatcher import Dispatcher
         from pythonosc.osc_server import ThreadingOSCUDPServer
         self.engine, self.target = engine, 0
-        self.errors: list[str] = []
+        self.errors: deque[str] = deque(maxlen=MAX_ERRORS)
+        self.error_count = 0
         d = Dispatcher()
         for name in ("prompt", "weights", "cfg", "steps", "seed", "play", "stop", "reset", "mode", "drywet",
                      "feedback", "cutoff", "sketch_strength", "sketch_cfg", "control_guidance", "prompt_guidance", "bpm",
@@ -51,7 +57,7 @@ class OSCBridge:
         def handle(client, address, *args):
             try:
                 if name == "session":
-                    self.target = int(_one(args, address))
+                    self.target = check_knob("session", _one(args, address), "/lmdm/session id")
                     return
                 msg = _message(name, args)
                 sessions = [s for s in list(self.engine.sessions) if self.target in (0, s.id)]
@@ -60,8 +66,10 @@ class OSCBridge:
                                           "to control: open the page or connect a client first")
                 for s in sessions:
                     s.submit(msg)
-            except (P.ProtocolError, ValueError, TypeError) as e:
+            except (P.ProtocolError, LMDMError, ValueError, TypeError, OverflowError) as e:
                 self._reply_error(client, f"{address}: {e}")
+            except Exception as e:   # never let one datagram kill the handler without an answer
+                self._reply_error(client, f"{address}: {type(e).__name__}: {e}")
         return handle
 
     def _unknown(self, client, address, *args):
@@ -73,9 +81,13 @@ class OSCBridge:
     def _reply_error(self, client, text: str) -> None:
         from pythonosc.osc_message_builder import OscMessageBuilder
         self.errors.append(text)
+        self.error_count += 1
         builder = OscMessageBuilder("/lmdm/error")
         builder.add_arg(text[:1000])
-        self.server.socket.sendto(builder.build().dgram, client)
+        try:
+            self.server.socket.sendto(builder.build().dgram, client)
+        except OSError:
+            pass   # the sender is gone or unreachable: nothing more to tell it
 
 
 def _one(args, address):

@@ -74,6 +74,15 @@ from typing import Annotated, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from ..config import KNOBS
+
+
+def _knob(name: str):
+    """A field type with the knob's range from `config.KNOBS`, the one table the CLI and API check too."""
+    r = KNOBS[name]
+    bounds = {"gt" if r.lo_open else "ge": int(r.lo) if r.integer else r.lo, "le": int(r.hi) if r.integer else r.hi}
+    return Annotated[int, Field(**bounds)] if r.integer else Annotated[float, Field(**bounds, allow_inf_nan=False)]
+
 PROTOCOL_VERSION = 1
 MAGIC = b"LMDM"
 HEADER = struct.Struct("<4sBBHQII")
@@ -101,7 +110,7 @@ class _Msg(BaseModel):
 class PromptItem(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     text: Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
-    weight: Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)] = 1.0
+    weight: _knob("weight") = 1.0
 
 
 Prompts = Annotated[list[PromptItem], Field(min_length=1, max_length=MAX_PROMPTS)]
@@ -111,17 +120,17 @@ class Start(_Msg):
     """Play. Optional fields set the session up first (same as sending each control)."""
     type: Literal["start"]
     prompts: Prompts | None = None
-    seed: Annotated[int, Field(ge=0, lt=2 ** 63)] | None = None
-    steps: Annotated[int, Field(ge=1, le=64)] | None = None
-    cfg: Annotated[float, Field(ge=0, le=20, allow_inf_nan=False)] | None = None
+    seed: _knob("seed") | None = None
+    steps: _knob("steps") | None = None
+    cfg: _knob("cfg_scale") | None = None
     format: Literal["f32", "i16"] | None = None
     # "realtime": generate at most `lead` seconds ahead of the wall clock (a player);
     # "none": as fast as the client reads (scripts, tests, rendering)
     pace: Literal["realtime", "none"] | None = None
-    lead: Annotated[float, Field(ge=0.05, le=10, allow_inf_nan=False)] | None = None
+    lead: _knob("lead") | None = None
     # most blocks generated but not yet sent; a control reaches the audio at most this many blocks late
-    ahead: Annotated[int, Field(ge=1, le=64)] | None = None
-    block: Annotated[int, Field(ge=1, le=4096)] | None = None   # as SetBlock
+    ahead: _knob("ahead") | None = None
+    block: _knob("block_frames") | None = None   # as SetBlock
 
 
 class SetBlock(_Msg):
@@ -130,7 +139,7 @@ class SetBlock(_Msg):
     carries on; binary frames then carry the new number of samples. Switching to an input mode
     returns to the model's block size (their input timelines are counted in its blocks)."""
     type: Literal["block"]
-    frames: Annotated[int, Field(ge=1, le=4096)]
+    frames: _knob("block_frames")
 
 
 class Stop(_Msg):
@@ -146,23 +155,23 @@ class SetWeights(_Msg):
     """New weights for the current prompts, in order (a slider move: no re-bootstrap unless the
     dominant prompt changes)."""
     type: Literal["weights"]
-    weights: Annotated[list[Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]],
+    weights: Annotated[list[_knob("weight")],
                        Field(min_length=1, max_length=MAX_PROMPTS)]
 
 
 class SetCfg(_Msg):
     type: Literal["cfg"]
-    scale: Annotated[float, Field(ge=0, le=20, allow_inf_nan=False)]
+    scale: _knob("cfg_scale")
 
 
 class SetSteps(_Msg):
     type: Literal["steps"]
-    steps: Annotated[int, Field(ge=1, le=64)]
+    steps: _knob("steps")
 
 
 class SetSeed(_Msg):
     type: Literal["seed"]
-    seed: Annotated[int, Field(ge=0, lt=2 ** 63)]
+    seed: _knob("seed")
 
 
 class SetMode(_Msg):
@@ -173,21 +182,21 @@ class SetMode(_Msg):
 class SetMix(_Msg):
     """Dry/wet gains: output = wet * generated + dry * the live input (aligned; input modes only)."""
     type: Literal["mix"]
-    dry: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.0
-    wet: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 1.0
+    dry: _knob("gain") = 0.0
+    wet: _knob("gain") = 1.0
 
 
 class SetFeedback(_Msg):
     """Generative delay: context = feedback * the model's own output + (1 - feedback) * lagged input."""
     type: Literal["feedback"]
-    feedback: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    feedback: _knob("feedback")
 
 
 class SetCutoff(_Msg):
     """Accompaniment / generative delay: the last `frames` latent frames of input before a block are
     not seen by it (the latency budget). Generative delay needs a multiple of block_frames."""
     type: Literal["cutoff"]
-    frames: Annotated[int, Field(ge=0, le=65536)]
+    frames: _knob("cutoff_frames")
 
 
 Curve = Union[Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(max_length=MAX_CURVE_POINTS)],
@@ -209,32 +218,32 @@ class SetSketch(_Msg):
 class SetSketchStrength(_Msg):
     """1 follows the sketch exactly, 0 keeps only its coarsest shape (`strength_to_kernel`)."""
     type: Literal["sketch_strength"]
-    strength: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+    strength: _knob("sketch_strength")
 
 
 class SetSketchCfg(_Msg):
     """Guidance on the sketch: 1 = off, > 1 follows it harder (one more model call per step)."""
     type: Literal["sketch_cfg"]
-    scale: Annotated[float, Field(ge=0, le=20, allow_inf_nan=False)]
+    scale: _knob("sketch_cfg")
 
 
 class SetControlGuidance(_Msg):
     """Control guidance through the decoder: 0 = off, 0.3 typical (decoder passes at the last steps)."""
     type: Literal["control_guidance"]
-    strength: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)]
+    strength: _knob("control_guidance")
 
 
 class SetPromptGuidance(_Msg):
     """Prompt guidance through the model's prompt probe: 0 = off, the model's default in hello."""
     type: Literal["prompt_guidance"]
-    strength: Annotated[float, Field(ge=0, le=2, allow_inf_nan=False)]
+    strength: _knob("prompt_guidance")
 
 
 class SetBpm(_Msg):
     """The beat clock (models with a `beat` group, `beat_clock` true in hello): null follows the prompt's
     "... N BPM", 0 = free tempo, 30..300 a fixed tempo; a change keeps the beat's phase continuous."""
     type: Literal["bpm"]
-    bpm: Annotated[float, Field(ge=0, le=300, allow_inf_nan=False)] | None = None
+    bpm: _knob("bpm") | None = None
 
 
 class Reset(_Msg):

@@ -2,11 +2,25 @@
 
 The event loop only parses, validates and forwards: generation happens on the engine thread
 (`engine.py`), so a slow block never delays another session's sends or a control message.
+
+Who may connect (checked before the WebSocket is accepted; refused with HTTP 403):
+- Origin: a browser always sends one, so a page from another site that the user has open cannot
+  drive a session (cross-site WebSocket hijacking). Accepted: no Origin (scripts, OSC tools, curl),
+  the server's own origin (http(s)://HOST:PORT for the address the connection came in on, and
+  localhost / 127.0.0.1 / [::1] when it listens on loopback), and `allow_origins` (`--allow-origin`).
+- Token: a server that listens beyond loopback makes a random token per run (or takes `--token`)
+  and accepts only connections with `?token=...`; the printed URL carries it and the page passes it on.
+Backpressure: the server reads a client's next message only while its control queue has room
+(`Session.has_room`) and its outbox is not backed up, so a flooding client is slowed by its own TCP
+window; the engine applies a few controls per session per turn, so no queue delays another block.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import ipaddress
+import secrets
 import socket
 import threading
 from pathlib import Path
@@ -20,11 +34,57 @@ from .engine import Engine, Session
 
 WEB = Path(__file__).parent / "web"
 WS_MAX_BYTES = 4 * 1024 * 1024  # the transport's hard limit (close 1009); P.MAX_INPUT_BYTES is the soft one
+MAX_OUTBOX = 256                # messages waiting for a client that does not read: stop reading its controls
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
-def create_app(engine: Engine) -> FastAPI:
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "::1", "[::1]"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_token(host: str, token: str | None) -> str | None:
+    """The token a server on `host` requires: the one given, else a fresh random one beyond loopback."""
+    if token:
+        return token
+    return None if is_loopback(host) else secrets.token_urlsafe(16)
+
+
+def own_origins(scope: dict) -> set[str]:
+    """Origins a page served by this server has, for the address this connection came in on."""
+    host, port = (scope.get("server") or ("127.0.0.1", 80))[:2]
+    names = {f"[{host}]" if ":" in host else host}
+    if is_loopback(host):
+        names |= set(LOOPBACK_NAMES)
+    out = set()
+    for name in names:
+        for scheme, default in (("http", 80), ("https", 443)):
+            out.add(f"{scheme}://{name}:{port}")
+            if port == default:
+                out.add(f"{scheme}://{name}")
+    return out
+
+
+def refusal(websocket: WebSocket, allow_origins: set[str], token: str | None) -> str | None:
+    """Why this connection may not open a session, or None."""
+    origin = websocket.headers.get("origin")
+    if origin is not None and origin.rstrip("/").lower() not in own_origins(websocket.scope) | allow_origins:
+        return f"origin {origin!r} is not allowed (lmdm live --allow-origin {origin})"
+    if token is not None and not hmac.compare_digest(websocket.query_params.get("token", "").encode(),
+                                                     token.encode()):
+        return "missing or wrong ?token= (it is printed by lmdm live when it listens beyond loopback)"
+    return None
+
+
+def create_app(engine: Engine, allow_origins=(), token: str | None = None) -> FastAPI:
     app = FastAPI(title="lmdm live", docs_url=None, redoc_url=None)
     app.state.engine = engine
+    app.state.refused = 0
+    allowed = {o.rstrip("/").lower() for o in allow_origins}
 
     @app.get("/")
     async def index():
@@ -36,6 +96,10 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket):
+        if refusal(websocket, allowed, token):
+            app.state.refused += 1
+            await websocket.close(code=1008)   # before accept: the handshake is answered with HTTP 403
+            return
         await websocket.accept()
         try:
             session = engine.open(asyncio.get_running_loop())
@@ -47,6 +111,10 @@ def create_app(engine: Engine) -> FastAPI:
         try:
             await websocket.send_json(engine.info() | {"session": session.id})
             while True:
+                while not (session.has_room() and session.outbox.qsize() < MAX_OUTBOX):
+                    if sender.done():   # sending failed: the client is gone (it stopped reading and left)
+                        return
+                    await asyncio.sleep(0.01)   # backpressure: this client waits, nobody else does
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     break
@@ -80,9 +148,9 @@ def _handle(session: Session, message: dict) -> dict | None:
         return {"type": "error", "message": "empty WebSocket message"}
     try:
         msg = P.parse_control(text)
+        session.submit(msg)
     except P.ProtocolError as e:
         return {"type": "error", "id": _id_of(text), "message": str(e)}
-    session.submit(msg)
     return None
 
 
@@ -112,14 +180,15 @@ async def _send_loop(websocket, session: Session) -> None:
 class LiveServer:
     """The server on a background thread (tests, soak, headless tools). `port=0` picks a free port."""
 
-    def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+    def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+                 allow_origins=(), token: str | None = None):
         import uvicorn
-        self.engine = engine
+        self.engine, self.token = engine, resolve_token(host, token)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = self.sock.getsockname()[:2]
-        config = uvicorn.Config(create_app(engine), log_level=log_level, ws_max_size=WS_MAX_BYTES,
+        config = uvicorn.Config(create_app(engine, allow_origins, self.token), log_level=log_level, ws_max_size=WS_MAX_BYTES,
                                 ws="websockets-sansio", lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=lambda: self.server.run(sockets=[self.sock]), daemon=True,
@@ -127,11 +196,12 @@ class LiveServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """The page's address (with the token, when one is required, for the page to pass on)."""
+        return f"http://{self.host}:{self.port}" + (f"/?token={self.token}" if self.token else "")
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ws"
+        return f"ws://{self.host}:{self.port}/ws" + (f"?token={self.token}" if self.token else "")
 
     def start(self, timeout: float = 20.0) -> "LiveServer":
         if not self.engine._thread.is_alive():
@@ -158,8 +228,9 @@ class LiveServer:
         self.stop()
 
 
-def serve(engine: Engine, host: str, port: int, osc_port: int | None = None, log_level: str = "info") -> None:
-    """Run until Ctrl-C (the `lmdm live` command)."""
+def serve(engine: Engine, host: str, port: int, osc_port: int | None = None, log_level: str = "info",
+          allow_origins=(), token: str | None = None) -> None:
+    """Run until Ctrl-C (the `lmdm live` command). `token`: as `resolve_token` made it."""
     import uvicorn
     engine.start()
     bridge = None
@@ -169,7 +240,7 @@ def serve(engine: Engine, host: str, port: int, osc_port: int | None = None, log
         print(f"lmdm live: OSC on udp://{bridge.host}:{bridge.port} (/lmdm/prompt, /lmdm/cfg, /lmdm/mode, …)",
               flush=True)
     try:
-        uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_BYTES,
+        uvicorn.run(create_app(engine, allow_origins, token), host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_BYTES,
                     ws="websockets-sansio", lifespan="off")
     finally:
         if bridge:

@@ -22,7 +22,10 @@ function send(msg) {
 function say(text) { $('message').textContent = text; }
 
 function connect() {
-  ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
+  // a server listening beyond loopback wants the token its printed URL carries (?token=...)
+  const token = new URLSearchParams(location.search).get('token');
+  ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`
+    + (token ? `?token=${encodeURIComponent(token)}` : ''));
   ws.binaryType = 'arraybuffer';
   ws.onmessage = (e) => (typeof e.data === 'string' ? onJson(JSON.parse(e.data)) : onBlock(e.data));
   ws.onclose = () => { say('disconnected from server; reload to reconnect'); setPlaying(false); };

@@ -5,6 +5,9 @@
 # torch is installed first and pinned: an unpinned `torch` would pull gigabytes of CUDA wheels.
 # tinysoundfont is installed without dependencies: it declares pyaudio, which lmdm does not use
 # (it renders offline) and which does not build without PortAudio headers.
+# musicnn (the source of the judge's converted tagger weights, for scripts/convert_musicnn.py) and
+# basic-pitch (the judge's transcriber: its bundled ONNX model runs with onnxruntime) are installed
+# without dependencies too: both declare TensorFlow, which lmdm does not use (musicnn also numpy<1.17).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="all"
@@ -26,3 +29,4 @@ fi
 python3 -m pip install -q torch==2.13.0
 python3 -m pip install -q --no-deps tinysoundfont==0.3.7
 python3 -m pip install -q -e ".[$extras]"
+python3 -m pip install -q --no-deps musicnn==0.1.0 basic-pitch==0.4.0

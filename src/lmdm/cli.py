@@ -422,9 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_tagger)
 
     from .data.cli import add_data_parser
+    from .eval.judge_cli import add_judge_parser
     from .live.cli import add_live_parser
     from .train.cli import add_train_parser
     add_data_parser(sub)
+    add_judge_parser(sub)
     add_train_parser(sub)
     add_live_parser(sub)
     return parser

@@ -11,9 +11,16 @@ import argparse
 
 def _synth(args) -> int:
     from .synth import format_summary, generate_corpus
+    from ..errors import ConfigError
+    from .synth.styles import STYLES as V1
+    from .synth.styles2 import STYLES as V2
+    book = V2 if args.renderer == "v2" else V1
+    unknown = [s for s in args.styles or [] if s not in book]
+    if unknown:
+        raise ConfigError(f"unknown {args.renderer} style(s) {', '.join(unknown)}; choose from {', '.join(book)}")
     summary = generate_corpus(args.out, hours=args.hours, seed=args.seed, styles=args.styles, stems=args.stems,
                               clip_seconds=args.clip_seconds, backend=args.backend, workers=args.workers,
-                              audio_format=args.format, progress=not args.quiet)
+                              audio_format=args.format, progress=not args.quiet, renderer=args.renderer)
     print(format_summary(summary))
     print(f"\nwrote {args.out}/manifest.jsonl")
     return 0
@@ -71,24 +78,32 @@ def load_autoencoder_dir(folder):
 
 
 def add_data_parser(subparsers) -> argparse.ArgumentParser:
-    from .synth.styles import STYLES
     d = subparsers.add_parser("data", help="build, index and encode training data",
                               description="Training data: the built-in synthetic corpus, manifests for your own "
                               "audio, and pre-encoding to latents.")
     sub = d.add_subparsers(dest="data_command", required=True)
 
     s = sub.add_parser("synth", help="render the built-in multi-track corpus",
-                       description="Compose pieces procedurally in several styles and render them with a General "
-                       "MIDI soundfont to a stereo mix (and optionally stems), with MIDI, metadata and captions, "
-                       "indexed by manifest.jsonl. Deterministic from --seed.")
+                       description="Compose pieces procedurally in many styles and render them to a 44.1 kHz stereo "
+                       "mix (and optionally stems), with MIDI, metadata and captions, indexed by manifest.jsonl. "
+                       "Deterministic from --seed. Renderer v2 (default) plays recorded instruments from Debian's "
+                       "sample packages (scripts/setup.sh installs them) through a mix with EQ, compression and a "
+                       "shared reverb, in 24 styles; v1 renders the 11 original styles with General MIDI "
+                       "soundfonts (what the shipped default model learned from). See docs/corpus.md.")
     s.add_argument("--hours", type=float, default=2.0, help="hours of audio to make (default 2)")
     s.add_argument("--out", default="data/synth", help="output folder (default data/synth)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--styles", nargs="+", choices=list(STYLES), default=None, help="default: all styles, in turn")
+    s.add_argument("--renderer", default="v2", choices=["v2", "v1"],
+                   help="v2: recorded instruments, 24 styles (default); v1: General MIDI soundfonts, 11 styles")
+    s.add_argument("--styles", nargs="+", default=None, metavar="STYLE",
+                   help="default: all styles of the renderer's book, in turn (v2: lofi house techno dnb trap hiphop "
+                        "funk disco jazz rock metal pop synthwave ambient strings ballad blues country latin afrobeat "
+                        "reggae bossa chiptune waltz; v1: lofi house dnb funk jazz rock ambient chiptune reggae waltz "
+                        "bossa)")
     s.add_argument("--stems", action="store_true", help="also write each piece's stems (mix == sum of stems)")
     s.add_argument("--clip-seconds", type=float, default=30.0, help="length of each piece (default 30)")
     s.add_argument("--backend", default="tinysoundfont", choices=["tinysoundfont", "fluidsynth"],
-                   help="tinysoundfont + pretty_midi's TimGM6mb (default) or fluidsynth + FluidR3_GM (Debian)")
+                   help="v1 only: tinysoundfont + pretty_midi's TimGM6mb (default) or fluidsynth + FluidR3_GM (Debian)")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     s.add_argument("--format", default="flac", choices=["flac", "wav"], help="16-bit audio files (default flac)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")

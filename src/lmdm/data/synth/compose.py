@@ -52,7 +52,7 @@ class Piece:
             if self.notes.get(name):
                 drum, program = name == "drums", self.programs[name]
                 stems[name] = {"program": program, "is_drum": drum, "instrument": gm_name(program, drum),
-                               "description": (KITS if drum else PROGRAMS)[program], "notes": len(self.notes[name])}
+                               "description": self.describe(program, drum), "notes": len(self.notes[name])}
         sections = []
         for s in self.sections:
             start = round(s.start_bar * grid.bar, 3)
@@ -65,6 +65,13 @@ class Piece:
                 "chords": [chord_name(c, self.key.names) for c in self.progression], "chord_bars": self.chord_bars,
                 "duration": self.seconds, "seed": self.seed, "stems": stems, "sections": sections}
 
+    def describe(self, program, drum: bool) -> str:
+        """Plain name of a stem's instrument: v1 GM tables, or the v2 book's (kits named by string)."""
+        if self.style.name in _v2_styles() and _v2_styles()[self.style.name] is self.style:
+            from .styles2 import KITS as KITS2, PROGRAMS as PROGRAMS2
+            return KITS2[program].description if drum else PROGRAMS2[program]
+        return (KITS if drum else PROGRAMS)[program]
+
     def to_midi(self):
         """The piece as a pretty_midi.PrettyMIDI (one instrument per stem, named after the stem)."""
         import pretty_midi
@@ -75,13 +82,22 @@ class Piece:
                 self.key.tonic + (12 if self.key.mode == "minor" else 0), 0.0))
         for name in STEM_ORDER:
             if self.notes.get(name):
-                inst = pretty_midi.Instrument(self.programs[name], is_drum=name == "drums", name=name)
+                program = self.programs[name]
+                inst = pretty_midi.Instrument(program if isinstance(program, int) else 0, is_drum=name == "drums",
+                                              name=name)
                 inst.notes = [pretty_midi.Note(v, p, s, e) for p, s, e, v in self.notes[name]]
                 pm.instruments.append(inst)
         return pm
 
 
-def gm_name(program: int, is_drum: bool) -> str:
+def _v2_styles():
+    from .styles2 import STYLES as V2
+    return V2
+
+
+def gm_name(program, is_drum: bool) -> str:
+    if isinstance(program, str):     # a v2 kit id
+        return program
     if is_drum:
         return {0: "Standard Kit", 8: "Room Kit", 16: "Power Kit", 24: "Electronic Kit", 25: "TR-808 Kit",
                 32: "Jazz Kit", 40: "Brush Kit", 48: "Orchestra Kit"}[program]
@@ -89,9 +105,10 @@ def gm_name(program: int, is_drum: bool) -> str:
     return pretty_midi.program_to_instrument_name(program)
 
 
-def compose(style_name: str, seed: int, seconds: float) -> Piece:
-    st = get_style(style_name)
-    rng = random.Random(f"{style_name}:{seed}")
+def compose(style_name: str | Style, seed: int, seconds: float) -> Piece:
+    """`style_name`: a v1 style's name, or a Style (the v2 book passes its own)."""
+    st = style_name if isinstance(style_name, Style) else get_style(style_name)
+    rng = random.Random(f"{st.name}:{seed}")
     bpm = rng.randint(*st.tempo)
     key = Key(rng.randrange(12), rng.choice(st.modes))
     swing = rng.uniform(*st.swing)

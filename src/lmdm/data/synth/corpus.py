@@ -11,6 +11,10 @@ Layout under `out/`:
 
 Piece i has style styles[i % len(styles)] and seed `seed * 1_000_000 + i`, so a corpus is the
 same whatever the number of workers, and a larger corpus with the same seed extends a smaller one.
+
+Two renderers: "v1" (General MIDI soundfonts, the 11 styles of `styles.py`, what the shipped
+default model learned from) and "v2" (recorded instruments from Debian's sample packages, the 24
+styles of `styles2.py`, a mix with EQ, compression and a shared reverb: `render2.py`).
 """
 from __future__ import annotations
 
@@ -54,8 +58,14 @@ def _job(task: dict) -> dict:
     seed = task["seed"] * 1_000_000 + index
     pid, ext = f"{index:06d}-{style}", task["format"]
     started = time.process_time()
-    piece, stems, mix, meta = synth_piece(style, seed, task["seconds"], task["backend"], task["sample_rate"])
-    caps = make_captions(meta)
+    if task["renderer"] == "v2":
+        from .captions2 import captions as captions_v2
+        from .render2 import synth_piece_v2
+        piece, stems, mix, meta = synth_piece_v2(style, seed, task["seconds"], task["sample_rate"])
+        caps = captions_v2(meta)
+    else:
+        piece, stems, mix, meta = synth_piece(style, seed, task["seconds"], task["backend"], task["sample_rate"])
+        caps = make_captions(meta)
     audio_rel = f"audio/{pid}.{ext}"
     _write_audio(out / audio_rel, mix, task["sample_rate"])
     stem_paths = {}
@@ -71,18 +81,34 @@ def _job(task: dict) -> dict:
     if stem_paths:
         entry["stems"] = stem_paths
     entry["_cpu"] = time.process_time() - started   # this worker's CPU time: a load-independent speed
+    entry["_bytes"] = sum((out / p).stat().st_size for p in [audio_rel, entry["midi"], *stem_paths.values()])
     return entry
 
 
 def generate_corpus(out: str | Path, hours: float = 2.0, seed: int = 0, styles: list[str] | None = None,
                     stems: bool = False, clip_seconds: float = 30.0, backend: str = "tinysoundfont",
                     workers: int | None = None, sample_rate: int = SAMPLE_RATE, audio_format: str = "flac",
-                    progress: bool = True) -> dict:
+                    progress: bool = True, renderer: str = "v1") -> dict:
     """Render about `hours` of music (ceil(hours * 3600 / clip_seconds) pieces of `clip_seconds`)
-    into `out` and write its manifest. Returns the summary dict (see `format_summary`)."""
-    styles = list(styles or STYLES)
-    for s in styles:
-        get_style(s)
+    into `out` and write its manifest. Returns the summary dict (see `format_summary`).
+    `renderer` "v1" (the default here, what existing code and the shipped model's recipe use) or
+    "v2" (recorded instruments; the `lmdm data synth` default)."""
+    if renderer not in ("v1", "v2"):
+        raise DataError(f"unknown renderer {renderer!r}; use v1 or v2")
+    if renderer == "v2":
+        from .instruments import melodic_font
+        from .soundfont import playable
+        from .styles2 import STYLES as STYLES2, style as get_style2
+        styles = list(styles or STYLES2)
+        for s in styles:
+            get_style2(s)
+        if sample_rate != SAMPLE_RATE:
+            raise DataError(f"the v2 renderer renders at {SAMPLE_RATE} Hz, not {sample_rate}")
+        playable(melodic_font())   # decode an SF3 once, here, before the workers fork
+    else:
+        styles = list(styles or STYLES)
+        for s in styles:
+            get_style(s)
     if hours <= 0 or clip_seconds <= 0:
         raise DataError(f"--hours ({hours}) and --clip-seconds ({clip_seconds}) must be positive")
     if audio_format not in ("flac", "wav"):
@@ -93,7 +119,8 @@ def generate_corpus(out: str | Path, hours: float = 2.0, seed: int = 0, styles: 
     (out / "audio").mkdir(parents=True, exist_ok=True)
     count = max(1, math.ceil(hours * 3600 / clip_seconds))
     tasks = [{"out": str(out), "index": i, "style": styles[i % len(styles)], "seed": seed, "seconds": clip_seconds,
-              "backend": backend, "sample_rate": sample_rate, "stems": stems, "format": audio_format}
+              "backend": backend, "sample_rate": sample_rate, "stems": stems, "format": audio_format,
+              "renderer": renderer}
              for i in range(count)]
     workers = max(1, min(workers or os.cpu_count() or 1, count))
     from tqdm import tqdm
@@ -121,17 +148,22 @@ def generate_corpus(out: str | Path, hours: float = 2.0, seed: int = 0, styles: 
     wall = time.perf_counter() - started
     entries.sort(key=lambda e: e["path"])
     cpu = sum(e.pop("_cpu") for e in entries)
+    disk = sum(e.pop("_bytes") for e in entries)
     with open(out / "manifest.jsonl", "w") as f:
         for e in entries:
             f.write(json.dumps(e) + "\n")
+    audio_hours = count * clip_seconds / 3600
     summary = {"pieces": count, "audio_seconds": count * clip_seconds, "wall_seconds": round(wall, 2),
-               "realtime_factor": round(count * clip_seconds / wall, 1), "workers": workers, "backend": backend,
+               "realtime_factor": round(count * clip_seconds / wall, 1), "workers": workers,
+               "backend": backend if renderer == "v1" else "recorded instruments", "renderer": renderer,
+               "cpu_seconds": round(cpu, 2), "audio_hours_per_cpu_hour": round(audio_hours * 3600 / max(cpu, 1e-9), 1),
+               "disk_bytes": disk, "disk_mb_per_audio_hour": round(disk / 1e6 / audio_hours, 1),
                "realtime_per_core": round(count * clip_seconds / max(cpu, 1e-9), 1),
                "seconds_by_style": {s: sum(clip_seconds for e in entries if e["metadata"]["style"] == s)
                                     for s in styles},
                "tempos": [e["metadata"]["tempo"] for e in entries]}
     settings = {"hours": hours, "seed": seed, "styles": styles, "stems": stems, "clip_seconds": clip_seconds,
-                "backend": backend, "sample_rate": sample_rate, "format": audio_format}
+                "backend": backend, "renderer": renderer, "sample_rate": sample_rate, "format": audio_format}
     (out / "corpus.json").write_text(json.dumps({"settings": settings, "summary": summary}, indent=1))
     return summary
 
@@ -150,4 +182,9 @@ def format_summary(summary: dict) -> str:
     for lo in range(min(bins, default=60), max(bins, default=60) + 10, 10):
         n = bins.get(lo, 0)
         lines.append(f"  {lo:3d}-{lo + 9:3d} {'#' * max(n > 0, round(40 * n / top)):<40} {n}")
+    if "audio_hours_per_cpu_hour" in summary:   # the speed line the corpus card quotes
+        lines += ["", f"speed: {summary['realtime_factor']}x real time on {summary['workers']} worker(s) = "
+                  f"{summary['realtime_factor']:.0f} h of audio per wall-clock hour; "
+                  f"{summary['audio_hours_per_cpu_hour']} h of audio per CPU hour; "
+                  f"disk {summary['disk_mb_per_audio_hour']:.0f} MB per hour of audio"]
     return "\n".join(lines)

@@ -1,9 +1,15 @@
 """`lmdm live`: the model as an instrument — a streaming server, a browser UI, OSC and a Python client.
 
-Heavy dependencies (fastapi, uvicorn, websockets, python-osc) are imported where used, so
-`import lmdm.live` works without them.
+Heavy dependencies (fastapi, uvicorn, websockets, python-osc) are imported where used, and the
+public names on first use (PEP 562), so `import lmdm.live` (and `lmdm live --help`) stays light.
 """
-from .client import Block, Client, SyncClient
-from .engine import Engine
+from importlib import import_module
 
-__all__ = ["Block", "Client", "Engine", "SyncClient"]
+_PUBLIC = {"Block": ".client", "Client": ".client", "SyncClient": ".client", "Engine": ".engine"}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name], __name__), name)
+    raise AttributeError(f"module 'lmdm.live' has no attribute {name!r}")

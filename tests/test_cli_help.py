@@ -1,0 +1,49 @@
+"""`lmdm --help` and every `lmdm COMMAND [SUB] --help` parse and print without importing torch
+(checked in a fresh interpreter through sys.modules; fast start is measured, not asserted)."""
+import argparse
+import subprocess
+import sys
+
+from lmdm.cli import build_parser
+
+
+def _commands() -> list[list[str]]:
+    out = [[]]
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out.append([name])
+                for inner in sub._actions:
+                    if isinstance(inner, argparse._SubParsersAction):
+                        out += [[name, leaf] for leaf in inner.choices]
+    return out
+
+
+def test_help_does_not_import_torch():
+    commands = _commands()
+    assert ["bench"] in commands and ["train", "finetune"] in commands and ["data", "synth"] in commands
+    code = f"""
+import contextlib, io, sys
+import lmdm.cli
+for argv in {commands!r}:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        try:
+            lmdm.cli.main(argv + ['--help'])
+        except SystemExit as e:
+            assert e.code == 0, (argv, e.code)
+    assert 'usage: lmdm' in buf.getvalue(), argv
+heavy = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))
+print('TORCH' if heavy else 'NO-TORCH', len({commands!r}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["NO-TORCH", str(len(commands))], result.stdout
+
+
+def test_lazy_public_names_still_resolve():
+    import lmdm
+    assert lmdm.LiveMusicModel.__name__ == "LiveMusicModel" and callable(lmdm.load)
+    from lmdm.live import Engine
+    from lmdm.train import add_lora
+    assert Engine.__name__ == "Engine" and callable(add_lora)

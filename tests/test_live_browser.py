@@ -1,10 +1,15 @@
-"""The browser UI in a real Chromium (Debian's, driven by playwright): play, move a weight, no underruns.
+"""The browser UI in a real Chromium (Debian's, driven by playwright): play, move the controls, and
+check correctness, not speed: no page errors, every block in order, the underrun counter counts a
+real stall of the server and the stream resumes after it. Throughput (real-time factor, underruns
+under load) is measured by the soak benchmark (`python -m lmdm.live.soak`), never asserted here:
+it depends on the machine.
 
 The screenshot is kept as a test artifact: $LMDM_TEST_ARTIFACTS/live-ui-{tiny,default}.png (default: the system
 temp dir's lmdm-live-test/live-ui.png)."""
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,11 +43,28 @@ def live_model(name: str):
 
 # the random tiny model (93 ms blocks) stresses block rate; the embedded default model (2.2 s blocks,
 # bf16 where the CPU has it) is what a user hears on 2 cores
+def stall_once(engine, after_blocks: int):
+    """Make the real engine stall once, as a slow machine would: the block generated after
+    `after_blocks` blocks sleeps first, longer than any buffer the page can hold (the server runs
+    at most lead 0.6 s + one block ahead). Returns an event set when the stall is over."""
+    seconds = 3.0 + 2 * engine.block_seconds
+    real, over, count = engine._next_audio, threading.Event(), [0]
+
+    def next_audio(s):
+        count[0] += 1
+        if count[0] == after_blocks + 1:
+            time.sleep(seconds)
+            over.set()
+        return real(s)
+    engine._next_audio = next_audio
+    return over
+
+
 @pytest.mark.parametrize("name", ["tiny", "default"])
-def test_browser_plays_without_underruns(name):
+def test_browser_plays_in_order_counts_an_underrun_and_resumes(name):
     model = live_model(name)
-    block_seconds = model.config.pattern.block_frames * model.config.frame_seconds
-    with LiveServer(Engine(model, threads=1)) as srv, sync_api.sync_playwright() as pw:
+    engine = Engine(model, threads=1)
+    with LiveServer(engine) as srv, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 620})
@@ -78,9 +100,14 @@ def test_browser_plays_without_underruns(name):
             # move the second prompt's weight slider as a user would (input events while dragging)
             page.eval_on_selector_all(".weight", """els => { const w = els[1];
                 for (const v of [0.6, 0.9, 1.4]) { w.value = v; w.dispatchEvent(new Event('input')); } }""")
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                page.wait_for_timeout(1000)
+            # a stall of the server: the page's buffer runs dry, the counter counts it, the stream resumes
+            received = page.evaluate("window.lmdmStats.blocksReceived")
+            stalled = stall_once(engine, after_blocks=0)
+            while not stalled.is_set():
+                page.wait_for_timeout(200)
+            page.wait_for_function("window.lmdmStats.underruns >= 1", timeout=30000)
+            after_stall = page.evaluate("window.lmdmStats.blocksReceived")
+            page.wait_for_function(f"window.lmdmStats.blocksReceived >= {after_stall + 3}", timeout=60000)
             stats = page.evaluate("window.lmdmStats")
             page.screenshot(path=str(artifact_dir() / f"live-ui-{name}.png"))
             sketch_cfg = [x.sketch_cfg for x in srv.engine.sessions]
@@ -92,11 +119,10 @@ def test_browser_plays_without_underruns(name):
             browser.close()
     print("browser stats:", stats)
     assert not [c for c in console if "pageerror" in c], console
-    assert stats["blocksReceived"] * block_seconds > 15, stats   # kept up over the 15 s
-    assert stats["lastBlockIndex"] == stats["blocksReceived"] - 1, stats
+    assert stats["outOfOrder"] == 0 and stats["lastBlockIndex"] == stats["blocksReceived"] - 1, stats  # in order
+    assert stats["blocksReceived"] >= after_stall + 3 > received, stats    # it resumed after the stall
+    assert stats["underruns"] >= 1, stats                                 # and the stall was counted
     assert stats["acks"] >= 3 and stats["errors"] == 0, stats
-    assert stats["underruns"] == 0, stats
-    assert stats["rtf"] > 1, stats
     assert sketch_cfg == [2.5], sketch_cfg
     assert guidance == [0.3], guidance
     assert bpm == ([100.0] if has_clock else [None]), bpm

@@ -2,6 +2,13 @@
 
 Each simulated listener behaves like the browser player: it starts its playhead after a prebuffer
 and counts an underrun whenever the audio received falls behind the playhead (then re-buffers).
+It also moves a knob every `control_every` seconds and times each control's ack (the control
+latency a performer feels, up to the block boundary where it lands).
+
+`--flood` runs the same listeners twice on one server, side by side in one run: alone, then beside
+a hostile client that sends saves to many slots, knob moves and prompt changes as fast as its
+socket takes them and reads nothing. The report compares the well-behaved sessions' blocks,
+underruns and ack latency percentiles between the two phases.
 
     from lmdm.live.soak import soak
     report = soak("path/to/model", sessions=2, seconds=30)
@@ -18,11 +25,19 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
 
 
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    return round(v[min(len(v) - 1, int(q / 100 * len(v)))], 1)
+
+
 def soak(model_dir: str | None, sessions: int = 1, seconds: float = 60.0, *, threads: int = 1,
-         prebuffer: float = 0.2, lead: float = 0.6, sample_every: float = 1.0, model=None) -> dict:
-    """Returns {"sessions": [{rtf, underruns, blocks, seconds}], "rss_mb": [(t, MB)], ...}.
-    `model_dir=None` with `model=` given uses that model object (e.g. the tiny test model)."""
-    from .client import Block, Client
+         prebuffer: float = 0.2, lead: float = 0.6, sample_every: float = 1.0, model=None,
+         control_every: float = 1.0, flood: bool = False) -> dict:
+    """Returns {"sessions": [{rtf, underruns, blocks, seconds, ack_ms_p50/p95/p99}], "rss_mb": [(t, MB)], ...}.
+    `model_dir=None` with `model=` given uses that model object (e.g. the tiny test model).
+    `flood`: run the listeners alone and then beside a flooding client (`"phases"` in the report)."""
     from .engine import Engine
     from .server import LiveServer
     if model is None:
@@ -31,47 +46,115 @@ def soak(model_dir: str | None, sessions: int = 1, seconds: float = 60.0, *, thr
     rss = [(0.0, rss_mb())]
     t0 = time.monotonic()
 
-    async def listener(url: str, i: int) -> dict:
-        async with Client(url) as c:
-            await c.start(f"soak session {i}", pace="realtime", lead=lead, ahead=4, seed=i)
-            received, underruns, play_start = 0.0, 0, None
-            while True:
-                item = await c.recv(timeout=60)
-                if not isinstance(item, Block):
-                    continue
-                now = time.monotonic()
-                received += item.audio.shape[1] / c.rate
-                if play_start is None:
-                    if received >= prebuffer:
-                        play_start = now - 0.0  # playhead starts; position = now - play_start
-                        base = received
-                else:
-                    played = now - play_start
-                    if played > received - base + prebuffer:  # playhead passed the end of the audio
-                        underruns += 1
-                        play_start, base = None, received
-                if received >= seconds:
-                    status = c.status[-1] if c.status else {}
-                    return {"session": i, "rtf": status.get("rtf"), "underruns": underruns,
-                            "seconds": received, "blocks": item.index + 1}
-
     async def sampler(stop: asyncio.Event):
         while not stop.is_set():
             await asyncio.sleep(sample_every)
             rss.append((round(time.monotonic() - t0, 2), round(rss_mb(), 1)))
 
+    async def phase(url, flooding: bool):
+        stop = asyncio.Event()
+        flooder = asyncio.create_task(_flooder(url, stop)) if flooding else None
+        if flooder:
+            await asyncio.sleep(0.5)   # the flood is under way before the listeners start
+        start = time.monotonic()
+        results = await asyncio.gather(*(_listener(url, i, seconds, prebuffer, lead, control_every)
+                                         for i in range(sessions)))
+        wall = time.monotonic() - start
+        stop.set()
+        flood_report = await flooder if flooder else None
+        summary = _summary(results, wall)
+        return {"sessions": results, "wall_s": round(wall, 2), **summary,
+                **({"flood": flood_report} if flood_report else {})}
+
     async def main(url):
         stop = asyncio.Event()
         task = asyncio.create_task(sampler(stop))
-        results = await asyncio.gather(*(listener(url, i) for i in range(sessions)))
+        if flood:
+            out = {"phases": {"no_flood": await phase(url, False), "flood": await phase(url, True)}}
+            a, b = out["phases"]["no_flood"], out["phases"]["flood"]
+            out["flood_block_rate_ratio"] = round(b["blocks_per_s"] / a["blocks_per_s"], 3) if a["blocks_per_s"] else None
+            out["sessions"] = a["sessions"] + b["sessions"]
+        else:
+            out = await phase(url, False)
         stop.set()
         await task
-        return results
+        return out
 
     with LiveServer(Engine(model, threads=threads)) as srv:
-        results = asyncio.run(main(srv.ws_url))
-    return {"sessions": results, "wall_s": round(time.monotonic() - t0, 2), "rss_mb": rss,
-            "rss_growth_mb": round(rss[-1][1] - rss[1][1], 1) if len(rss) > 1 else 0.0}
+        report = asyncio.run(main(srv.ws_url))
+    return report | {"wall_s": round(time.monotonic() - t0, 2), "rss_mb": rss,
+                     "rss_growth_mb": round(rss[-1][1] - rss[1][1], 1) if len(rss) > 1 else 0.0}
+
+
+async def _listener(url: str, i: int, seconds: float, prebuffer: float, lead: float, control_every: float) -> dict:
+    from .client import Block, Client
+    async with Client(url) as c:
+        await c.start(f"soak session {i}", pace="realtime", lead=lead, ahead=4, seed=i)
+        received, underruns, play_start, base = 0.0, 0, None, 0.0
+        sent: dict[int, float] = {}
+        acks, gaps, last_block, next_control, n = [], [], None, time.monotonic() + control_every, 0
+        while True:
+            item = await c.recv(timeout=60)
+            now = time.monotonic()
+            if isinstance(item, dict):
+                if item.get("type") == "ack" and item.get("id") in sent:
+                    acks.append(1000 * (now - sent.pop(item["id"])))
+                continue
+            if now >= next_control:   # a performer nudging a knob
+                n += 1
+                sent[await c.set_cfg(1.0 + 0.1 * (n % 2))] = time.monotonic()
+                next_control = now + control_every
+            if last_block is not None:
+                gaps.append(1000 * (now - last_block))
+            last_block = now
+            received += item.audio.shape[1] / c.rate
+            if play_start is None:
+                if received >= prebuffer:
+                    play_start, base = now, received   # playhead starts; position = now - play_start
+            elif now - play_start > received - base + prebuffer:  # playhead passed the end of the audio
+                underruns += 1
+                play_start, base = None, received
+            if received >= seconds:
+                status = c.status[-1] if c.status else {}
+                return {"session": i, "rtf": status.get("rtf"), "underruns": underruns, "seconds": round(received, 2),
+                        "blocks": item.index + 1, "controls": len(acks), "ack_ms_p50": _pct(acks, 50),
+                        "ack_ms_p95": _pct(acks, 95), "ack_ms_p99": _pct(acks, 99),
+                        "block_gap_ms_p50": _pct(gaps, 50), "block_gap_ms_p99": _pct(gaps, 99)}
+
+
+async def _flooder(url: str, stop: asyncio.Event) -> dict:
+    """A hostile client: saves to 50 slots, knob moves and prompt changes as fast as its socket takes
+    them, reading nothing (the server must not queue for it without bound, nor let it stall others)."""
+    import json
+
+    import websockets
+    sent = 0
+    async with websockets.connect(url, max_size=2 ** 24, close_timeout=1) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "start", "prompts": [{"text": "flood"}], "pace": "realtime"}))
+        while not stop.is_set():
+            kind = sent % 3
+            msg = ({"type": "save", "slot": f"s{sent % 50}"} if kind == 0 else
+                   {"type": "cfg", "scale": 1 + (sent % 7) / 10} if kind == 1 else
+                   {"type": "prompts", "prompts": [{"text": f"flood {sent}"}]})
+            try:
+                await asyncio.wait_for(ws.send(json.dumps(msg)), 0.5)
+            except asyncio.TimeoutError:
+                continue   # the server is applying backpressure: try again
+            sent += 1
+            if sent % 64 == 0:
+                await asyncio.sleep(0)
+    return {"messages_sent": sent}
+
+
+def _summary(results: list[dict], wall: float) -> dict:
+    blocks = sum(r["blocks"] for r in results)
+    acks = [r[k] for r in results for k in ("ack_ms_p50", "ack_ms_p95", "ack_ms_p99") if r[k] is not None]
+    return {"blocks": blocks, "blocks_per_s": round(blocks / wall, 2) if wall else 0.0,
+            "underruns": sum(r["underruns"] for r in results),
+            "ack_ms_p50_max": max((r["ack_ms_p50"] or 0) for r in results),
+            "ack_ms_p95_max": max((r["ack_ms_p95"] or 0) for r in results),
+            "ack_ms_p99_max": max((r["ack_ms_p99"] or 0) for r in results) if acks else None}
 
 
 def rss_summary(rss: list, warmup: float) -> dict:
@@ -106,6 +189,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the generation thread")
     p.add_argument("--warmup", type=float, default=30.0, help="seconds before memory counts as warm (default 30)")
+    p.add_argument("--flood", action="store_true",
+                   help="run the sessions alone, then beside a client flooding the server with controls; compare")
     p.add_argument("--json", metavar="FILE", help="also write the whole report (with the RSS curve) here")
     args = p.parse_args(argv)
     if args.model == "test":
@@ -116,12 +201,27 @@ def main(argv=None) -> None:
         model = load(args.model, dtype=args.dtype)
         if args.steps:
             model.config.steps = args.steps
-    report = soak(None, args.sessions, args.seconds, threads=args.threads, model=model)
+    report = soak(None, args.sessions, args.seconds, threads=args.threads, model=model, flood=args.flood)
     report.update(rss_summary(report["rss_mb"], args.warmup), model=args.model, steps=model.config.steps)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     print(json.dumps({k: v for k, v in report.items() if k != "rss_mb"}, indent=1))
+    if args.flood:
+        print(flood_table(report))
+
+
+def flood_table(report: dict) -> str:
+    """The well-behaved sessions alone and beside the flood, side by side."""
+    a, b = report["phases"]["no_flood"], report["phases"]["flood"]
+    rows = [("blocks", "blocks"), ("blocks/s", "blocks_per_s"), ("underruns", "underruns"),
+            ("ack ms p50 (worst session)", "ack_ms_p50_max"), ("ack ms p95", "ack_ms_p95_max"),
+            ("ack ms p99", "ack_ms_p99_max")]
+    lines = [f"{'':28} {'no flood':>10} {'flood':>10}"]
+    lines += [f"{name:28} {a[k]!s:>10} {b[k]!s:>10}" for name, k in rows]
+    lines.append(f"flood messages sent: {b['flood']['messages_sent']}; block rate ratio flood/no flood: "
+                 f"{report['flood_block_rate_ratio']}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

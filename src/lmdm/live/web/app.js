@@ -2,7 +2,7 @@
 'use strict';
 const $ = (id) => document.getElementById(id);
 const HEADER = 24, MAGIC = 0x4d444d4c;  // "LMDM" little-endian
-const stats = window.lmdmStats = { blocksReceived: 0, underruns: 0, lastBlockIndex: -1, rtf: 0, bufferMs: 0,
+const stats = window.lmdmStats = { blocksReceived: 0, outOfOrder: 0, underruns: 0, lastBlockIndex: -1, rtf: 0, bufferMs: 0,
   latencyMs: null, overflow: 0, errors: 0, acks: 0, sampleRate: 0, contextRate: 0, playing: false };
 let ws, info, ctx, player, analyser, resampler = null, nextId = 1, playing = false;
 let prompts = [{ text: 'warm lo-fi piano, 80 BPM', weight: 1 }];
@@ -55,7 +55,8 @@ function onJson(m) {
   } else if (m.type === 'ack') {
     stats.acks++;
     const sent = pending.get(m.id); pending.delete(m.id);
-    if (sent !== undefined && m.cmd !== 'start') watch.push({ block: m.block, sent });
+    // a superseded control (a later one of the same kind replaced it in the queue) lands on no block
+    if (sent !== undefined && m.cmd !== 'start' && !m.superseded) watch.push({ block: m.block, sent });
   } else if (m.type === 'error') {
     stats.errors++; pending.delete(m.id); say(`server: ${m.message}`);
   } else if (m.type === 'status') {
@@ -73,6 +74,7 @@ function onBlock(buf) {
     if (dtype === 0) planes.push(new Float32Array(buf, HEADER + 4 * c * n, n));
     else { const s = new Int16Array(buf, HEADER + 2 * c * n, n); planes.push(Float32Array.from(s, (v) => v / 32767)); }
   }
+  if (index !== stats.lastBlockIndex + 1) stats.outOfOrder++;   // the server's counter is gapless from 0
   stats.blocksReceived++; stats.lastBlockIndex = index;
   if (recording) recording.push(planes.map((p) => p.slice()));
   if (!playing || !player) return;

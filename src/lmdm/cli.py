@@ -153,6 +153,9 @@ def _eval(args) -> int:
     import dataclasses
     from .eval.suite import SUITES
     suite = args.suite
+    if suite == "judge":
+        from .eval.judge_suite import run_judge_only
+        return run_judge_only(args)
     if args.seconds is not None:  # the named suite with longer/shorter streams
         window = SUITES[suite].window_seconds
         if not args.seconds >= window:
@@ -177,7 +180,7 @@ def _eval(args) -> int:
         say = None if args.quiet else (lambda msg, p=path: print(f"lmdm eval [{p}]: {msg}", file=sys.stderr, flush=True))
         reports[str(path)] = evaluate(model, args.reference, suite, tagger, args.seed, say, embedder=embedder,
                                       baseline=args.baseline, controls=args.controls,
-                                      controls_manifest=args.stems_reference)
+                                      controls_manifest=args.stems_reference, judge=args.judge)
         reports[str(path)]["tagger"] = tagger_eval
     out = write_report(reports, args.out)
     for name, r in reports.items():
@@ -373,7 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default="default", help="'default' (the embedded model) or a model directory")
     e.add_argument("--compare", nargs="+", help="more model directories, evaluated on the same requests")
     e.add_argument("--reference", required=True, help="corpus manifest.jsonl (held-out captions and audio)")
-    e.add_argument("--suite", default="quick", choices=["quick", "full"])
+    e.add_argument("--suite", default="quick", choices=["quick", "full", "judge"],
+                   help="quick (default) or full; judge: only the judge section (its full size), see --judge")
+    e.add_argument("--judge", action="store_true",
+                   help="add the judge section (outside listener models: docs/judge.md): natural prompts scored by "
+                   "musicnn tags, key/PCP diversity across prompts, seed and same-tempo similarity, codec round "
+                   "trip of held-out pieces (needs the judge extra and MIDI scores in the reference corpus)")
     e.add_argument("--out", default="report", help="output folder (default report/)")
     e.add_argument("--tagger", default=None, help="tagger weights (default: the one shipped with lmdm)")
     e.add_argument("--t5", default=None)

@@ -162,13 +162,13 @@ def beats(audio: np.ndarray, sr: int) -> tuple[float, np.ndarray]:
 
 
 def timbre(audio: np.ndarray, sr: int) -> dict:
-    """Spectral centroid and 95 % roll-off (Hz; mean over frames louder than -60 dB below the loudest,
-    librosa, mono at 22.05 kHz, n_fft 2048) and EBU R128 integrated loudness (LUFS, pyloudnorm, at the
+    """Spectral centroid and 95 % roll-off of the power spectrum (Hz; librosa on |STFT|^2, mono at
+    22.05 kHz, n_fft 2048, mean over frames within 60 dB of the loudest) and EBU R128 integrated loudness (LUFS, pyloudnorm, at the
     file's own rate and channels)."""
     librosa = need("librosa", "timbre figures")
     y = mono(audio, sr)
-    S = np.abs(librosa.stft(y, n_fft=2048, hop_length=512))
-    energy = (S ** 2).sum(0)
+    S = np.abs(librosa.stft(y, n_fft=2048, hop_length=512)) ** 2   # power: where the energy is
+    energy = S.sum(0)
     keep = energy > energy.max() * 1e-6 if energy.max() > 0 else np.ones_like(energy, bool)
     centroid = librosa.feature.spectral_centroid(S=S, sr=ANALYSIS_SR)[0][keep]
     rolloff = librosa.feature.spectral_rolloff(S=S, sr=ANALYSIS_SR, roll_percent=0.95)[0][keep]

@@ -111,13 +111,14 @@ def _embed_windows(embed, audio: np.ndarray, sr: int, seconds: float) -> np.ndar
 
 def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: Tagger | None = None,
              seed: int = 0, progress=None, embedder=None, baseline: bool | None = None,
-             controls=True, controls_manifest: str | Path | None = None) -> dict:
+             controls=True, controls_manifest: str | Path | None = None, judge: bool = False) -> dict:
     """Run a suite on one model. `embedder`: the FD embedding, a callable (clips (N, channels,
     samples), sample_rate) -> (N, D) (default: the tagger's, FD-lmdm). `baseline`: also sample the
     offline-window baseline (default: the suite's setting). `controls`: also measure sketch adherence
     and accompaniment coherence (True: the suite's `controls_suite.CONTROL_SUITES` entry, or a
     `ControlsSuite`; False: skip); `controls_manifest`: where to find pieces with stems for the
-    accompaniment part (default: `manifest`)."""
+    accompaniment part (default: `manifest`). `judge`: also run the judge section
+    (`lmdm.eval.judge_suite`, report key `judge`; the suite's `JUDGE_SUITES` entry)."""
     spec = SUITES[suite] if isinstance(suite, str) else suite
     tagger = tagger or Tagger.load()[0]
     embed = embedder or lmdm_embedder(tagger)
@@ -199,6 +200,14 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
         report["controls"] = evaluate_controls(model, manifest, controls, seed, say,
                                                accompaniment_manifest=controls_manifest,
                                                quality=SketchQuality(embed, reference, spec.window_seconds, tagger))
+    if judge:
+        from .judge_suite import JUDGE_SUITES, JudgeSuite, evaluate_judge
+        from .transcribe import JudgeUnavailable
+        spec_j = JUDGE_SUITES[suite] if isinstance(suite, str) else JudgeSuite(seconds=spec.window_seconds)
+        try:
+            report["judge"] = evaluate_judge(model, manifest, spec_j, seed, say)
+        except JudgeUnavailable as e:
+            report["judge"] = {"unavailable": str(e)}
     return report
 
 
@@ -354,5 +363,7 @@ def write_report(reports: dict[str, dict], out: str | Path) -> Path:
     lines += _adherence_table(reports)
     from .controls_suite import controls_table
     lines += controls_table(reports)
+    from .judge_suite import judge_table
+    lines += judge_table(reports)
     (out / "report.md").write_text("\n".join(lines))
     return out

@@ -5,10 +5,13 @@
 # torch is installed first and pinned: an unpinned `torch` would pull gigabytes of CUDA wheels.
 # tinysoundfont is installed without dependencies: it declares pyaudio, which lmdm does not use
 # (it renders offline) and which does not build without PortAudio headers.
+# The Debian sample packages are the recorded instruments of the v2 corpus (`lmdm data synth`,
+# docs/corpus.md); their SF3 soundfont is decoded once to an SF2 in ~/.cache/lmdm at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="all"
-apt_packages="fluidsynth fluid-soundfont-gm"
+apt_packages="fluidsynth fluid-soundfont-gm musescore-general-soundfont hydrogen-drumkits avldrums.lv2-soundfont
+  sonic-pi-samples"
 if [ "${1:-}" = "--test" ]; then
   extras="all,test"
   apt_packages="$apt_packages chromium chromium-driver"
@@ -26,3 +29,10 @@ fi
 python3 -m pip install -q torch==2.13.0
 python3 -m pip install -q --no-deps tinysoundfont==0.3.7
 python3 -m pip install -q -e ".[$extras]"
+# Decode MuseScore General's Ogg samples once (~1 min), so the first `lmdm data synth` starts at once.
+python3 - <<'PY' || echo "setup: could not prepare the v2 corpus soundfont (lmdm data synth will try again)" >&2
+from lmdm.data.synth.instruments import available, SOURCES
+from lmdm.data.synth.soundfont import playable
+if available("musescore"):
+    print("setup: soundfont ready:", playable(SOURCES["musescore"].path()))
+PY

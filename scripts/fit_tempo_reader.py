@@ -7,8 +7,8 @@ candidate within 4 % of the metadata tempo. With
 `--model`, each crop first goes through that model's autoencoder, so the reader also sees audio
 the way a model's decoder renders it. `--check` corpora are only measured, never fitted.
 
-    lmdm data synth --hours 2 --out runs/synth                      # seed 0: the training corpus
-    lmdm data synth --hours 0.25 --seed 1 --out runs/heldout
+    lmdm data synth --renderer v1 --hours 2 --out runs/synth        # seed 0: the training corpus
+    lmdm data synth --renderer v1 --hours 0.25 --seed 1 --out runs/heldout
     python scripts/fit_tempo_reader.py runs/synth --model default --check runs/heldout
 """
 from __future__ import annotations

@@ -6,9 +6,10 @@ set -euo pipefail
 W=${1:-runs}
 mkdir -p "$W"
 
-# 1. the built-in corpus: 3 h of 11 styles with stems (a separate seed makes the held-out set)
-lmdm data synth --hours 3 --stems --out "$W/synth"
-lmdm data synth --hours 0.25 --seed 1 --out "$W/heldout"
+# 1. the built-in corpus as the shipped model saw it (renderer v1: 3 h of 11 styles with stems; a separate
+#    seed makes the held-out set)
+lmdm data synth --renderer v1 --hours 3 --stems --out "$W/synth"
+lmdm data synth --renderer v1 --hours 0.25 --seed 1 --out "$W/heldout"
 
 # 2. the compact autoencoder (22.05 kHz mono, 32 latent channels, unit-std latents)
 lmdm train autoencoder --config configs/train/default-autoencoder.json \

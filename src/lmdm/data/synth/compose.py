@@ -118,12 +118,21 @@ def compose(style_name: str | Style, seed: int, seconds: float) -> Piece:
     bars = math.ceil(seconds / grid.bar)
     sections = arrange(rng, bars, stems, st)
     piece = Piece(st, seed, seconds, bpm, st.meter, key, swing, programs, sections,
-                  [key.chord(d, st.chord_size) for d in rng.choice(st.progressions)], rng.choice(st.chord_bars))
+                  [_chord_of(key, d, st) for d in rng.choice(st.progressions)], rng.choice(st.chord_bars))
     players = {"drums": _drums, "bass": _bass, "chords": _comp, "melody": _melody, "pad": _pad}
     for stem in stems:
         notes = players[stem](rng, piece, grid, stem)
         piece.notes[stem] = _humanize(rng, notes, st.humanize, seconds)
     return piece
+
+
+def _chord_of(key: Key, degree: int, st: Style) -> tuple[int, ...]:
+    """The diatonic chord; with `st.harmonic_minor`, a minor key's V gets its major third (the
+    leading tone: V-i is what makes a minor key sound, and read, as minor rather than relative major)."""
+    chord = key.chord(degree, st.chord_size)
+    if st.harmonic_minor and key.mode == "minor" and degree == 5 and len(chord) > 2:
+        chord = (chord[0], (chord[1] + 1) % 12, *chord[2:])
+    return chord
 
 
 # -- arrangement ----------------------------------------------------------------------------

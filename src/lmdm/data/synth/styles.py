@@ -56,6 +56,7 @@ class Style:
     registers: dict[str, tuple[int, int]] = field(default_factory=dict)   # overrides of REGISTERS
     drum_level: float = 1.0
     humanize: float = 0.008            # timing jitter (s, standard deviation)
+    harmonic_minor: bool = False       # minor keys play V major (the v2 book; v1 keeps natural minor)
 
 
 REGISTERS = {"bass": (31, 50), "chords": (55, 74), "melody": (65, 86), "pad": (52, 76)}

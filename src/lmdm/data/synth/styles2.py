@@ -93,7 +93,8 @@ KITS = {
                      ("hat", ("elec_tick",)), ("open", ("drum_cymbal_open",)), ("ride", ("elec_cymbal",)),
                      ("rim", ("elec_blip",)))),
     "spacoustic": Kit("sonicpi", "dry acoustic kit", "",
-                      (("kick", ("drum_bass_soft", "drum_heavy_kick")), ("snare", ("drum_snare_soft", "drum_snare_hard")),
+                      (("kick", ("drum_bass_soft", "drum_heavy_kick")),
+                       ("snare", ("drum_snare_soft", "drum_snare_hard")),
                        ("hat", ("drum_cymbal_closed",)), ("pedal", ("drum_cymbal_pedal",)),
                        ("open", ("drum_cymbal_open",)), ("crash", ("drum_cymbal_soft", "drum_cymbal_hard")),
                        ("tom_hi", ("drum_tom_hi_soft", "drum_tom_hi_hard")),
@@ -178,7 +179,7 @@ STYLES: dict[str, Style] = {s.name: s for s in (
                      {"kick": "X.x.X.x.X.x.X.x.", "snare": "....X.......X...", "crash": "x.......x......."}),
             bass=("RRRRRRRRRRRRRRRR", "R.RRR.RRR.RRR.RR"), comp=("xxxxxxxxxxxxxxxx", "X.xxX.xxX.xxX.xx"),
             palette={"drums": ("avl_zeppelin", "avl_pearl"), "bass": (34,), "chords": (30,), "melody": (30,)},
-            optional={"melody": 0.5}, registers={"chords": (40, 59), "melody": (57, 79), "bass": (28, 43)}),
+            optional={}, registers={"chords": (40, 59), "melody": (57, 79), "bass": (28, 43)}),
     replace(V1["rock"], name="pop", label="pop", aliases=("pop", "pop song", "radio pop", "mainstream pop"),
             moods=("catchy", "bright", "upbeat", "feel-good"), tempo=(100, 124), modes=("major",),
             progressions=((1, 5, 6, 4), (6, 4, 1, 5), (1, 6, 4, 5), (4, 1, 5, 6)), chord_size=3,
@@ -253,6 +254,26 @@ STYLES: dict[str, Style] = {s.name: s for s in (
        ("elegant", "romantic", "graceful", "lilting"), (96, 150),
        {"bass": (43, 42), "chords": (45, 46), "melody": (40, 73, 68, 71), "pad": (48, 49, 60)}),
 )}
+
+
+
+# v2 harmony is tonic-centred: every chord loop returns to I (i) every other chord and holds a
+# dominant (in minor, V with its leading tone: `harmonic_minor`). A loop like vi-IV-I-V leaves C
+# major and A minor equally plausible to a listener and to a key finder; these do not, and a
+# corpus whose captions state a key should sound in that key. Styles keep their own rhythm,
+# voicing (7ths for jazz and lo-fi) and instruments.
+TONIC_LOOPS = ((1, 4, 1, 5), (1, 6, 1, 5), (1, 4, 5, 1), (1, 5, 1, 4))
+LOOPS = {"techno": ((1, 1, 6, 5), (1, 4, 1, 5)), "trap": ((1, 6, 1, 5), (1, 1, 6, 5)),
+         "blues": ((1, 1, 4, 1, 5, 4, 1, 5), (1, 4, 1, 5)), "afrobeat": ((1, 4, 1, 5), (1, 1, 4, 5)),
+         "metal": ((1, 6, 1, 5), (1, 7, 1, 5))}
+SEVENTHS = ("jazz", "lofi")
+
+# Melodies walk the full diatonic scale (v1 kept many on the pentatonic, which omits the 4th and
+# 7th degrees: exactly the notes that tell a key from its neighbours a fifth away).
+STYLES = {name: replace(s, progressions=LOOPS.get(name, TONIC_LOOPS), harmonic_minor=True,
+                        chord_size=2 if name == "metal" else 4 if name in SEVENTHS else 3,
+                        melody=(s.melody[0], s.melody[1], False))
+          for name, s in STYLES.items()}
 
 # The shared reverb's RT60 range (seconds) per style: clubs dry, halls and ambient wet.
 ROOMS = {"ambient": (2.5, 3.5), "strings": (1.8, 2.6), "waltz": (1.8, 2.6), "ballad": (1.6, 2.4),

@@ -64,8 +64,12 @@ class _Cache:
         """tokens = [target (B) | T] of the model batch's first `rows` rows (None: all); returns their
         hidden states. A guidance branch whose result a step does not use is left out this way."""
         past, cond = _leading_rows(self.kv, cond, rows)
-        h, _ = dit.run(tokens, _target_positions(self.C, self.B, tokens.device), cond, past=past)
+        h, _ = dit.run(tokens, _target_positions(self.C, self.B, tokens.device), cond, past=past,
+                       mask=self._step_mask(tokens))
         return h
+
+    def _step_mask(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        return None
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         if self.kv is None:
@@ -94,22 +98,46 @@ class EncDecCache(_Cache):
 
 
 class BlockCausalCache(_Cache):
-    def __init__(self, block_frames: int, context_chunks: int):
-        self.B, self.w = block_frames, context_chunks
+    """`mode="exact"`: lmdm's cache, as above. `mode="authors"`: the authors' released sampler
+    (generate_diffusion_cond_blockar with use_kv_cache=True, rope_mode="fixed"): the cache keeps all
+    w context chunks and `step` attends to all of them (their training mask lets the target see
+    w-1), and the fused step places the finished chunk and the target one chunk later (C+1.. and
+    C+B+1..) with the cache still at 1..C, re-rotating it by -B afterwards. Only to reproduce what
+    their code makes; docs/authors-interop.md."""
+
+    def __init__(self, block_frames: int, context_chunks: int, mode: str = "exact"):
+        if mode not in ("exact", "authors"):
+            raise StateError(f"block-causal cache mode must be 'exact' or 'authors', got {mode!r}")
+        self.B, self.w, self.mode = block_frames, context_chunks, mode
         self.C = block_frames * context_chunks
+        self._bootstrap_step = False   # authors: the step right after a bootstrap is their masked full pass
 
     def bootstrap(self, dit: DiT, context_tokens: torch.Tensor, cond: Conditioning) -> None:
         """Fill the cache from the w context chunks (B·w frames) with the banded mask."""
         dev = context_tokens.device
         chunk = _arange(0, self.C, dev) // self.B
         _, kv = dit.run(context_tokens, _arange(1, self.C + 1, dev), cond, mask=banded(chunk, chunk, self.w))
-        self.kv = [(k[:, :, self.B:], v[:, :, self.B:]) for k, v in kv]
+        keep = 0 if self.mode == "authors" else self.B
+        self.kv = [(k[:, :, keep:], v[:, :, keep:]) for k, v in kv]
+        self._bootstrap_step = self.mode == "authors"
+
+    def _step_mask(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """authors: their bootstrap runs the block's first step inside the masked full pass, where the
+        target does not see the oldest context chunk; their later steps see every cached chunk."""
+        if not self._bootstrap_step:
+            return None
+        self._bootstrap_step = False
+        mask = torch.ones(tokens.shape[1], self.C + tokens.shape[1], dtype=torch.bool, device=tokens.device)
+        mask[:, : self.B] = False
+        return mask
 
     def fused_step(self, dit: DiT, finished_tokens: torch.Tensor, tokens: torch.Tensor,
                    cond: Conditioning) -> torch.Tensor:
         """Slide the window by one chunk and run the first denoising step of the new block.
         finished_tokens: the just-finished chunk as clean context (B frames); tokens: [target | T]."""
         B, C, dev = self.B, self.C, tokens.device
+        if self.mode == "authors":
+            return self._authors_fused_step(dit, finished_tokens, tokens, cond)
         cos, sin = dit.rope(torch.tensor([-B], device=dev))
         past = [(apply_rotary(k, cos, sin), v) for k, v in self.kv]  # cached chunks now at 1..C-B
         pos = torch.cat((_arange(C - B + 1, C + 1, dev), _target_positions(C, B, dev)))
@@ -117,4 +145,15 @@ class BlockCausalCache(_Cache):
         h, kv = dit.run(torch.cat((finished_tokens, tokens), 1), pos, cond, past=past, mask=mask)
         self.kv = [(torch.cat((pk[:, :, B:], k[:, :, :B]), 2), torch.cat((pv[:, :, B:], v[:, :, :B]), 2))
                    for (pk, pv), (k, v) in zip(past, kv)]
+        return h[:, B:]
+
+    def _authors_fused_step(self, dit: DiT, finished_tokens: torch.Tensor, tokens: torch.Tensor,
+                            cond: Conditioning) -> torch.Tensor:
+        B, C, dev = self.B, self.C, tokens.device
+        pos = torch.cat((_arange(C + 1, C + 2 * B + 1, dev), torch.zeros(1, dtype=torch.long, device=dev)))
+        mask = fused_step_mask(self.w, B, device=dev, context_chunks=self.w)
+        h, kv = dit.run(torch.cat((finished_tokens, tokens), 1), pos, cond, past=self.kv, mask=mask)
+        cos, sin = dit.rope(torch.tensor([-B], device=dev))
+        self.kv = [(apply_rotary(torch.cat((pk[:, :, B:], k[:, :, :B]), 2), cos, sin),
+                    torch.cat((pv[:, :, B:], v[:, :, :B]), 2)) for (pk, pv), (k, v) in zip(self.kv, kv)]
         return h[:, B:]

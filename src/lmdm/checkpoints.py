@@ -97,7 +97,8 @@ def save_pretrained(model: LiveMusicModel, folder: str | Path) -> Path:
 
 def from_pretrained(folder: str | Path, dtype: torch.dtype | str | None = None, t5_path: str | None = None
                     ) -> LiveMusicModel:
-    """Load an lmdm directory (config.json) or an official SAO directory (model_config.json).
+    """Load an lmdm directory (config.json), an official SAO directory or one written by the paper
+    authors' code (model_config.json; `lmdm.authors`).
     `dtype`: a torch dtype or "auto" / "fp32" / "bf16" (`resolve_dtype`); None keeps the stored one."""
     if isinstance(dtype, str):
         dtype = resolve_dtype(dtype)
@@ -110,8 +111,15 @@ def from_pretrained(folder: str | Path, dtype: torch.dtype | str | None = None, 
             config.text.path = t5_path
         state, source = read_weights(folder), str(folder)
     elif (folder / SAO_CONFIG).is_file():
-        config = config_from_sao(_read_json(folder / SAO_CONFIG), t5_path or "")
-        state, source = from_sao_keys(read_weights(folder)), f"{folder} (Stable Audio Open layout)"
+        from .authors import config_from_authors, from_authors_keys, is_authors_config
+        raw = _read_json(folder / SAO_CONFIG)
+        if is_authors_config(raw):
+            config = config_from_authors(raw, t5_path or "")
+            state, _ = from_authors_keys(read_weights(folder))
+            source = f"{folder} (the paper authors' layout)"
+        else:
+            config = config_from_sao(raw, t5_path or "")
+            state, source = from_sao_keys(read_weights(folder)), f"{folder} (Stable Audio Open layout)"
     else:
         raise CheckpointError(f"{folder} has neither {CONFIG} (lmdm) nor {SAO_CONFIG} (Stable Audio Open)")
     model = LiveMusicModel(config)
@@ -145,6 +153,44 @@ def to_sao_keys(model: LiveMusicModel) -> dict[str, torch.Tensor]:
             raise ConfigError(f"{key} has no Stable Audio Open counterpart")
         out[inverse[prefix] + key[len(prefix):]] = value
     return out
+
+
+def export(model: LiveMusicModel, folder: str | Path, to: str) -> Path:
+    """Write `model` as the authors' code ("authors") or stable-audio-tools ("sao") reads it:
+    model_config.json + model.safetensors, written atomically; dtype preserved."""
+    from safetensors.torch import save_file
+    from .authors import authors_config, to_authors_keys
+    if to == "authors":
+        cfg, state = authors_config(model.config), to_authors_keys(model)
+    elif to == "sao":
+        if model.config.pattern.pattern != "bidirectional":
+            raise ConfigError(f"a {model.config.pattern.pattern!r} LMDM has no Stable Audio Open equivalent; "
+                              "use --to authors")
+        cfg, state = sao_config(model.config), to_sao_keys(model)
+    else:
+        raise ConfigError(f"export format must be 'authors' or 'sao', got {to!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in state.items()}
+    for name, write in ((WEIGHTS, lambda p: save_file(state, p, metadata={"format": "pt"})),
+                        (SAO_CONFIG, lambda p: Path(p).write_text(json.dumps(cfg, indent=2) + "\n"))):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, folder / name)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return folder
+
+
+def sao_config(config: ModelConfig) -> dict:
+    """The SAO model_config.json of a plain (bidirectional, router-free) model."""
+    from .authors import sao_model_config
+    if config.dit.input_groups:
+        raise ConfigError("an LMDM with a context router has no Stable Audio Open equivalent")
+    return sao_model_config(config, config.pattern.block_frames)
 
 
 def _need(cond: bool, what: str) -> None:

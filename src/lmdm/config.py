@@ -16,6 +16,7 @@ from typing import Any
 from .errors import ConfigError
 
 PATTERNS = ("bidirectional", "enc-dec", "block-causal")
+CACHE_MODES = ("exact", "none", "authors")
 
 
 # -- sampling knobs: the ONE place their ranges live -------------------------------------------
@@ -166,6 +167,17 @@ class PatternConfig:
     pattern: str = "block-causal"    # bidirectional (outpainting baseline) | enc-dec | block-causal
     block_frames: int = 48           # B: latent frames generated per block (48 ≈ 2.23 s at 21.5 Hz)
     context_frames: int = 192        # C: context frames; block-causal: a whole number w = C/B of chunks
+    # How a block-causal stream uses its KV cache (docs/authors-interop.md):
+    #   exact:   lmdm's sliding-window cache; equals one banded forward over the stream since the bootstrap
+    #   none:    no cache: every step a fresh masked forward over the window (the authors' use_kv_cache=False,
+    #            what training sees; N·(C+B) tokens per block
+    #   authors: the authors' cached sampler as released: after each block's first step the target attends
+    #            to all w cached context chunks (training: w-1) and, on the fused first step, sits one chunk
+    #            further from the timestep token; only to reproduce output made with their code
+    cache: str = "exact"
+    # The first window's context: "empty" (mask 0: nothing known) or "zeros" (zero latents marked known,
+    # mask 1, as the authors' block-AR sampler starts).
+    start_context: str = "empty"
 
     @property
     def window_frames(self) -> int:
@@ -179,6 +191,13 @@ class PatternConfig:
     def validate(self) -> None:
         if self.pattern not in PATTERNS:
             raise ConfigError(f"pattern must be one of {PATTERNS}, got {self.pattern!r}")
+        if self.cache not in CACHE_MODES:
+            raise ConfigError(f"pattern.cache must be one of {CACHE_MODES}, got {self.cache!r}")
+        if self.cache == "authors" and self.pattern != "block-causal":
+            raise ConfigError("pattern.cache='authors' reproduces the authors' block-causal KV sampler; "
+                              f"pattern {self.pattern!r} has no such mode")
+        if self.start_context not in ("empty", "zeros"):
+            raise ConfigError(f"pattern.start_context must be 'empty' or 'zeros', got {self.start_context!r}")
         if self.block_frames <= 0 or self.context_frames < 0:
             raise ConfigError(f"block_frames must be > 0 and context_frames >= 0, got "
                               f"{self.block_frames} and {self.context_frames}")

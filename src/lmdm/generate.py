@@ -2,6 +2,7 @@
 optionally driven by a sketch (`load_sketch`) or an accompaniment (`lmdm.accompany`)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ def block_pattern(model, block_frames: int | None) -> PatternConfig:
     if block_frames < 1:
         raise ConfigError(f"block size must be >= 1 latent frame, got {block_frames}")
     context = (p.context_frames // block_frames) * block_frames if p.pattern == "block-causal" else p.context_frames
-    pattern = PatternConfig(p.pattern, block_frames, context)
+    pattern = dataclasses.replace(p, block_frames=block_frames, context_frames=context)
     pattern.validate()
     return pattern
 

@@ -102,7 +102,7 @@ class Stream:
         self._frame = 0  # absolute latent frame of the next block's target
         self.trace: list[dict] | None = None  # set to [] to record every denoising call (tests, analysis)
         self.history = torch.zeros(batch, self.io, self.C)
-        self.history_mask = torch.zeros(batch, 1, self.C)
+        self.history_mask = self._empty_mask(self.C)
         self.pending: torch.Tensor | None = None  # block-causal: finished chunk awaiting its fused step
         self.cache = self._new_cache()
         self.needs_bootstrap = True
@@ -207,7 +207,7 @@ class Stream:
             raise ShapeError("context latents contain NaN or infinite values")
         n = min(latents.shape[-1], self.C)
         self.history = torch.zeros(self.batch, self.io, self.C)
-        self.history_mask = torch.zeros(self.batch, 1, self.C)
+        self.history_mask = self._empty_mask(self.C)
         if n:
             self.history[..., self.C - n:] = latents[..., latents.shape[-1] - n:].float()
             self.history_mask[..., self.C - n:] = 1
@@ -233,7 +233,7 @@ class Stream:
         hist, mask = self.history[..., -pattern.context_frames:], self.history_mask[..., -pattern.context_frames:]
         pad = pattern.context_frames - hist.shape[-1]   # a longer window: the older part is empty
         self.history = torch.nn.functional.pad(hist, (pad, 0))
-        self.history_mask = torch.nn.functional.pad(mask, (pad, 0))
+        self.history_mask = torch.nn.functional.pad(mask, (pad, 0), value=float(pattern.start_context == "zeros"))
         self.pcfg, self.B, self.C = pattern, pattern.block_frames, pattern.context_frames
         self.cache, self.pending, self.needs_bootstrap = self._new_cache(), None, True
 
@@ -344,6 +344,8 @@ class Stream:
         pattern = self.pcfg.pattern
         if pattern == "bidirectional":
             x0 = self._outpaint(noise)
+        elif self.pcfg.cache == "none":
+            x0 = self._window(noise)
         elif pattern == "enc-dec":
             x0 = self._enc_dec(noise)
         else:
@@ -415,6 +417,29 @@ class Stream:
         groups = {"context": torch.cat((self._per_branch(mask), self._per_branch(latents)), 1)}
         groups.update(self._window_groups(start, latents.shape[-1]))
         return self.dit.embed_frames(None, self._dev(groups))
+
+    def _empty_mask(self, frames: int) -> torch.Tensor:
+        """The known-mask of context frames nothing has filled yet: 0, or 1 where the pattern starts from
+        zero latents marked known (`start_context="zeros"`, the authors' sampler)."""
+        return torch.full((self.batch, 1, frames), float(self.pcfg.start_context == "zeros"))
+
+    def _window(self, noise):
+        """`cache="none"`: every step one masked forward over the whole window, context from the router
+        only (its noisy input is zeroed), as the authors' cache-free sampler and training do."""
+        groups = {"context": torch.cat((torch.cat((self.history_mask, torch.zeros(self.batch, 1, self.B)), -1),
+                                        torch.nn.functional.pad(self.history, (0, self.B))), 1)}
+        groups = {k: self._per_branch(v) for k, v in groups.items()}
+        groups.update(self._window_groups(self.frame - self.C, self.C + self.B))
+        p = self.pcfg
+
+        def run(x, t, i):
+            xw = torch.nn.functional.pad(x, (self.C, 0))
+            v = self.dit(self._dev(xw), self._dev(t), self.cond, self._dev(groups), pattern=p.pattern,
+                         context_frames=self.C, block_frames=self.B, context_chunks=p.context_chunks)
+            return v[..., self.C:]
+
+        self.needs_bootstrap = False
+        return sample(self._denoise_fn(run), noise, self.sampler, self.guidance, refine=self._refine_fn())
 
     def _block_causal(self, noise):
         dit, cache = self.dit, self.cache
@@ -530,10 +555,12 @@ class Stream:
     # -- internals --------------------------------------------------------------------------
 
     def _new_cache(self):
+        if self.pcfg.cache == "none":
+            return None
         if self.pcfg.pattern == "enc-dec":
             return EncDecCache(self.C, self.B)
         if self.pcfg.pattern == "block-causal":
-            return BlockCausalCache(self.B, self.pcfg.context_chunks)
+            return BlockCausalCache(self.B, self.pcfg.context_chunks, "authors" if self.pcfg.cache == "authors" else "exact")
         return None
 
     def active_rows(self, step: int) -> int | None:

@@ -40,15 +40,19 @@ def banded(q_chunk: torch.Tensor, k_chunk: torch.Tensor, context_chunks: int) ->
     return (diff >= 0) & (diff < context_chunks)
 
 
-def fused_step_mask(cached_chunks: int, block_frames: int, device=None) -> torch.Tensor:
+def fused_step_mask(cached_chunks: int, block_frames: int, device=None, context_chunks: int | None = None
+                    ) -> torch.Tensor:
     """Block-causal fused first step.
 
     Queries: [finished chunk (B) | new target (B) | T]; keys: [cache (cached_chunks·B) | same three].
-    The finished chunk sees the whole cache and itself; the target and T see all but the oldest
-    cached chunk (which falls out of their band), the finished chunk, the target and T.
+    Every chunk sees the w = context_chunks chunks up to itself (default w = cached_chunks + 1, lmdm's
+    cache of w-1 chunks): the finished chunk sees the whole cache and itself; the target and T see all
+    but the oldest cached chunk, the finished chunk, the target and T. With the authors' cache of w
+    chunks (context_chunks = cached_chunks), the two oldest cached chunks are out of the target's band.
     """
-    b, p = block_frames, cached_chunks * block_frames
-    mask = torch.ones(2 * b + 1, p + 2 * b + 1, dtype=torch.bool, device=device)
-    mask[:b, p + b:] = False          # finished chunk: nothing after itself
-    mask[b:, :b] = False              # target and T: the oldest cached chunk is out of band
-    return mask
+    w = cached_chunks + 1 if context_chunks is None else context_chunks
+    b = block_frames
+    k_chunk = torch.cat((torch.arange(cached_chunks * b, device=device) // b,
+                         torch.full((b,), cached_chunks, device=device),
+                         torch.full((b + 1,), cached_chunks + 1, device=device)))
+    return banded(k_chunk[cached_chunks * b:], k_chunk, w)

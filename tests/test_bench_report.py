@@ -31,7 +31,7 @@ def test_first_line_is_the_machine_and_rows_compare_dtypes_side_by_side():
 
 
 def test_json_has_machine_peaks_and_variant_speedups():
-    out = subprocess.run([*BENCH, "--blocks", "1", "--warmup", "1", "--dtype", "fp32", "int8", "--json"],
+    out = subprocess.run([*BENCH, "--blocks", "1", "--warmup", "1", "--dtype", "fp32", "int8", "--json", "--end-to-end"],
                          capture_output=True, text=True, check=True)
     report = json.loads(out.stdout)
     assert report["machine"]["bf16"] in ("native", "emulated") and report["machine"]["dtypes"] == ["fp32", "int8"]
@@ -43,6 +43,7 @@ def test_json_has_machine_peaks_and_variant_speedups():
     peak = report["matmul_peak_gflops"][f"int8@{int8['threads']}"]
     assert peak > 0 and int8["fraction_of_matmul_peak"] == round(int8["achieved_gflops"] / peak, 3)
     assert int8["p99_over_block_duration"] > 0
+    assert 0 < fp32["decode_share"] < 1 and fp32["decode_ms"]["n"] == 1   # the decoder's part of each block
     assert out.stderr.startswith("lmdm bench: CPU")   # the machine line goes to stderr under --json
 
 

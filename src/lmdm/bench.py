@@ -36,9 +36,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
 
 
 def resolve_bench_dtype(name: str) -> str:
-    """'auto' = bf16 where it is native (AVX-512 BF16 / AMX / a GPU), else int8 (the faster CPU path
-    without native bf16, measured side by side by this bench)."""
-    return ("bf16" if bf16_native() else "int8") if name == "auto" else name
+    """'auto' as `lmdm generate` resolves it: bf16 where it is native (AVX-512 BF16 / AMX / a GPU), else fp32."""
+    return ("bf16" if bf16_native() else "fp32") if name == "auto" else name
 
 
 @dataclasses.dataclass
@@ -118,6 +117,9 @@ class _PatternRun:
         for name in ("bootstrap", "prefill", "fused_step", "step"):
             if cache is not None and hasattr(cache, name):
                 setattr(cache, name, _timed(self.phases.setdefault(name, []), getattr(cache, name)))
+        if end_to_end:   # the streaming decoder's share of each block
+            dec = self.stream.decoder
+            dec.push = _timed(self.phases.setdefault("decode", []), dec.push)
         self.blocks: list[float] = []
 
     def block(self) -> float:
@@ -144,6 +146,8 @@ class _PatternRun:
         for name, times in self.phases.items():
             if times:
                 out[f"{name}_ms"] = _stats(times)
+        if "decode_ms" in out:
+            out["decode_share"] = round(out["decode_ms"]["median_ms"] / stats["median_ms"], 3)
         return out
 
 

@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model shape (default = the embedded default model's, with its own autoencoder; weights are random either way: speed does not depend on them)")
     b.add_argument("--dtype", nargs="+", default=["fp32"], choices=["auto", "fp32", "bf16", "int8"],
                    help="one or more, timed side by side (default fp32): int8 = the DiT blocks' linear layers "
-                   "with int8 weights (dynamic quantization); auto = bf16 where native, else int8")
+                   "with int8 weights (dynamic quantization); auto = as generate resolves it")
     b.add_argument("--steps", type=int, default=8, help="denoising steps per block (default 8)")
     b.add_argument("--blocks", type=int, default=5, help="timed blocks per pattern (default 5)")
     b.add_argument("--warmup", type=int, default=2, help="untimed blocks first, the bootstrap included (default 2)")
@@ -255,8 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--block", type=int, default=None,
                    help="block size in latent frames (default: the model's, 48 = 2.2 s); smaller reacts faster "
                    "to prompt changes (10 = 0.46 s) at a lower real-time factor")
-    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto (default): bf16 where the CPU has native bf16 (AVX-512 BF16/AMX) or on a GPU")
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"],
+                   help="auto (default): bf16 where the CPU has native bf16 (AVX-512 BF16/AMX) or on a GPU; "
+                   "int8: the DiT's blocks with int8 weights, the faster CPU path without native bf16 (lmdm bench)")
     g.add_argument("--sketch", metavar="FILE",
                    help="drive the stream with a sketch from frame 0 (models with a 'sketch' input group): an audio "
                    "file (any format soundfile reads; its loudness, brightness and pitch at the model's latent "
@@ -316,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: the model's)")
     a.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     a.add_argument("--block", type=int, default=None, help="block size in latent frames (default: the model's)")
-    a.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="as for generate")
+    a.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"], help="as for generate")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=_accompany)
 

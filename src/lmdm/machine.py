@@ -7,6 +7,7 @@ AVX2, which is how an AVX2-only laptop's figures can be approximated on a bigger
 """
 from __future__ import annotations
 
+import os
 import platform
 import time
 from functools import cache
@@ -53,7 +54,10 @@ def describe(dtypes: list[str], threads: list[int], device: str = "cpu") -> dict
     flags, model = _cpu_flags_and_model()
     info = {"cpu": model, "isa": isa_name(flags), "torch_kernels": torch.backends.cpu.get_cpu_capability(),
             "cores": torch.get_num_threads() if not threads else max(threads), "threads": threads,
-            "dtypes": dtypes, "bf16": "native" if bf16_native() else "emulated", "device": device}
+            "dtypes": dtypes, "bf16": "native" if bf16_native() else "emulated", "device": device,
+            # OpenMP's idle threads spin by default: on a CPU shared with other busy processes a second
+            # thread can then cost several times what it gains, so the policy is part of the figures
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
     if device != "cpu" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
@@ -63,7 +67,9 @@ def headline(info: dict) -> str:
     """The bench's first line, and a warning line where bf16 is asked for but emulated."""
     line = (f"lmdm bench: CPU {info['cpu']}, ISA {info['isa']} (torch kernels {info['torch_kernels']}), "
             f"threads {'/'.join(map(str, info['threads']))}, dtype {'/'.join(info['dtypes'])}, "
-            f"bf16 {info['bf16']}" + (f", GPU {info['gpu']}" if info.get("gpu") else ""))
+            f"bf16 {info['bf16']}" + (f", GPU {info['gpu']}" if info.get("gpu") else "")
+            + (f", OMP_WAIT_POLICY {info['omp_wait_policy']}" if info.get("omp_wait_policy", "default") != "default"
+               else ""))
     if info["bf16"] == "emulated" and "bf16" in info["dtypes"]:
         line += ("\nlmdm bench: warning: bf16 is emulated on this CPU (no AVX-512-BF16 / AMX kernels): it runs "
                  "several times slower than fp32; int8 or fp32 are the fast paths here")

@@ -99,7 +99,8 @@ def from_pretrained(folder: str | Path, dtype: torch.dtype | str | None = None, 
                     ) -> LiveMusicModel:
     """Load an lmdm directory (config.json), an official SAO directory or one written by the paper
     authors' code (model_config.json; `lmdm.authors`).
-    `dtype`: a torch dtype or "auto" / "fp32" / "bf16" (`resolve_dtype`); None keeps the stored one."""
+    `dtype`: a torch dtype or "auto" / "fp32" / "bf16" / "int8" (`resolve_dtype`; int8 = torch.qint8: fp32
+    with the DiT blocks' linear layers quantized, `LiveMusicModel.quantize_int8`); None keeps the stored one."""
     if isinstance(dtype, str):
         dtype = resolve_dtype(dtype)
     folder = Path(folder)
@@ -126,6 +127,8 @@ def from_pretrained(folder: str | Path, dtype: torch.dtype | str | None = None, 
     stored = next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32)
     model.to(stored)
     load_strict(model, state, source)
+    if dtype == torch.qint8:
+        return model.to(torch.float32).eval().quantize_int8()
     return model.to(dtype) if dtype else model.eval()
 
 
@@ -289,12 +292,15 @@ def load(name: str | Path = "default", dtype: torch.dtype | str | None = None, t
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """'auto' = bf16 where the CPU has native bf16 matmuls (AVX-512 BF16 / AMX) or on a GPU, else fp32."""
+    """'auto' = bf16 where the CPU has native bf16 matmuls (AVX-512 BF16 / AMX) or on a GPU, else fp32.
+    'int8' gives torch.qint8, which `from_pretrained` reads as: fp32 with int8 DiT blocks (CPU only)."""
     if name == "auto":
         fast = torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported()
         name = "bf16" if fast else "fp32"
+    if name == "int8":
+        return torch.qint8
     if name not in ("fp32", "bf16"):
-        raise ConfigError(f"dtype must be auto, fp32 or bf16, got {name!r}")
+        raise ConfigError(f"dtype must be auto, fp32, bf16 or int8, got {name!r}")
     if name == "bf16" and not (torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported()):
         warnings.warn("bf16 asked for on a CPU without native bf16 kernels (AVX-512 BF16 / AMX): it is emulated, "
                       "several times slower than fp32; --dtype auto picks fp32 here", stacklevel=2)

@@ -15,14 +15,17 @@ def _bench(args) -> int:
         return 0
     if args.train:
         from .train.bench import bench_training
-        result = bench_training(args.preset, args.dtype, steps=args.blocks, warmup=max(args.warmup, 1))
+        result = bench_training(args.preset, args.dtype[0], steps=args.blocks, warmup=max(args.warmup, 1))
         print(json.dumps(result, indent=2) if args.json else
               "lmdm bench --train: " + ", ".join(f"{k}={v}" for k, v in result.items()))
         return 0
-    progress = None if args.json else (lambda msg: print(f"lmdm bench: {msg}", file=sys.stderr, flush=True))
+    # progress and running medians on stderr, flushed, in --json mode too: a killed run leaves figures
+    progress = lambda msg: print(msg if msg.startswith("lmdm bench") else f"lmdm bench: {msg}",  # noqa: E731
+                                 file=sys.stderr, flush=True)
+    emit = progress if args.json else (lambda line: print(line, flush=True))
     report = run_bench(args.preset, args.dtype, steps=args.steps, blocks=args.blocks, warmup=args.warmup,
                        patterns=tuple(args.patterns), block_frames=args.block, context_frames=args.context,
-                       threads=args.threads, progress=progress, end_to_end=args.end_to_end, batch=args.batch,
+                       threads=args.threads, progress=progress, emit=emit, end_to_end=args.end_to_end, batch=args.batch,
                        device=args.device, cfg_scale=args.cfg,
                        sketch={"sketch_cfg": args.sketch_cfg, "control_guidance": args.control_guidance}
                        if args.sketch else None, prompt_guidance=args.prompt_guidance, beat_cfg=args.beat_cfg)
@@ -35,10 +38,10 @@ def _bench(args) -> int:
         else:
             ae = (AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[2, 4], latent_dim=8) if args.preset == "tiny"
                   else AutoencoderConfig())
-        if progress:
-            progress("autoencoder")
-        report["autoencoder"] = bench_autoencoder(ae, dtypes=(args.dtype,) if args.dtype == "fp32" else ("fp32", args.dtype))
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
+        progress("autoencoder")
+        floats = [d for d in report["config"]["dtype"].split("/") if d != "int8"]  # int8 is the DiT's, not the codec's
+        report["autoencoder"] = bench_autoencoder(ae, dtypes=tuple(dict.fromkeys(["fp32", *floats])))
+    print(json.dumps(report, indent=2) if args.json else format_table(report, preamble=False))
     return 0
 
 
@@ -242,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "faster than real time) and each pattern's speedup over the baseline.")
     b.add_argument("--preset", default="tiny", choices=["tiny", "small", "sao-small", "default"],
                    help="model shape (default = the embedded default model's, with its own autoencoder; weights are random either way: speed does not depend on them)")
-    b.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    b.add_argument("--dtype", nargs="+", default=["fp32"], choices=["auto", "fp32", "bf16", "int8"],
+                   help="one or more, timed side by side (default fp32): int8 = the DiT blocks' linear layers "
+                   "with int8 weights (dynamic quantization); auto = as generate resolves it")
     b.add_argument("--steps", type=int, default=8, help="denoising steps per block (default 8)")
     b.add_argument("--blocks", type=int, default=5, help="timed blocks per pattern (default 5)")
     b.add_argument("--warmup", type=int, default=2, help="untimed blocks first, the bootstrap included (default 2)")
@@ -250,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--context", type=int, default=None, help="context size C in latent frames (preset default)")
     b.add_argument("--patterns", nargs="+", default=["bidirectional", "enc-dec", "block-causal"],
                    choices=["bidirectional", "enc-dec", "block-causal"])
-    b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    b.add_argument("--threads", type=int, nargs="+", default=None,
+                   help="torch threads, one or more counts timed side by side (default: torch's choice)")
     b.add_argument("--end-to-end", action="store_true",
                    help="time whole audio blocks (DiT + streaming decode with SAO-small's autoencoder shape; default: its own; tiny: "
                    "a toy one) and the cost of a prompt change")
@@ -310,8 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--block", type=int, default=None,
                    help="block size in latent frames (default: the model's, 48 = 2.2 s); smaller reacts faster "
                    "to prompt changes (10 = 0.46 s) at a lower real-time factor")
-    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto (default): bf16 where the CPU has native bf16 (AVX-512 BF16/AMX) or on a GPU")
+    g.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"],
+                   help="auto (default): bf16 where the CPU has native bf16 (AVX-512 BF16/AMX) or on a GPU; "
+                   "int8: the DiT's blocks with int8 weights, the faster CPU path without native bf16 (lmdm bench)")
     g.add_argument("--sketch", metavar="FILE",
                    help="drive the stream with a sketch from frame 0 (models with a 'sketch' input group): an audio "
                    "file (any format soundfile reads; its loudness, brightness and pitch at the model's latent "
@@ -371,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: the model's)")
     a.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     a.add_argument("--block", type=int, default=None, help="block size in latent frames (default: the model's)")
-    a.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"], help="as for generate")
+    a.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"], help="as for generate")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     a.set_defaults(func=_accompany)
 

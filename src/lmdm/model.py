@@ -35,6 +35,14 @@ class LiveMusicModel(nn.Module):
             from .prompt_guidance import PromptProbe
             self.prompt_probe = PromptProbe(d.io_channels, d.cond_token_dim, **config.prompt_probe).requires_grad_(False)
 
+    def quantize_int8(self) -> "LiveMusicModel":
+        """int8 weights for the DiT's transformer blocks (nearly all of its arithmetic), in place, for
+        CPU inference without native bf16 (`lmdm.nn.quant`). The embeddings, the text encoder, the
+        prompt probe (guidance differentiates through it) and the autoencoder stay float."""
+        from .nn.quant import quantize_linears_int8
+        quantize_linears_int8(self.dit.transformer.layers)
+        return self
+
     @property
     def sample_rate(self) -> int:
         return self.config.sample_rate

@@ -15,8 +15,9 @@ def add_live_parser(subparsers) -> None:
     p.add_argument("--test-model", action="store_true",
                    help="use a small random model (noise; to try the UI and the protocol without weights)")
     p.add_argument("--t5", default=None, help="local t5-base directory, for models conditioned on T5")
-    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="auto (default): bf16 where the CPU has native bf16 or on a GPU")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"],
+                   help="auto (default): bf16 where the CPU has native bf16 or on a GPU; int8: int8 DiT blocks, "
+                   "the faster CPU path without native bf16")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of the generation thread (default 1: fastest on a small shared CPU; "
                    "raise it for big models on a machine of their own)")

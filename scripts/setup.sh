@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install lmdm and everything it uses, on a fresh machine. `--test` adds the test tools.
 #   bash scripts/setup.sh          # the package, its extras, the pinned CPU torch
-#   bash scripts/setup.sh --test   # + pytest, playwright, Debian chromium for the browser test
+#   bash scripts/setup.sh --test   # + pytest, hypothesis, playwright, Debian chromium for the browser test
 # torch is installed first and pinned: an unpinned `torch` would pull gigabytes of CUDA wheels.
 # tinysoundfont is installed without dependencies: it declares pyaudio, which lmdm does not use
 # (it renders offline) and which does not build without PortAudio headers.

@@ -26,3 +26,15 @@ def test_soak_cli_runs_real_sessions_on_loopback(tmp_path, capsys):
     for s in printed["sessions"]:
         assert s["seconds"] >= 1.5 and s["blocks"] >= 1 and s["rtf"] > 0
     assert "rss_slope_mb_per_min" in printed and "rss_mb" not in printed
+
+
+def test_soak_flood_compares_the_same_sessions_with_and_without_a_flooding_client(capsys):
+    main(["2", "1.0", "--steps", "1", "--warmup", "0.5", "--flood"])
+    out = capsys.readouterr().out
+    report = json.loads(out[:out.rindex("}") + 1])
+    a, b = report["phases"]["no_flood"], report["phases"]["flood"]
+    for phase in (a, b):
+        assert len(phase["sessions"]) == 2 and phase["blocks"] >= 2 and "ack_ms_p95_max" in phase
+        assert all(s["seconds"] >= 1.0 for s in phase["sessions"])
+    assert b["flood"]["messages_sent"] > 0 and "flood" not in a
+    assert report["flood_block_rate_ratio"] > 0 and "no flood" in out and "block rate ratio" in out

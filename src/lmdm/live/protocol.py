@@ -276,12 +276,14 @@ _control = TypeAdapter(Control)
 _TAGS = {m.model_fields["type"].annotation.__args__[0] for m in Control.__origin__.__args__}
 
 
-def parse_control(text: str | bytes) -> Control:
-    """JSON text → a validated control message, or ProtocolError with a readable reason."""
+def parse_control(text: str | bytes, strict: bool = True) -> Control:
+    """JSON text → a validated control message, or ProtocolError with a readable reason. `strict`
+    (WebSocket clients): JSON types as declared, so "3" or 3.5 is no number of steps; OSC passes
+    False, since controllers send every value as a float (3.0 steps is 3 there)."""
     if len(text) > MAX_TEXT_BYTES:
         raise ProtocolError(f"control message of {len(text)} bytes exceeds the limit of {MAX_TEXT_BYTES}")
     try:
-        msg = _control.validate_json(text)
+        msg = _control.validate_json(text, strict=strict)
     except ValidationError as e:
         raise ProtocolError(_describe(e)) from None
     return msg

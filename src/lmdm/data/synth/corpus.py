@@ -105,6 +105,7 @@ def generate_corpus(out: str | Path, hours: float = 2.0, seed: int = 0, styles: 
         if sample_rate != SAMPLE_RATE:
             raise DataError(f"the v2 renderer renders at {SAMPLE_RATE} Hz, not {sample_rate}")
         playable(melodic_font())   # decode an SF3 once, here, before the workers fork
+        from . import captions2, mix, render2  # noqa: F401  (imported once here, inherited by forked workers)
     else:
         styles = list(styles or STYLES)
         for s in styles:
@@ -183,8 +184,9 @@ def format_summary(summary: dict) -> str:
         n = bins.get(lo, 0)
         lines.append(f"  {lo:3d}-{lo + 9:3d} {'#' * max(n > 0, round(40 * n / top)):<40} {n}")
     if "audio_hours_per_cpu_hour" in summary:   # the speed line the corpus card quotes
-        lines += ["", f"speed: {summary['realtime_factor']}x real time on {summary['workers']} worker(s) = "
-                  f"{summary['realtime_factor']:.0f} h of audio per wall-clock hour; "
-                  f"{summary['audio_hours_per_cpu_hour']} h of audio per CPU hour; "
+        per_cpu = summary["audio_hours_per_cpu_hour"]
+        lines += ["", f"speed: {summary['realtime_factor']}x real time by the wall clock ({summary['workers']} "
+                  f"worker(s), shared with whatever else runs); {per_cpu} h of audio per CPU hour of rendering "
+                  f"(= {per_cpu * summary['workers']:.0f}x real time on {summary['workers']} idle core(s)); "
                   f"disk {summary['disk_mb_per_audio_hour']:.0f} MB per hour of audio"]
     return "\n".join(lines)

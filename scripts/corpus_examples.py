@@ -15,7 +15,9 @@ import soundfile as sf
 from lmdm.data.synth.captions2 import captions
 from lmdm.data.synth.render2 import synth_piece_v2
 
-EXAMPLES = (("lofi", 3), ("metal", 4), ("strings", 2), ("latin", 5))
+# (style, seed, drum kit): kits whose licences let the excerpts ship with the docs (CC0 Sonic Pi,
+# CC-BY-SA AVL and circAfrique; the strings need none); see docs/corpus.md for attributions.
+EXAMPLES = (("lofi", 3, "spacoustic"), ("metal", 4, "avl_zeppelin"), ("strings", 2, None), ("afrobeat", 3, "djembe"))
 SR, SECONDS, EXCERPT = 44100, 30.0, 8.0
 
 
@@ -42,8 +44,8 @@ def main(out: str = "docs/corpus") -> int:
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     index = {}
-    for style, seed in EXAMPLES:
-        _, _, mix, meta = synth_piece_v2(style, seed, SECONDS)
+    for style, seed, kit in EXAMPLES:
+        _, _, mix, meta = synth_piece_v2(style, seed, SECONDS, kit=kit)
         # the fullest groove that leaves room for the excerpt
         grooves = [s for s in meta["sections"] if s["name"] == "groove" and s["start"] <= SECONDS - EXCERPT]
         start = max(grooves, key=lambda s: (len(s["stems"]), -s["start"]))["start"]

@@ -81,7 +81,7 @@ def captions(meta: dict, seed: int | None = None, count: int = 6) -> list[str]:
 
     templates = [
         lambda: f"{cap(_a(mood()))} {style()} track {k()}, {t()}, with {insts(True)}.",
-        lambda: f"{cap(style())} {k()} at a {tempo_word(bpm)} {bpm} BPM: {insts()}.{structure()}",
+        lambda: f"{cap(style())} {k()} at {_a(tempo_word(bpm))} {bpm} BPM: {insts()}.{structure()}",
         lambda: f"{cap(insts(True))} play {_a(mood())} {style()} groove, {t()}, {k_list()}.",
         lambda: f"{cap(tempo_word(bpm))} {style()}, {t()}, {k_list()}. {cap(insts())}.",
         lambda: f"Instrumental {style()} {k()} ({t()}) built on {insts(True)}; the mood is {mood()}.{structure()}",

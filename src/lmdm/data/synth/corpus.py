@@ -85,6 +85,20 @@ def _job(task: dict) -> dict:
     return entry
 
 
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed blocks up to 1 GiB instead of returning them to the kernel: the v2 mix
+    allocates many 10-MB stem buffers per piece, and re-faulting fresh pages for each cost ~10 %
+    of the CPU time (measured: 269k -> 129k page faults, user+sys 6.0 -> 5.4 s for 12 pieces).
+    Inherited by forked workers. A no-op where glibc is absent."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)   # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def generate_corpus(out: str | Path, hours: float = 2.0, seed: int = 0, styles: list[str] | None = None,
                     stems: bool = False, clip_seconds: float = 30.0, backend: str = "tinysoundfont",
                     workers: int | None = None, sample_rate: int = SAMPLE_RATE, audio_format: str = "flac",
@@ -105,7 +119,10 @@ def generate_corpus(out: str | Path, hours: float = 2.0, seed: int = 0, styles: 
         if sample_rate != SAMPLE_RATE:
             raise DataError(f"the v2 renderer renders at {SAMPLE_RATE} Hz, not {sample_rate}")
         playable(melodic_font())   # decode an SF3 once, here, before the workers fork
-        from . import captions2, mix, render2  # noqa: F401  (imported once here, inherited by forked workers)
+        _keep_freed_memory()
+        import importlib
+        for module in ("captions2", "mix", "render2"):   # imported once here, inherited by forked workers
+            importlib.import_module(f"{__package__}.{module}")
     else:
         styles = list(styles or STYLES)
         for s in styles:

@@ -203,3 +203,36 @@ def test_related_keys():
     assert _related("G major", "C major") and _related("F major", "C major") and _related("A minor", "C major")
     assert _related("C minor", "C major") and _related("C major", "A minor") and _related("E minor", "A minor")
     assert not _related("D major", "C major") and not _related("F# minor", "C major")
+
+
+def test_missing_packages_fall_back_or_fail_clearly(monkeypatch, tmp_path, capsys):
+    """A style's kit whose package is absent is replaced by the next installed kit of its palette
+    (the metadata names what played); no soundfont at all is a one-line error naming the packages."""
+    from dataclasses import replace
+
+    import lmdm.data.synth.instruments as instruments
+    from lmdm.data.cli import main
+    from lmdm.data.synth.render2 import usable_kit
+    need("hydrogen")
+    need("sonicpi")
+    assert usable_kit("millo", STYLES["lofi"].palette["drums"]) == "millo"
+    gone = replace(SOURCES["hydrogen"], paths=(str(tmp_path / "none"),))
+    monkeypatch.setitem(instruments.SOURCES, "hydrogen", gone)
+    assert usable_kit("millo", STYLES["lofi"].palette["drums"]) == "spacoustic"   # the palette's Sonic Pi kit
+    for name in ("musescore", "fluidr3"):
+        monkeypatch.setitem(instruments.SOURCES, name, replace(SOURCES[name], paths=(str(tmp_path / "none"),)))
+    out = tmp_path / "c"
+    assert main(["synth", "--hours", "0.001", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmdm: error:") and "musescore-general-soundfont" in err and "--renderer v1" in err
+
+
+def test_cli_renderer_choice_and_unknown_style(tmp_path, capsys):
+    from lmdm.data.cli import main
+    from lmdm.data.dataset import read_manifest
+    assert main(["synth", "--renderer", "v1", "--styles", "waltz", "--hours", str(3 / 3600), "--clip-seconds", "3",
+                 "--out", str(tmp_path / "v1"), "--workers", "1", "--quiet"]) == 0
+    entry = read_manifest(tmp_path / "v1" / "manifest.jsonl")[0]
+    assert entry["metadata"]["style"] == "waltz" and "renderer" not in entry["metadata"]   # the v1 corpus as before
+    assert main(["synth", "--styles", "polka", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "unknown v2 style(s) polka" in capsys.readouterr().err

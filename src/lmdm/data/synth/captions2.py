@@ -55,10 +55,14 @@ def captions(meta: dict, seed: int | None = None, count: int = 6) -> list[str]:
 
     def insts(article=False):
         names = _instruments(meta, rng)
-        return _join([_a(n) if article and not n.endswith(("s", "drums")) else n for n in names])
+        return _join([_a(n) if article and not n.endswith(("drums", "strings")) and "percussion" not in n else n
+                      for n in names])
 
-    def k():
-        return rng.choice((f"in {key}", f"in the key of {key}", f"in {key}", f"{key} key", f"key: {key}"))
+    def k():      # a key phrase that reads after a noun ("... track in A minor")
+        return rng.choice((f"in {key}", f"in the key of {key}", f"in {key}"))
+
+    def k_list():  # one that stands alone in a list ("..., A minor key, ...")
+        return rng.choice((f"in {key}", f"{key} key", f"key: {key}", f"key of {key}"))
 
     def t():
         return rng.choice((f"{bpm} BPM", f"{bpm} bpm", f"{bpm} beats per minute", f"at {bpm} BPM", f"tempo {bpm}"))
@@ -77,14 +81,14 @@ def captions(meta: dict, seed: int | None = None, count: int = 6) -> list[str]:
 
     templates = [
         lambda: f"{cap(_a(mood()))} {style()} track {k()}, {t()}, with {insts(True)}.",
-        lambda: f"{cap(style())} {k()} at a {tempo_word(bpm)} {bpm} BPM: {insts()}.{structure()}",
-        lambda: f"{cap(insts(True))} play {_a(mood())} {style()} groove, {t()}, {k()}.",
-        lambda: f"{cap(tempo_word(bpm))} {style()}, {t()}, {k()}. {cap(insts())}.",
+        lambda: f"{cap(style())} {k()} at {_a(tempo_word(bpm))} {bpm} BPM: {insts()}.{structure()}",
+        lambda: f"{cap(insts(True))} play {_a(mood())} {style()} groove, {t()}, {k_list()}.",
+        lambda: f"{cap(tempo_word(bpm))} {style()}, {t()}, {k_list()}. {cap(insts())}.",
         lambda: f"Instrumental {style()} {k()} ({t()}) built on {insts(True)}; the mood is {mood()}.{structure()}",
         lambda: "{} and {} {} with {}, {}, {}.".format(*map(cap, rng.sample(st.moods, 1)), rng.choice(st.moods),
                                                       style(), insts(), k(), t()),
         lambda: f"A {style()} piece {k()} that moves at {bpm} beats per minute, featuring {insts(True)}.",
-        lambda: f"{cap(style())} instrumental, {mood()}, {t()}, {k()}, {insts()}.",
+        lambda: f"{cap(style())} instrumental, {mood()}, {t()}, {k_list()}, {insts()}.",
     ]
 
     def tags():

@@ -85,6 +85,20 @@ def _job(task: dict) -> dict:
     return entry
 
 
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed blocks up to 1 GiB instead of returning them to the kernel: the v2 mix
+    allocates many 10-MB stem buffers per piece, and re-faulting fresh pages for each cost ~10 %
+    of the CPU time (measured: 269k -> 129k page faults, user+sys 6.0 -> 5.4 s for 12 pieces).
+    Inherited by forked workers. A no-op where glibc is absent."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)   # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def generate_corpus(out: str | Path, hours: float = 2.0, seed: int = 0, styles: list[str] | None = None,
                     stems: bool = False, clip_seconds: float = 30.0, backend: str = "tinysoundfont",
                     workers: int | None = None, sample_rate: int = SAMPLE_RATE, audio_format: str = "flac",
@@ -105,6 +119,10 @@ def generate_corpus(out: str | Path, hours: float = 2.0, seed: int = 0, styles: 
         if sample_rate != SAMPLE_RATE:
             raise DataError(f"the v2 renderer renders at {SAMPLE_RATE} Hz, not {sample_rate}")
         playable(melodic_font())   # decode an SF3 once, here, before the workers fork
+        _keep_freed_memory()
+        import importlib
+        for module in ("captions2", "mix", "render2"):   # imported once here, inherited by forked workers
+            importlib.import_module(f"{__package__}.{module}")
     else:
         styles = list(styles or STYLES)
         for s in styles:
@@ -183,8 +201,9 @@ def format_summary(summary: dict) -> str:
         n = bins.get(lo, 0)
         lines.append(f"  {lo:3d}-{lo + 9:3d} {'#' * max(n > 0, round(40 * n / top)):<40} {n}")
     if "audio_hours_per_cpu_hour" in summary:   # the speed line the corpus card quotes
-        lines += ["", f"speed: {summary['realtime_factor']}x real time on {summary['workers']} worker(s) = "
-                  f"{summary['realtime_factor']:.0f} h of audio per wall-clock hour; "
-                  f"{summary['audio_hours_per_cpu_hour']} h of audio per CPU hour; "
+        per_cpu = summary["audio_hours_per_cpu_hour"]
+        lines += ["", f"speed: {summary['realtime_factor']}x real time by the wall clock ({summary['workers']} "
+                  f"worker(s), shared with whatever else runs); {per_cpu} h of audio per CPU hour of rendering "
+                  f"(= {per_cpu * summary['workers']:.0f}x real time on {summary['workers']} idle core(s)); "
                   f"disk {summary['disk_mb_per_audio_hour']:.0f} MB per hour of audio"]
     return "\n".join(lines)

@@ -139,8 +139,9 @@ class SoundFontInstrument:
     def __init__(self, font: Path, program: int, bank: int = 0):
         self.font, self.program, self.bank = str(playable(font)), program, bank
         sustained = program in SUSTAINED
-        self.hold = 6.0 if 88 <= program <= 95 else 4.0 if sustained else 2.5
-        self.tail, self.release = (0.6, 0.25) if sustained else (0.5, 0.12)
+        # how long a note can be held: longer notes are cut (with the release fade) at this length
+        self.hold = 5.0 if 88 <= program <= 95 else 3.2 if sustained else 2.0
+        self.tail, self.release = (0.5, 0.25) if sustained else (0.4, 0.12)
         self.layers = (96,) if sustained else VELOCITY_LAYERS
 
     def note(self, pitch: int, velocity: int):

@@ -58,10 +58,11 @@ def _biquad(kind: str, f0: float, db: float = 0.0, q: float = 0.707, sr: int = S
     return np.array(b + den, np.float64) / den[0]
 
 
-def eq_sos(role: str, rng: random.Random) -> tuple[np.ndarray, dict]:
+def eq_sos(role: str, rng: random.Random, tone: float = 0.0) -> tuple[np.ndarray, dict]:
+    """A track's EQ; `tone` (dB) moves every track's high shelf: a style's darkness or sheen."""
     hp, (lf, lg), (pf, pg, pq), (hf, hg), *_ = ROLE.get(role, ROLE["melody"])
     j = lambda: rng.uniform(-1.5, 1.5)  # noqa: E731  (a piece's own small EQ moves)
-    lg, pg, hg = lg + j(), pg + j(), hg + j()
+    lg, pg, hg = lg + j(), pg + j(), hg + j() + tone
     # the low shelf and the high-pass share one section: a shelf below a high-pass is folded into a
     # second-order high-pass whose resonance (Q) lifts or dips the region just above the cut
     q = float(np.clip(0.707 * 10 ** (lg / 20), 0.5, 1.2))
@@ -156,7 +157,8 @@ def impulse_response(rt60: float, rng: np.random.Generator, predelay: float = 0.
     return (ir / np.sqrt(np.sum(ir ** 2) / 2)).astype(np.float32)
 
 
-def mixdown(raw: dict[str, np.ndarray], rng: random.Random, rt60: tuple[float, float] = (0.8, 1.8)):
+def mixdown(raw: dict[str, np.ndarray], rng: random.Random, rt60: tuple[float, float] = (0.8, 1.8),
+            tone: float = 0.0):
     """raw dry stems (2, n) -> (stems, mix, info), mix == sum(stems), limited to -1 dBFS."""
     n = next(iter(raw.values())).shape[-1]
     room = rng.uniform(*rt60)
@@ -166,7 +168,7 @@ def mixdown(raw: dict[str, np.ndarray], rng: random.Random, rt60: tuple[float, f
     stems, info = {}, {}
     for name, audio in raw.items():
         *_, (thr, ratio), level, width, send_range = ROLE.get(name, ROLE["melody"])
-        sos, eq = eq_sos(name, rng)
+        sos, eq = eq_sos(name, rng, tone)
         x = sosfilt(sos.astype(np.float32), audio, axis=1).astype(np.float32, copy=False)
         x = compress(x, thr, ratio)
         level += rng.uniform(-1.5, 1.5)

@@ -15,7 +15,7 @@ from .compose import compose
 from .instruments import SOURCES, SR, HydrogenKit, SampleKit, SoundFontInstrument, SoundFontKit, available, \
     melodic_font, play
 from .mix import mixdown
-from .styles2 import KITS, ROOMS, style as get_style
+from .styles2 import KITS, ROOMS, TONE, style as get_style
 
 FALLBACK_KIT = "gm_standard"
 
@@ -71,7 +71,7 @@ def synth_piece_v2(style: str, seed: int, seconds: float, sample_rate: int = SR,
     if not raw:
         raise DataError(f"nothing to mix: the {style} piece with seed {seed} has no notes")
     rng = random.Random(f"mix2:{style}:{seed}")
-    stems, mix, mix_info = mixdown(raw, rng, ROOMS.get(style, (0.9, 1.8)))
+    stems, mix, mix_info = mixdown(raw, rng, ROOMS.get(style, (0.9, 1.8)), TONE.get(style, 0.0))
     meta = metadata(piece, mix_info, sources)
     return piece, stems, mix, meta
 

@@ -278,6 +278,9 @@ STYLES = {name: replace(s, progressions=LOOPS.get(name, TONIC_LOOPS), harmonic_m
 # The shared reverb's RT60 range (seconds) per style: clubs dry, halls and ambient wet.
 ROOMS = {"ambient": (2.5, 3.5), "strings": (1.8, 2.6), "waltz": (1.8, 2.6), "ballad": (1.6, 2.4),
          "trap": (0.6, 1.0), "techno": (0.8, 1.4), "metal": (0.7, 1.1), "chiptune": (0.4, 0.8)}
+# Extra high-shelf gain (dB, above 7-9 kHz) on every track: lo-fi is dusty, pop and EDM shine.
+TONE = {"lofi": -9.0, "hiphop": -3.0, "ambient": -3.0, "ballad": -2.0, "jazz": -2.0, "bossa": -2.0,
+        "reggae": -2.0, "blues": -2.0, "pop": 1.5, "house": 1.0, "techno": 1.0, "trap": 1.5, "synthwave": 1.0}
 
 
 def style(name: str) -> Style:

@@ -52,7 +52,7 @@ def _generate(args) -> int:
         raise PromptError('give one prompt, e.g. lmdm generate "funky bass groove, 110 BPM", or --prompts '
                           '"A@0s" "B@30s" (not both)')
     schedule = parse_schedule(args.prompts or [args.prompt])
-    model = load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5)
+    model = load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5, cache=args.cache)
     sketch = None
     if args.sketch:
         from .generate import load_sketch
@@ -258,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'default' (the embedded model, no download) or a model directory (lmdm, or a Stable "
                    "Audio Open directory, also after `lmdm convert`)")
     g.add_argument("--t5", default=None, help="local t5-base directory, for models conditioned on T5")
+    g.add_argument("--cache", default=None, choices=["exact", "none", "authors"],
+                   help="block-causal KV cache: exact (default: lmdm's sliding-window cache), none (recompute the window every "
+                   "step, as the authors' use_kv_cache=False and training do), authors (reproduce the authors' released "
+                   "cached sampler, which departs from their training mask; docs/authors-interop.md)")
     g.add_argument("--seconds", type=float, default=10.0, help="length of the result (default 10)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: the model's)")

@@ -163,20 +163,51 @@ def sample_blocks(model, dit_mod, cond, noises, cached: bool):
     return torch.cat(out, -1)
 
 
+def build(dit_mod, cfg: dict):
+    dc = cfg["model"]["diffusion"]["config"]
+    return dit_mod.DiffusionTransformer(diffusion_objective="rectified_flow", **dc)
+
+
+def check_export(dit_mod, folder: Path, fixture: Path) -> None:
+    from safetensors.torch import load_file
+    cfg = json.loads((folder / "model_config.json").read_text())
+    dit = build(dit_mod, cfg).eval()
+    state = load_file(str(folder / "model.safetensors"))
+    dit_state = {k[len("model.model."):]: v for k, v in state.items() if k.startswith("model.model.")}
+    dit.load_state_dict(dit_state, strict=True)   # every key of theirs, nothing else
+    data = load_file(str(fixture))
+    mk = cfg["training"]["inpainting"]["mask_kwargs"]
+    context, window = mk["fixed_mask_size"], cfg["sample_size"]
+    mask = torch.zeros(1, 1, window)
+    mask[..., :context] = 1
+    with torch.no_grad():
+        v = _Wrapper(dit)(data["in.x"], data["in.t"], cross_attn_cond=data["in.cross"], global_cond=data["in.global"],
+                          input_add_cond=torch.cat((mask, data["in.clean"] * mask), 1), context_router_mask=1 - mask,
+                          self_attention_block_mask=block_causal_mask(
+                              dit_mod.create_block_mask, window, mk["block_causal_chunk_size"],
+                              mk["block_causal_window_chunks"]))
+    err = (v - data["forward.v"]).abs().max() / data["forward.v"].abs().max()
+    print(f"{folder}: strict load into their DiffusionTransformer ok; forward vs fixture: max rel err {err:.2e}")
+    assert err < 1e-5
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--authors-src", required=True, type=Path)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "fixtures" / "authors_tiny.safetensors")
     ap.add_argument("--seed", type=int, default=35)
+    ap.add_argument("--check-export", type=Path, default=None, metavar="DIR",
+                    help="instead: load DIR (written by `lmdm convert --to authors`) into their DiffusionTransformer "
+                    "with strict load_state_dict and compare its forward with the fixture's")
     args = ap.parse_args()
     dit_mod = import_theirs(args.authors_src)
+    if args.check_export:
+        return check_export(dit_mod, args.check_export, args.out)
     from safetensors.torch import save_file
 
     cfg = model_config()
-    dc = cfg["model"]["diffusion"]["config"]
     torch.manual_seed(args.seed)
-    dit = dit_mod.DiffusionTransformer(diffusion_objective="rectified_flow", **{
-        k: v for k, v in dc.items() if k not in ("transformer_type",)}, transformer_type="continuous_transformer")
+    dit = build(dit_mod, cfg)
     with torch.no_grad():  # random weights everywhere (their init zeroes the output projections)
         for name, p in dit.named_parameters():
             p.copy_(torch.randn_like(p) / (p.shape[-1] ** 0.5 if p.dim() > 1 else 4) + (1.0 if name.endswith(("gamma", "norm.weight")) else 0))
@@ -205,6 +236,11 @@ def main() -> None:
     with torch.no_grad():
         fwd = model(x, t, **cond, input_add_cond=torch.cat((mask, clean * mask), 1), context_router_mask=1 - mask,
                     self_attention_block_mask=block_causal_mask(dit_mod.create_block_mask, SAMPLE, CHUNK, WINDOW_CHUNKS))
+        # the same weights under their enc-dec training mask (saos_encdec: kv < C or q >= C)
+        encdec = dit_mod.create_block_mask(lambda b, h, q, kv: (kv < CONTEXT) | (q >= CONTEXT), B=None, H=None,
+                                           Q_LEN=SAMPLE + 1, KV_LEN=SAMPLE + 1, device="cpu")
+        fwd_encdec = model(x, t, **cond, input_add_cond=torch.cat((mask, clean * mask), 1),
+                           context_router_mask=1 - mask, self_attention_block_mask=encdec)
         torch.manual_seed(0)
         nocache = sample_blocks(model, dit_mod, cond, noises, cached=False)
         torch.manual_seed(0)
@@ -216,7 +252,7 @@ def main() -> None:
     p = "w.conditioner.conditioners.seconds_total.embedder.embedding."
     tensors.update({p + "0.weights": sec_w.half(), p + "1.weight": sec_l.half(), p + "1.bias": sec_b.half()})
     tensors.update({"in.cross": cond["cross_attn_cond"], "in.global": cond["global_cond"], "in.x": x, "in.clean": clean,
-                    "in.t": t, "in.noise": torch.stack(noises), "forward.v": fwd, "nocache.blocks": nocache,
+                    "in.t": t, "in.noise": torch.stack(noises), "forward.v": fwd, "forward_encdec.v": fwd_encdec, "nocache.blocks": nocache,
                     "cached.blocks": cached})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(args.out),

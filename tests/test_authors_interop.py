@@ -38,7 +38,10 @@ def authors_dir(folder: Path, layout: str = "export") -> Path:
     if layout == "export":
         save_file(state, str(folder / "model.safetensors"))
     else:
-        if layout == "lightning":
+        if layout == "lightning":   # ARC with use_kv_cache splits self-attention's to_qkv before training
+            for key in [k for k in state if k.endswith("self_attn.to_qkv.weight")]:
+                q, kv = state.pop(key).split([64, 128])
+                state[key.replace("to_qkv", "to_q")], state[key.replace("to_qkv", "to_kv")] = q, kv
             state = {"diffusion." + k: v for k, v in state.items()}
             state["discriminator.model.model.transformer.project_in.weight"] = torch.randn(64, 8)
             state["discriminator_head.layers.0.weight"] = torch.randn(3, 3)
@@ -75,6 +78,23 @@ def test_training_forward_matches_their_code(model):
         v = model.dit(x, t, _cond(model, data), {"context": torch.cat((mask, clean * mask), 1)},
                       pattern="block-causal", context_frames=16, block_frames=4, context_chunks=4)
     ref = data["forward.v"]
+    assert (v - ref).abs().max() < 1e-5 * ref.abs().max()
+
+
+def test_enc_dec_forward_matches_their_code(tmp_path):
+    folder = authors_dir(tmp_path / "encdec")
+    cfg = json.loads((folder / "model_config.json").read_text())
+    cfg["training"]["inpainting"]["mask_kwargs"]["context_router_attention_pattern"] = "enc-dec"
+    (folder / "model_config.json").write_text(json.dumps(cfg))
+    model = from_pretrained(folder)
+    assert model.config.pattern.pattern == "enc-dec"
+    data, _, _ = _fixture()
+    mask = torch.zeros(1, 1, 20)
+    mask[..., :16] = 1
+    with torch.no_grad():
+        v = model.dit(data["in.x"], data["in.t"], _cond(model, data), {"context": torch.cat((mask, data["in.clean"] * mask), 1)},
+                      pattern="enc-dec", context_frames=16, block_frames=4)
+    ref = data["forward_encdec.v"]
     assert (v - ref).abs().max() < 1e-5 * ref.abs().max()
 
 
@@ -147,3 +167,30 @@ def test_round_trip_lmdm_authors_lmdm_is_bit_exact(model, tmp_path):
     back = from_pretrained(tmp_path / "theirs")
     assert back.config == model.config
     assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), model.state_dict().values()))
+
+
+def test_sao_to_lmdm_to_authors_then_generate_and_live_with_a_local_t5(tmp_path):
+    """SAO -> lmdm (router added) -> authors' layout, then `generate` and `live` on the authors' directory
+    with `--t5 DIR`: a tiny randomly initialised T5 saved locally (nothing downloaded)."""
+    from conftest import make_sao_dir, make_tiny_t5
+    sao, t5 = make_sao_dir(tmp_path / "sao"), make_tiny_t5(tmp_path / "t5", d_model=64)
+
+    def lmdm(*args):
+        out = subprocess.run([sys.executable, "-m", "lmdm", *map(str, args)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out
+    lmdm("convert", sao, tmp_path / "lm", "--pattern", "block-causal", "--block", 4, "--context", 12)
+    lmdm("convert", tmp_path / "lm", tmp_path / "theirs", "--to", "authors")
+    cfg = json.loads((tmp_path / "theirs" / "model_config.json").read_text())
+    assert cfg["model"]["diffusion"]["config"]["postpend"] and "pretransform" in cfg["model"]
+    lmdm("generate", "warm piano", "--model", tmp_path / "theirs", "--t5", t5, "--seconds", 0.05,
+         "-o", tmp_path / "gen.wav", "--quiet", "--cache", "authors")
+    lmdm("live", "--headless", "--model", tmp_path / "theirs", "--t5", t5, "--script", "warm piano@0s",
+         "--seconds", 0.05, "--out", tmp_path / "live.wav")
+    import soundfile as sf
+    for name in ("gen.wav", "live.wav"):
+        audio, sr = sf.read(str(tmp_path / name))
+        assert sr == 44100 and audio.shape[0] == 2205 and abs(audio).max() > 0
+    bad = subprocess.run([sys.executable, "-m", "lmdm", "generate", "x", "--model", str(tmp_path / "theirs"),
+                          "-o", str(tmp_path / "no.wav")], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--t5 DIR" in bad.stderr and "Traceback" not in bad.stderr

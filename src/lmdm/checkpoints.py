@@ -279,16 +279,22 @@ def default_config() -> ModelConfig:
     return ModelConfig.load(DEFAULT_MODEL_DIR / CONFIG)
 
 
-def load(name: str | Path = "default", dtype: torch.dtype | str | None = None, t5_path: str | None = None
-         ) -> LiveMusicModel:
+def load(name: str | Path = "default", dtype: torch.dtype | str | None = None, t5_path: str | None = None,
+         cache: str | None = None) -> LiveMusicModel:
     """`load("default")`: the model shipped inside the package (no network); anything else is a
     model directory for `from_pretrained` (lmdm or Stable Audio Open layout). The default model is
     stored in bf16 for size; without a `dtype` it runs in `resolve_dtype("auto")`, because emulated
-    bf16 on a CPU without native bf16 kernels is ~7x slower than fp32 (measured on an AVX2 core)."""
+    bf16 on a CPU without native bf16 kernels is ~7x slower than fp32 (measured on an AVX2 core).
+    `cache` overrides the model's `pattern.cache` (exact / none / authors)."""
     if str(name) == "default":
         default_config()  # a clear error when the weights are missing
-        return from_pretrained(DEFAULT_MODEL_DIR, dtype=resolve_dtype("auto") if dtype is None else dtype)
-    return from_pretrained(name, dtype=dtype, t5_path=t5_path)
+        model = from_pretrained(DEFAULT_MODEL_DIR, dtype=resolve_dtype("auto") if dtype is None else dtype)
+    else:
+        model = from_pretrained(name, dtype=dtype, t5_path=t5_path)
+    if cache is not None:   # how streams use the KV cache (PatternConfig.cache): exact, none, authors
+        model.config.pattern.cache = cache
+        model.config.pattern.validate()
+    return model
 
 
 def resolve_dtype(name: str) -> torch.dtype:

@@ -87,7 +87,7 @@ def _generate(args) -> int:
     knobs = _knobs(args)
     _check_length(schedule, args.seconds)
     with AudioWriter(args.output) as out:   # the path is checked (and a temporary file made) before the model loads
-        model = load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5)
+        model = load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5, cache=args.cache)
         if model.autoencoder is None:
             raise ConfigError(f"model {args.model!r} has no autoencoder, so it cannot make audio")
         knobs.samples(model.sample_rate, "--seconds")
@@ -307,6 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'default' (the embedded model, no download) or a model directory (lmdm, or a Stable "
                    "Audio Open directory, also after `lmdm convert`)")
     g.add_argument("--t5", default=None, help="local t5-base directory, for models conditioned on T5")
+    g.add_argument("--cache", default=None, choices=["exact", "none", "authors"],
+                   help="block-causal KV cache: exact (default: lmdm's sliding-window cache), none (recompute the window every "
+                   "step, as the authors' use_kv_cache=False and training do), authors (reproduce the authors' released "
+                   "cached sampler, which departs from their training mask; docs/authors-interop.md)")
     g.add_argument("--seconds", type=float, default=10.0, help="length of the result (default 10)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: the model's)")

@@ -15,6 +15,10 @@ def add_live_parser(subparsers) -> None:
     p.add_argument("--test-model", action="store_true",
                    help="use a small random model (noise; to try the UI and the protocol without weights)")
     p.add_argument("--t5", default=None, help="local t5-base directory, for models conditioned on T5")
+    p.add_argument("--cache", default=None, choices=["exact", "none", "authors"],
+                   help="block-causal KV cache: exact (default: lmdm's sliding-window cache), none (recompute the window every "
+                   "step, as the authors' use_kv_cache=False and training do), authors (reproduce the authors' released "
+                   "cached sampler, which departs from their training mask; docs/authors-interop.md)")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"],
                    help="auto (default): bf16 where the CPU has native bf16 or on a GPU; int8: int8 DiT blocks, "
                    "the faster CPU path without native bf16")
@@ -50,7 +54,7 @@ def load_model(args):
         from .testmodel import tiny_live_model
         return tiny_live_model()
     from ..checkpoints import load, resolve_dtype
-    return load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5)
+    return load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5, cache=args.cache)
 
 
 def run_live(args) -> int:

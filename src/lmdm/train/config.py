@@ -69,6 +69,7 @@ class FinetuneConfig:
     p_partial: float = 0.3           # per item: zero a random number of leading block-size chunks
     p_text_drop: float = 0.1         # per item: caption -> "" (the null condition) for CFG
     timesteps: str = "logit-normal"  # logit-normal | logsnr-uniform (logSNR ~ U[-6, 2], t = sigmoid(-logSNR))
+                                     #   | uniform (t ~ U[0, 1], the authors' stage-1 default)
     logit_mean: float = 0.0          # logit-normal: mean of the normal
     logit_std: float = 1.0           # logit-normal: std of the normal
     trainable: list[str] = field(default_factory=lambda: ["dit.*"])  # fnmatch patterns of trained parameters
@@ -192,7 +193,8 @@ class TrainConfig:
             (all(0 <= p <= 1 for p in (f.p_uncond, f.p_partial, f.p_text_drop)),
              "finetune.p_uncond, p_partial and p_text_drop must be probabilities"),
             (f.p_uncond + f.p_partial <= 1, "finetune.p_uncond + finetune.p_partial must be <= 1"),
-            (f.timesteps in ("logit-normal", "logsnr-uniform"), "finetune.timesteps must be logit-normal or logsnr-uniform"),
+            (f.timesteps in ("logit-normal", "logsnr-uniform", "uniform"),
+             "finetune.timesteps must be logit-normal, logsnr-uniform or uniform"),
             (f.short_clips in ("skip", "error"), "finetune.short_clips must be skip or error"),
             (f.lora_rank >= 0, "finetune.lora_rank must be >= 0"),
             (0 <= f.p_beat <= 1, "finetune.p_beat must be a probability"),

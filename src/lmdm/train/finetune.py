@@ -238,6 +238,8 @@ class FinetuneObjective(Objective):
             z = torch.randn(1, generator=g)
             if f.timesteps == "logit-normal":
                 t[j] = torch.sigmoid(f.logit_mean + f.logit_std * z)
+            elif f.timesteps == "uniform":   # the authors' stage 1 (a Sobol draw there, i.i.d. here)
+                t[j] = torch.rand(1, generator=g)
             else:  # logSNR ~ U[-6, 2]; t = sigmoid(-logSNR)
                 t[j] = torch.sigmoid(-(-6 + 8 * torch.rand(1, generator=g)))
             u, k = float(torch.rand(1, generator=g)), int(torch.randint(1, max(2, chunks), (1,), generator=g))

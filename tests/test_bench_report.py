@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from lmdm.machine import isa_name
 
 BENCH = [sys.executable, "-m", "lmdm", "bench", "--preset", "tiny", "--patterns", "block-causal"]
@@ -39,7 +41,8 @@ def test_json_has_machine_peaks_and_variant_speedups():
     rows = report["patterns"]
     fp32, int8 = rows["block-causal [fp32]"], rows["block-causal [int8]"]
     assert "variant_speedup" not in fp32
-    assert int8["variant_speedup"] == round(fp32["block_ms_median"] / int8["block_ms_median"], 3)
+    # one timed round: the median of per-round ratios is the ratio of the two blocks
+    assert int8["variant_speedup"] == pytest.approx(fp32["block_ms_median"] / int8["block_ms_median"], rel=0.01)
     peak = report["matmul_peak_gflops"][f"int8@{int8['threads']}"]
     assert peak > 0 and int8["fraction_of_matmul_peak"] == round(int8["achieved_gflops"] / peak, 3)
     assert int8["p99_over_block_duration"] > 0

@@ -65,3 +65,11 @@ def test_a_killed_run_leaves_the_machine_line_and_running_figures():
         proc.wait()
     assert re.search(r"block-causal \d+\.\d ms \(RTF \d+\.\d+, n=1\)", partial), partial
     assert stdout.startswith("lmdm bench: CPU") and "matmul peak" in stdout
+
+
+def test_kernel_isa_overrides_are_named_in_the_first_line(monkeypatch):
+    from lmdm.machine import describe, headline
+    monkeypatch.setenv("FBGEMM_ENABLE_INSTRUCTIONS", "AVX2")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    line = headline(describe(["int8"], [1])).splitlines()[0]
+    assert line.endswith("FBGEMM_ENABLE_INSTRUCTIONS=AVX2") and "ONEDNN_MAX_CPU_ISA" not in line

@@ -4,7 +4,9 @@ float model with another seed. Signal-level figures per render (loudness, spectr
 steadiness at the asked tempo, the project's tagger's style) and how far int8 moves each one,
 next to how far a change of seed moves it. Also times the first audio of `generate` per dtype.
 
-    PYTHONPATH=src python scripts/int8_quality.py --seconds 20 --threads 1
+    PYTHONPATH=src python scripts/int8_quality.py --seconds 20 --threads 1 [--out DIR]
+
+With --out, every render is also written as DIR/<style>-<fp32|int8|fp32-seed1>.wav, for `lmdm judge`.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import argparse
 import copy
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,7 +39,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="also write each render here as WAV")
     args = ap.parse_args()
+    if args.out:
+        import soundfile as sf
+        Path(args.out).mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     fp32 = load("default", dtype="fp32")
     int8 = copy.deepcopy(fp32).quantize_int8()
@@ -52,6 +59,9 @@ def main() -> None:
             if name in first_audio:
                 first_audio[name].append(first[0] - start)
             out[name] = figures(audio, model.sample_rate, bpm, tagger)
+            if args.out:
+                sf.write(Path(args.out) / f"{style}-{name.replace(' seed ', '-seed')}.wav", audio.T.numpy(),
+                         model.sample_rate, subtype="PCM_16")
             out[name]["rms"] = float(audio.pow(2).mean().sqrt())
             if name == "fp32":
                 ref_audio = audio

@@ -168,7 +168,8 @@ def bench_patterns(variants: list[Variant], patterns: list[PatternConfig], steps
     with beat guidance without that (rows "<pattern> (beat guidance off)"; the bench's prompt names a tempo,
     so the clock runs), so each guidance's cost is a side-by-side ratio too (`prompt_guidance_cost`,
     `beat_guidance_cost` on the guided rows). Each variant (dtype, threads) runs every row again, and
-    rows of later variants get `variant_speedup`, the first variant's block time over theirs."""
+    rows of later variants get `variant_speedup`, the first variant's block time over theirs. Ratios are
+    medians of per-round ratios (`_paired`)."""
     runs = []
     for v in variants:
         model = v.model
@@ -197,17 +198,22 @@ def bench_patterns(variants: list[Variant], patterns: list[PatternConfig], steps
         if progress and i >= warmup - 1:   # running medians so far: what a killed run leaves
             progress("so far (median block ms): " + "; ".join(_partial(run) for run in runs))
     rows = {run.label: run.report(f) for run, f in zip(runs, first)}
+    by_label = {run.label: run for run in runs}
     for run in runs:
         row = rows[run.label]
         for key, suffix in (("prompt_guidance_cost", NO_PROMPT_GUIDANCE), ("beat_guidance_cost", NO_BEAT_GUIDANCE)):
-            off = rows.get(f"{run.base_label} {suffix}{run.variant.suffix}")
+            off = by_label.get(f"{run.base_label} {suffix}{run.variant.suffix}")
             if off:
-                row[key] = round(row["block_ms_median"] / off["block_ms_median"], 3)
-    for run in runs:
-        base = rows[run.base_label + variants[0].suffix]
+                row[key] = _paired(run.blocks, off.blocks)
         if run.variant is not variants[0]:
-            rows[run.label]["variant_speedup"] = round(base["block_ms_median"] / rows[run.label]["block_ms_median"], 3)
+            row["variant_speedup"] = _paired(by_label[run.base_label + variants[0].suffix].blocks, run.blocks)
     return rows
+
+
+def _paired(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a[i] / b[i]: both blocks of a round ran back to back, so a load that
+    comes and goes (other processes on a shared CPU) cancels in each ratio."""
+    return round(statistics.median(x / y for x, y in zip(a, b)), 3)
 
 
 def _partial(run: _PatternRun) -> str:

@@ -9,13 +9,16 @@ from .errors import ConfigError, LMDMError, PromptError
 
 
 def _bench(args) -> int:
-    from .bench import compare, format_table, run_bench
+    from .bench import compare, format_table, resolve_bench_dtype, run_bench
     if args.compare:
         print(compare(*args.compare))
         return 0
     if args.train:
         from .train.bench import bench_training
-        result = bench_training(args.preset, args.dtype[0], steps=args.blocks, warmup=max(args.warmup, 1))
+        dtype = resolve_bench_dtype(args.dtype[0])
+        if len(args.dtype) > 1 or dtype not in ("fp32", "bf16"):
+            raise ConfigError(f"--train times one training precision, fp32 or bf16, got --dtype {' '.join(args.dtype)}")
+        result = bench_training(args.preset, dtype, steps=args.blocks, warmup=max(args.warmup, 1))
         print(json.dumps(result, indent=2) if args.json else
               "lmdm bench --train: " + ", ".join(f"{k}={v}" for k, v in result.items()))
         return 0

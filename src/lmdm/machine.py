@@ -3,7 +3,8 @@ and the measured matmul peak that the bench's achieved GFLOP/s are read against.
 
 The ISA comes from the CPU's flags (/proc/cpuinfo on Linux) and, separately, from the kernels
 torch actually dispatches to (`ATEN_CPU_CAPABILITY` / `ONEDNN_MAX_CPU_ISA` can hold a wide CPU to
-AVX2, which is how an AVX2-only laptop's figures can be approximated on a bigger CPU).
+AVX2, and `FBGEMM_ENABLE_INSTRUCTIONS` fbgemm's int8 kernels, which is how an AVX2-only laptop's
+figures can be approximated on a bigger CPU; the first line names every such override that is set).
 """
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import time
 from functools import cache
 
 import torch
+
+
+ISA_OVERRIDES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "FBGEMM_ENABLE_INSTRUCTIONS", "MKL_ENABLE_INSTRUCTIONS")
 
 
 @cache
@@ -57,7 +61,9 @@ def describe(dtypes: list[str], threads: list[int], device: str = "cpu") -> dict
             "dtypes": dtypes, "bf16": "native" if bf16_native() else "emulated", "device": device,
             # OpenMP's idle threads spin by default: on a CPU shared with other busy processes a second
             # thread can then cost several times what it gains, so the policy is part of the figures
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default")}
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+            # kernel ISA held below the CPU's (ATen, oneDNN, fbgemm's int8): how AVX2 figures are taken on a wider CPU
+            "isa_overrides": {k: os.environ[k] for k in ISA_OVERRIDES if os.environ.get(k)}}
     if device != "cpu" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
@@ -69,7 +75,7 @@ def headline(info: dict) -> str:
             f"threads {'/'.join(map(str, info['threads']))}, dtype {'/'.join(info['dtypes'])}, "
             f"bf16 {info['bf16']}" + (f", GPU {info['gpu']}" if info.get("gpu") else "")
             + (f", OMP_WAIT_POLICY {info['omp_wait_policy']}" if info.get("omp_wait_policy", "default") != "default"
-               else ""))
+               else "") + "".join(f", {k}={v}" for k, v in info.get("isa_overrides", {}).items()))
     if info["bf16"] == "emulated" and "bf16" in info["dtypes"]:
         line += ("\nlmdm bench: warning: bf16 is emulated on this CPU (no AVX-512-BF16 / AMX kernels): it runs "
                  "several times slower than fp32; int8 or fp32 are the fast paths here")

@@ -1,10 +1,19 @@
 """The built-in music corpus: a procedural composer in many styles, General MIDI rendering to
-stems and a mix, metadata and captions. `lmdm data synth` drives `generate_corpus`."""
+stems and a mix, metadata and captions. `lmdm data synth` drives `generate_corpus`.
+The composer is pure Python and imported here; the renderer and the corpus writer (numpy) on first
+use (PEP 562), so `lmdm --help`, which lists the styles, stays light."""
+from importlib import import_module
+
 from .captions import captions
 from .compose import Piece, compose
-from .corpus import format_summary, generate_corpus, synth_piece
-from .render import render_piece
 from .styles import STYLES, Style
 
-__all__ = ["Piece", "STYLES", "Style", "captions", "compose", "format_summary", "generate_corpus", "render_piece",
-           "synth_piece"]
+_LAZY = {"format_summary": ".corpus", "generate_corpus": ".corpus", "synth_piece": ".corpus",
+         "render_piece": ".render"}
+__all__ = sorted(["Piece", "STYLES", "Style", "captions", "compose", *_LAZY])
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'lmdm.data.synth' has no attribute {name!r}")

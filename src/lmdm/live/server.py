@@ -39,7 +39,7 @@ MAX_OUTBOX = 256                # messages waiting for a client that does not re
 # messages per second read from one client, with bursts of MESSAGE_BURST: a UI sends a slider's moves
 # at display rate (<= ~60/s) and microphone frames at ~20/s; a flood is read no faster, so parsing it
 # costs the other sessions next to nothing (measured by `python -m lmdm.live.soak --flood`)
-MESSAGE_RATE, MESSAGE_BURST = 200.0, 100.0
+MESSAGE_RATE, MESSAGE_BURST = 120.0, 120.0
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 

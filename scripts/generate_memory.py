@@ -1,8 +1,9 @@
 """Benchmark (not a test): does a long `lmdm generate` to a file hold flat memory?
 
-Runs `python -m lmdm generate` on the tiny random live model (`lmdm.live.testmodel`, 93 ms blocks
-at 44.1 kHz stereo; the memory question is the same for any model: what is kept per block) for
-SECONDS of audio, sampling the process's resident memory (VmRSS) while it runs. Beside it, the
+Runs `python -m lmdm generate` on the tiny random live model (`lmdm.live.testmodel`: a toy stereo
+autoencoder, 128-frame blocks; at --sample-rate 8000 (default, so a few minutes of audio render in
+minutes on a small shared CPU) a block is 0.51 s; the memory question is the same for any model and
+rate: what is kept per block) for SECONDS of audio, sampling the process's resident memory (VmRSS) while it runs. Beside it, the
 same render through the Python API with `collect=True` (generate keeps every block and
 concatenates them at the end: what `lmdm generate` did before issue 34), so the two slopes are
 measured side by side in one run. Prints warm RSS, growth after warm-up, the least-squares slope
@@ -72,6 +73,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("seconds", type=float, help="seconds of audio to render each way")
     p.add_argument("--steps", type=int, default=1, help="denoising steps of the tiny model (default 1: fast)")
+    p.add_argument("--sample-rate", type=int, default=8000, help="the toy model's rate (default 8000 Hz)")
     p.add_argument("--every", type=float, default=0.5, help="RSS sampling interval in seconds")
     p.add_argument("--warm", type=float, default=0.2, help="fraction of the run before memory counts as warm")
     p.add_argument("--no-collect", action="store_true", help="skip the collect=True comparison")
@@ -79,11 +81,13 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     from lmdm.live.testmodel import save_tiny_live_model
     with tempfile.TemporaryDirectory() as tmp:
-        model = save_tiny_live_model(Path(tmp) / "tiny", steps=args.steps)
+        model = save_tiny_live_model(Path(tmp) / "tiny", steps=args.steps, sample_rate=args.sample_rate)
         out = str(Path(tmp) / "out.wav")
         env_cmd = [sys.executable, "-m", "lmdm", "generate", "memory", "--model", str(model), "--seconds",
                    str(args.seconds), "-o", out, "--quiet"]
-        report = {"seconds": args.seconds, "steps": args.steps, "command": " ".join(env_cmd[1:]),
+        report = {"seconds": args.seconds, "steps": args.steps, "sample_rate": args.sample_rate,
+                  # what keeping the audio costs: float32 stereo, once in the pieces, again when concatenated
+                  "kept_audio_mb_per_hour": round(2 * 4 * args.sample_rate * 3600 / 2 ** 20, 1), "command": " ".join(env_cmd[1:]),
                   "generate_cli": measure(env_cmd, args.seconds, args.every, args.warm)}
         report["wav_bytes"] = os.path.getsize(out)
         if not args.no_collect:

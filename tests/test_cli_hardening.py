@@ -164,3 +164,11 @@ def test_python_api_checks_the_same_ranges(model_dir):
     got = []
     assert model.generate("x", 0.2, on_audio=got.append) is None
     assert sum(a.shape[-1] for a in got) == round(0.2 * 44100)
+
+
+@pytest.mark.parametrize("extra, message", [(["--steps", "0"], "--steps"), (["--blocks", "0"], "--blocks"),
+                                            (["--batch", "0"], "--batch"), (["--threads", "0"], "--threads"),
+                                            (["--warmup", "-1"], "--warmup"), (["--cfg", "nan"], "--cfg")])
+def test_bench_options_are_checked(capsys, extra, message):
+    code, err = run_cli(["bench", "--preset", "tiny", *extra], capsys)
+    assert code == 2 and err.startswith("lmdm: error: ") and message in err, err

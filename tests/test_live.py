@@ -113,11 +113,14 @@ def test_bad_clients_get_errors_and_others_keep_streaming(server):
             # `bad` vanished mid-stream; a third one sends a frame over the transport limit
             huge = Client(server.ws_url)
             await huge.connect()
-            await huge.send_raw(b"\0" * (5 * 1024 * 1024))
-            with pytest.raises(Exception):
+            # refused: a 1009 close ("message too big") once the header is read; when the server closes with
+            # the rest of the 5 MB still unsent into its fixed 512 KB receive buffer, the client's send sees
+            # the connection reset instead (server.listen_socket)
+            with pytest.raises(Exception) as refused:
+                await huge.send_raw(b"\0" * (5 * 1024 * 1024))
                 for _ in range(10):
                     await huge.recv(timeout=10)
-            assert huge._ws.close_code == 1009  # "message too big": a clean close
+            assert huge._ws.close_code == 1009 or isinstance(refused.value, ConnectionResetError), refused.value
             async for b in good.blocks(max_blocks=20):
                 got.append(b.index)
             assert got == list(range(len(got)))

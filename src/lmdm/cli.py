@@ -13,6 +13,13 @@ def _bench(args) -> int:
     if args.compare:
         print(compare(*args.compare))
         return 0
+    from .config import check_knob
+    check_knob("steps", args.steps, "--steps")
+    check_knob("cfg_scale", args.cfg, "--cfg")
+    for flag, value, lo in (("--blocks", args.blocks, 1), ("--warmup", args.warmup, 0), ("--batch", args.batch, 1),
+                            ("--threads", args.threads, 1), ("--block", args.block, 1), ("--context", args.context, 0)):
+        if value is not None and value < lo:
+            raise ConfigError(f"{flag} must be >= {lo}, got {value}")
     if args.train:
         from .train.bench import bench_training
         dtype = resolve_bench_dtype(args.dtype[0])

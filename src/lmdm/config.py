@@ -260,13 +260,10 @@ class ModelConfig:
             raise ConfigError(f"sample_rate and downsampling_ratio must be positive, got {self.sample_rate} and "
                               f"{self.downsampling_ratio}")
         if self.autoencoder is not None:  # audio written at the wrong rate plays at the wrong speed: refuse it
-            ae_rate, strides = self.autoencoder.get("sample_rate"), self.autoencoder.get("strides")
+            ae_rate = self.autoencoder.get("sample_rate")
             if ae_rate is not None and ae_rate != self.sample_rate:
                 raise ConfigError(f"config sample_rate {self.sample_rate} disagrees with the autoencoder's "
                                   f"sample_rate {ae_rate}: fix one of them (the autoencoder was trained at its own)")
-            if isinstance(strides, list) and strides and math.prod(strides) != self.downsampling_ratio:
-                raise ConfigError(f"config downsampling_ratio {self.downsampling_ratio} disagrees with the "
-                                  f"autoencoder's strides {strides} (product {math.prod(strides)})")
         if self.text.kind not in ("bytes", "minilm", "t5"):
             raise ConfigError(f"text.kind must be 'bytes', 'minilm' or 't5', got {self.text.kind!r}")
         if self.text.seconds_total != (self.dit.global_cond_dim > 0) or (

@@ -11,8 +11,9 @@ Who may connect (checked before the WebSocket is accepted; refused with HTTP 403
 - Token: a server that listens beyond loopback makes a random token per run (or takes `--token`)
   and accepts only connections with `?token=...`; the printed URL carries it and the page passes it on.
 Backpressure: the server reads a client's next message only while its control queue has room
-(`Session.has_room`) and its outbox is not backed up, so a flooding client is slowed by its own TCP
-window; the engine applies a few controls per session per turn, so no queue delays another block.
+(`Session.has_room`), its outbox is not backed up and it stays under MESSAGE_RATE messages per
+second, so a flooding client is slowed by its own TCP window; the engine applies a few controls
+per session per turn, so no queue delays another block.
 """
 from __future__ import annotations
 
@@ -35,6 +36,10 @@ from .engine import Engine, Session
 WEB = Path(__file__).parent / "web"
 WS_MAX_BYTES = 4 * 1024 * 1024  # the transport's hard limit (close 1009); P.MAX_INPUT_BYTES is the soft one
 MAX_OUTBOX = 256                # messages waiting for a client that does not read: stop reading its controls
+# messages per second read from one client, with bursts of MESSAGE_BURST: a UI sends a slider's moves
+# at display rate (<= ~60/s) and microphone frames at ~20/s; a flood is read no faster, so parsing it
+# costs the other sessions next to nothing (measured by `python -m lmdm.live.soak --flood`)
+MESSAGE_RATE, MESSAGE_BURST = 120.0, 120.0
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -108,13 +113,16 @@ def create_app(engine: Engine, allow_origins=(), token: str | None = None) -> Fa
             await websocket.close(code=1013)
             return
         sender = asyncio.create_task(_send_loop(websocket, session))
+        bucket = _Bucket(MESSAGE_RATE, MESSAGE_BURST)
         try:
             await websocket.send_json(engine.info() | {"session": session.id})
             while True:
+                # backpressure: this client waits (its TCP window fills), nobody else does
                 while not (session.has_room() and session.outbox.qsize() < MAX_OUTBOX):
                     if sender.done():   # sending failed: the client is gone (it stopped reading and left)
                         return
-                    await asyncio.sleep(0.01)   # backpressure: this client waits, nobody else does
+                    await asyncio.sleep(0.01)
+                await bucket.take()
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     break
@@ -177,6 +185,43 @@ async def _send_loop(websocket, session: Session) -> None:
             session.sent()
 
 
+RECV_BUFFER = 512 * 1024   # per connection; see listen_socket
+# No permessage-deflate: audio blocks barely compress (zlib on every block costs the server CPU), and
+# a flood of repetitive JSON compresses ~10x, so megabytes of buffers would hold a million messages.
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket whose connections have a fixed 512 KB receive buffer. Linux otherwise grows
+    it up to net.ipv4.tcp_rmem's maximum (32 MB here): a flooding client then writes megabytes the
+    server will not read for minutes, at full speed, and its CPU is taken from the other sessions;
+    with the cap its send blocks within a fraction of a second. 512 KB still carries a full input
+    frame and far more than live audio needs at any round-trip time a performer would play at."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECV_BUFFER)   # inherited by accepted sockets
+    sock.bind((host.strip("[]"), port))
+    return sock
+
+
+class _Bucket:
+    """A token bucket: `take` returns at once while the client stays under `rate` messages per second
+    (bursts of `burst`), else sleeps until it is."""
+
+    def __init__(self, rate: float, burst: float):
+        import time
+        self.rate, self.burst, self.tokens, self.clock = rate, burst, burst, time.monotonic
+        self.t = self.clock()
+
+    async def take(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens < 1:
+            await asyncio.sleep((1 - self.tokens) / self.rate)
+            self.tokens, self.t = 1.0, self.clock()
+        self.tokens -= 1
+
+
 class LiveServer:
     """The server on a background thread (tests, soak, headless tools). `port=0` picks a free port."""
 
@@ -184,12 +229,11 @@ class LiveServer:
                  allow_origins=(), token: str | None = None):
         import uvicorn
         self.engine, self.token = engine, resolve_token(host, token)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
+        self.sock = listen_socket(host, port)
         self.host, self.port = self.sock.getsockname()[:2]
         config = uvicorn.Config(create_app(engine, allow_origins, self.token), log_level=log_level, ws_max_size=WS_MAX_BYTES,
-                                ws="websockets-sansio", lifespan="off")
+                                ws="websockets-sansio", lifespan="off",
+                                ws_per_message_deflate=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=lambda: self.server.run(sockets=[self.sock]), daemon=True,
                                        name="lmdm-live-http")
@@ -239,10 +283,14 @@ def serve(engine: Engine, host: str, port: int, osc_port: int | None = None, log
         bridge = OSCBridge(engine, host, osc_port).start()
         print(f"lmdm live: OSC on udp://{bridge.host}:{bridge.port} (/lmdm/prompt, /lmdm/cfg, /lmdm/mode, …)",
               flush=True)
+    sock = listen_socket(host, port)
     try:
-        uvicorn.run(create_app(engine, allow_origins, token), host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_BYTES,
-                    ws="websockets-sansio", lifespan="off")
+        config = uvicorn.Config(create_app(engine, allow_origins, token), log_level=log_level,
+                                ws_max_size=WS_MAX_BYTES, ws="websockets-sansio", lifespan="off",
+                                ws_per_message_deflate=False)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
+        sock.close()
         if bridge:
             bridge.stop()
         engine.shutdown()

@@ -52,16 +52,25 @@ def soak(model_dir: str | None, sessions: int = 1, seconds: float = 60.0, *, thr
             rss.append((round(time.monotonic() - t0, 2), round(rss_mb(), 1)))
 
     async def phase(url, flooding: bool):
-        stop = asyncio.Event()
-        flooder = asyncio.create_task(_flooder(url, stop)) if flooding else None
-        if flooder:
+        flooder = None
+        if flooding:
+            import multiprocessing
+            ctx = multiprocessing.get_context("spawn")
+            count, ready = ctx.Value("q", 0), ctx.Event()
+            flooder = ctx.Process(target=_flood_process, args=(url, count, ready), daemon=True)
+            flooder.start()
+            await asyncio.get_running_loop().run_in_executor(None, ready.wait, 120)
             await asyncio.sleep(0.5)   # the flood is under way before the listeners start
         start = time.monotonic()
         results = await asyncio.gather(*(_listener(url, i, seconds, prebuffer, lead, control_every)
                                          for i in range(sessions)))
         wall = time.monotonic() - start
-        stop.set()
-        flood_report = await flooder if flooder else None
+        flood_report = None
+        if flooder:
+            # messages the flooder's socket took (much of it sits in TCP buffers, unread by the server)
+            flood_report = {"messages_sent": count.value}
+            flooder.terminate()
+            flooder.join(10)
         summary = _summary(results, wall)
         return {"sessions": results, "wall_s": round(wall, 2), **summary,
                 **({"flood": flood_report} if flood_report else {})}
@@ -122,29 +131,38 @@ async def _listener(url: str, i: int, seconds: float, prebuffer: float, lead: fl
                         "block_gap_ms_p50": _pct(gaps, 50), "block_gap_ms_p99": _pct(gaps, 99)}
 
 
-async def _flooder(url: str, stop: asyncio.Event) -> dict:
-    """A hostile client: saves to 50 slots, knob moves and prompt changes as fast as its socket takes
-    them, reading nothing (the server must not queue for it without bound, nor let it stall others)."""
+async def _flooder(url: str, count, ready) -> None:
+    """A hostile client: plays until its first block (so it has a state to save), stops, then sends
+    saves to 50 slots, knob moves and prompt changes as fast as its socket takes them, reading
+    nothing. The server must neither queue for it without bound nor let it delay the others."""
     import json
 
     import websockets
-    sent = 0
     async with websockets.connect(url, max_size=2 ** 24, close_timeout=1) as ws:
         await ws.recv()
-        await ws.send(json.dumps({"type": "start", "prompts": [{"text": "flood"}], "pace": "realtime"}))
-        while not stop.is_set():
-            kind = sent % 3
-            msg = ({"type": "save", "slot": f"s{sent % 50}"} if kind == 0 else
-                   {"type": "cfg", "scale": 1 + (sent % 7) / 10} if kind == 1 else
-                   {"type": "prompts", "prompts": [{"text": f"flood {sent}"}]})
-            try:
-                await asyncio.wait_for(ws.send(json.dumps(msg)), 0.5)
-            except asyncio.TimeoutError:
-                continue   # the server is applying backpressure: try again
-            sent += 1
-            if sent % 64 == 0:
-                await asyncio.sleep(0)
-    return {"messages_sent": sent}
+        await ws.send(json.dumps({"type": "start", "prompts": [{"text": "flood"}], "pace": "none", "ahead": 1}))
+        while not isinstance(await ws.recv(), bytes):
+            pass
+        await ws.send(json.dumps({"type": "stop"}))
+        ready.set()
+        n = 0
+        while True:
+            kind = n % 3
+            msg = ({"type": "save", "slot": f"s{n % 50}"} if kind == 0 else
+                   {"type": "cfg", "scale": 1 + (n % 7) / 10} if kind == 1 else
+                   {"type": "prompts", "prompts": [{"text": f"flood {n}"}]})
+            await ws.send(json.dumps(msg))
+            n += 1
+            count.value = n
+            # as fast as TCP takes it: the websockets client would buffer without bound in memory (so
+            # would a browser's WebSocket.send), and spin a core doing it, when the server stops reading
+            while ws.transport.get_write_buffer_size() > 65536:
+                await asyncio.sleep(0.005)
+
+
+def _flood_process(url: str, count, ready) -> None:
+    """The flooder in a process of its own, as a real one would be (not sharing the server's GIL)."""
+    asyncio.run(_flooder(url, count, ready))
 
 
 def _summary(results: list[dict], wall: float) -> dict:

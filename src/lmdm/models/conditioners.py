@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config import KNOBS
 from ..errors import CheckpointError, ConfigError, PromptError
 
 Prompts = list[tuple[str, float]]
@@ -34,9 +35,10 @@ def check_prompts(prompts) -> Prompts:
         raise PromptError(f"prompts must be a string or (text, weight) pairs, got {prompts!r}") from e
     if not prompts:
         raise PromptError("prompt list is empty")
-    bad = [(text, w) for text, w in prompts if not (w > 0 and math.isfinite(w))]
+    lo, hi = KNOBS["weight"].lo, KNOBS["weight"].hi   # the range the CLI, live protocol and OSC check
+    bad = [(text, w) for text, w in prompts if not (lo < w <= hi and math.isfinite(w))]
     if bad:
-        raise PromptError(f"prompt weights must be positive and finite, got {bad}")
+        raise PromptError(f"prompt weights must be positive and finite, at most {hi:g}, got {bad}")
     return prompts
 
 

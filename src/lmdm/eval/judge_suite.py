@@ -34,7 +34,7 @@ PROMPTS = Path(__file__).with_name("natural_prompts.json")
 class JudgeSuite:
     seconds: float = 10.0        # length of each generated clip and corpus excerpt
     prompts: int | None = None   # natural prompts used (None: all)
-    seeds: int = 3               # seeds per seed prompt
+    seeds: int = 2               # seeds per seed prompt
     corpus_pieces: int = 12      # held-out pieces for the corpus ceiling
     codec_pieces: int = 6        # held-out pieces round-tripped through the codec
 

@@ -124,3 +124,19 @@ def test_unreadable_audio_is_a_clear_error(tmp_path):
         judge.judge_file(bad)
     out = subprocess.run([sys.executable, "-m", "lmdm", "judge", str(bad)], capture_output=True, text=True, timeout=300)
     assert out.returncode != 0 and out.stderr.startswith("lmdm: error: cannot read audio") and "Traceback" not in out.stderr
+
+
+def test_a_missing_judge_package_is_named(monkeypatch):
+    """Without onnxruntime the notes section says what to install; the other sections still run."""
+    from lmdm.eval import transcribe
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)   # import onnxruntime -> ImportError
+    transcribe._session.cache_clear()
+    try:
+        res = judge.judge_audio(chords([(60, 64, 67)] * 2), SR)
+    finally:
+        transcribe._session.cache_clear()
+    assert "onnxruntime" in res["notes"]["unavailable"] and "lmdm[judge]" in res["notes"]["unavailable"]
+    assert res["chroma"]["key"] and res["tempo"]["bpm"] > 0
+    with pytest.raises(transcribe.JudgeUnavailable, match="onnxruntime"):
+        transcribe.transcribe(np.zeros(SR, np.float32), SR)
+    transcribe._session.cache_clear()

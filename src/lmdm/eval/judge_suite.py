@@ -34,7 +34,7 @@ PROMPTS = Path(__file__).with_name("natural_prompts.json")
 class JudgeSuite:
     seconds: float = 10.0        # length of each generated clip and corpus excerpt
     prompts: int | None = None   # natural prompts used (None: all)
-    seeds: int = 3               # seeds per seed prompt
+    seeds: int = 2               # seeds per seed prompt
     corpus_pieces: int = 12      # held-out pieces for the corpus ceiling
     codec_pieces: int = 6        # held-out pieces round-tripped through the codec
 
@@ -72,7 +72,7 @@ def pcp_correlation(p: np.ndarray, q: np.ndarray) -> float:
 def _corr(x: np.ndarray, y: np.ndarray) -> float:
     x, y = x - x.mean(), y - y.mean()
     d = float(np.linalg.norm(x) * np.linalg.norm(y))
-    return float(x @ y / d) if d > 0 else 0.0
+    return float(np.clip(x @ y / d, -1.0, 1.0)) if d > 0 else 0.0
 
 
 def mean_pairwise(items, fn) -> float | None:
@@ -145,7 +145,7 @@ def _stats(values) -> dict | None:
     return {"median": float(np.median(v)), "min": float(np.min(v)), "max": float(np.max(v)), "n": len(v)} if v else None
 
 
-def _side(clips: list[dict], audios: list[np.ndarray], sr: int) -> dict:
+def _side(clips: list[dict], audios, sr: int) -> dict:
     """Summary figures of one side (model outputs or corpus excerpts)."""
     keys = [c["key"] for c in clips]
     return {"pcp_correlation_between": mean_pairwise([np.array(c["pcp"]) for c in clips], pcp_correlation),
@@ -167,10 +167,12 @@ def _pairs(audios: list[np.ndarray], sr: int) -> dict:
 
 
 def evaluate_judge(model, manifest: str | Path, spec: JudgeSuite | str = "quick", seed: int = 0, progress=None,
-                   prompts_file: str | Path | None = None, clips_dir: str | Path | None = None) -> dict:
+                   prompts_file: str | Path | None = None, clips_dir: str | Path | None = None,
+                   on_stage=None) -> dict:
     """The judge section for one model (see the module docstring); `manifest`: held-out corpus with
     MIDI scores (`lmdm data synth`). `clips_dir`: keep every generated clip there as a WAV file (and
-    reuse one already there: the same prompt, seed and length), to listen to them or resume a run."""
+    reuse one already there: the same prompt, seed and length), to listen to them or resume a run.
+    `on_stage(report)`: called with the report so far after each stage (to save partial results)."""
     import torch
 
     from ..data.dataset import load_audio, read_manifest
@@ -199,27 +201,8 @@ def evaluate_judge(model, manifest: str | Path, spec: JudgeSuite | str = "quick"
         return audio
 
     report: dict = {"seconds": spec.seconds, "prompts_file": str(prompts_file or PROMPTS.name)}
-    clips, outs = [], []
-    for i, p in enumerate(prompts):
-        say(f"judge: natural prompt {i + 1}/{len(prompts)}")
-        audio = gen(p, seed)
-        outs.append(audio)
-        clips.append({"prompt": p, **_brief(judge_audio(audio, sr, prompt=p, notes=False))})
-    report["natural"] = clips
-
-    entries = read_manifest(manifest)
-    root = Path(manifest).parent
-    corpus_entries = entries[: spec.corpus_pieces]
-    corpus_audio, corpus = [], []
-    for i, e in enumerate(corpus_entries):
-        say(f"judge: corpus piece {i + 1}/{len(corpus_entries)}")
-        audio = load_audio(root / e["path"], sr, channels)[:, :n]
-        corpus_audio.append(audio)
-        corpus.append({"path": e["path"], **_brief(judge_audio(audio, sr, prompt=e["captions"][0], notes=False))})
-    report["corpus"] = corpus
-    report["model_side"] = _side(clips, outs, sr)
-    report["corpus_side"] = _side(corpus, corpus_audio, sr)
-
+    saved = on_stage or (lambda r: None)
+    # the loops first (seeds, one tempo), then the codec and the corpus, then the long prompt list
     seeds = []
     for p in texts["seed_prompts"]:
         say(f"judge: seeds of '{p}'")
@@ -229,8 +212,10 @@ def evaluate_judge(model, manifest: str | Path, spec: JudgeSuite | str = "quick"
     tempo_audio = [gen(p, seed) for p in texts["same_tempo"]]
     report["same_tempo"] = {"prompts": texts["same_tempo"], **_pairs(tempo_audio, sr),
                             "keys": [key_from_profile(pitch_class_profile(a, sr))[0] for a in tempo_audio]}
-    report["corpus_pairs"] = _pairs(corpus_audio[:4], sr)
+    saved(report)
 
+    entries = read_manifest(manifest)
+    root = Path(manifest).parent
     codec = []
     for i, e in enumerate(entries[-spec.codec_pieces:] if spec.codec_pieces else []):
         say(f"judge: codec round trip {i + 1}/{spec.codec_pieces}")
@@ -241,6 +226,25 @@ def evaluate_judge(model, manifest: str | Path, spec: JudgeSuite | str = "quick"
         score = midi_notes(root / e["midi"], 0.0, spec.seconds) if e.get("midi") else None
         codec.append({"path": e["path"], **codec_figures(x, y, sr, score)})
     report["codec"] = codec
+    corpus_audio, corpus = [], []
+    for i, e in enumerate(entries[: spec.corpus_pieces]):
+        say(f"judge: corpus piece {i + 1}/{spec.corpus_pieces}")
+        audio = load_audio(root / e["path"], sr, channels)[:, :n]
+        corpus_audio.append(audio)
+        corpus.append({"path": e["path"], **_brief(judge_audio(audio, sr, prompt=e["captions"][0], notes=False))})
+    report["corpus"] = corpus
+    report["corpus_side"] = _side(corpus, corpus_audio, sr)
+    report["corpus_pairs"] = _pairs(corpus_audio[:4], sr)
+    saved(report)
+
+    clips = []
+    for i, p in enumerate(prompts):
+        say(f"judge: natural prompt {i + 1}/{len(prompts)}")
+        clips.append({"prompt": p, **_brief(judge_audio(gen(p, seed), sr, prompt=p, notes=False))})
+        report["natural"] = clips
+        if (i + 1) % 5 == 0:
+            saved(report)
+    report["model_side"] = _side(clips, [], sr)
     report["summary"] = judge_summary(report)
     return report
 

@@ -194,3 +194,15 @@ def test_sao_to_lmdm_to_authors_then_generate_and_live_with_a_local_t5(tmp_path)
     bad = subprocess.run([sys.executable, "-m", "lmdm", "generate", "x", "--model", str(tmp_path / "theirs"),
                           "-o", str(tmp_path / "no.wav")], capture_output=True, text=True)
     assert bad.returncode != 0 and "--t5 DIR" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sao_export_round_trip_is_bit_exact(tmp_path):
+    from conftest import make_sao_dir
+    from lmdm.checkpoints import export
+    sao = make_sao_dir(tmp_path / "sao")
+    export(from_pretrained(sao), tmp_path / "back", "sao")
+    a, b = load_file(str(sao / "model.safetensors")), load_file(str(tmp_path / "back" / "model.safetensors"))
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert from_pretrained(tmp_path / "back").config == from_pretrained(sao).config
+    with pytest.raises(ConfigError, match="no Stable Audio Open equivalent"):
+        export(from_pretrained(authors_dir(tmp_path / "authors")), tmp_path / "no", "sao")

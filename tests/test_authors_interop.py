@@ -67,6 +67,8 @@ def test_their_checkpoints_load_strictly(tmp_path, layout):
     assert m.config.dit.input_groups == {"context": 9} and m.config.text.kind == "t5"
     data, _, _ = _fixture()
     assert torch.equal(m.dit.input_groups["context"].weight, data["w.model.model.to_input_add_embed.weight"].float())
+    if layout == "lightning":
+        assert any("discriminator_head" in n and "training only" in n for n in m.load_notes)
 
 
 def test_training_forward_matches_their_code(model):

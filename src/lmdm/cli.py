@@ -181,6 +181,8 @@ def _convert(args) -> int:
         save_pretrained(model, args.out_dir)
     else:
         export(model, args.out_dir, args.to)
+    for note in getattr(model, "load_notes", []):
+        print(f"{src}: {note}")
     p = model.config.pattern
     print(f"wrote {args.out_dir} ({args.to} layout): {p.pattern}, B={p.block_frames}, C={p.context_frames}")
     return 0

@@ -6,6 +6,7 @@ authors' own DiffusionTransformer / BlockCausalStreamingCache at reduced width w
 and blocks of their cache-free and KV-cached block-AR sampling.
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ from safetensors.torch import load_file, save_file
 from lmdm.checkpoints import from_pretrained, save_pretrained
 from lmdm.errors import CheckpointError, ConfigError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "authors_tiny.safetensors"
+# LMDM_AUTHORS_FIXTURE: another fixture made by tests/authors_reference.py (e.g. --seed 7), held out
+FIXTURE = Path(os.environ.get("LMDM_AUTHORS_FIXTURE", Path(__file__).parent / "fixtures" / "authors_tiny.safetensors"))
 
 
 def _fixture():

@@ -6,6 +6,7 @@ authors' own DiffusionTransformer / BlockCausalStreamingCache at reduced width w
 and blocks of their cache-free and KV-cached block-AR sampling.
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ from safetensors.torch import load_file, save_file
 from lmdm.checkpoints import from_pretrained, save_pretrained
 from lmdm.errors import CheckpointError, ConfigError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "authors_tiny.safetensors"
+# LMDM_AUTHORS_FIXTURE: another fixture made by tests/authors_reference.py (e.g. --seed 7), held out
+FIXTURE = Path(os.environ.get("LMDM_AUTHORS_FIXTURE", Path(__file__).parent / "fixtures" / "authors_tiny.safetensors"))
 
 
 def _fixture():
@@ -67,6 +69,8 @@ def test_their_checkpoints_load_strictly(tmp_path, layout):
     assert m.config.dit.input_groups == {"context": 9} and m.config.text.kind == "t5"
     data, _, _ = _fixture()
     assert torch.equal(m.dit.input_groups["context"].weight, data["w.model.model.to_input_add_embed.weight"].float())
+    if layout == "lightning":
+        assert any("discriminator_head" in n and "training only" in n for n in m.load_notes)
 
 
 def test_training_forward_matches_their_code(model):
@@ -194,3 +198,15 @@ def test_sao_to_lmdm_to_authors_then_generate_and_live_with_a_local_t5(tmp_path)
     bad = subprocess.run([sys.executable, "-m", "lmdm", "generate", "x", "--model", str(tmp_path / "theirs"),
                           "-o", str(tmp_path / "no.wav")], capture_output=True, text=True)
     assert bad.returncode != 0 and "--t5 DIR" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sao_export_round_trip_is_bit_exact(tmp_path):
+    from conftest import make_sao_dir
+    from lmdm.checkpoints import export
+    sao = make_sao_dir(tmp_path / "sao")
+    export(from_pretrained(sao), tmp_path / "back", "sao")
+    a, b = load_file(str(sao / "model.safetensors")), load_file(str(tmp_path / "back" / "model.safetensors"))
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert from_pretrained(tmp_path / "back").config == from_pretrained(sao).config
+    with pytest.raises(ConfigError, match="no Stable Audio Open equivalent"):
+        export(from_pretrained(authors_dir(tmp_path / "authors")), tmp_path / "no", "sao")

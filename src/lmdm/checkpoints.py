@@ -106,6 +106,7 @@ def from_pretrained(folder: str | Path, dtype: torch.dtype | str | None = None, 
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"model directory {str(folder)!r} does not exist")
+    notes: list[str] = []
     if (folder / CONFIG).is_file():
         config = ModelConfig.from_dict(_read_json(folder / CONFIG))
         if t5_path and config.text.kind == "t5":
@@ -116,7 +117,7 @@ def from_pretrained(folder: str | Path, dtype: torch.dtype | str | None = None, 
         raw = _read_json(folder / SAO_CONFIG)
         if is_authors_config(raw):
             config = config_from_authors(raw, t5_path or "")
-            state, _ = from_authors_keys(read_weights(folder))
+            state, notes = from_authors_keys(read_weights(folder))
             source = f"{folder} (the paper authors' layout)"
         else:
             config = config_from_sao(raw, t5_path or "")
@@ -124,6 +125,7 @@ def from_pretrained(folder: str | Path, dtype: torch.dtype | str | None = None, 
     else:
         raise CheckpointError(f"{folder} has neither {CONFIG} (lmdm) nor {SAO_CONFIG} (Stable Audio Open)")
     model = LiveMusicModel(config)
+    model.load_notes = notes   # what the load set aside, and why (shown by `lmdm convert`)
     stored = next((v.dtype for v in state.values() if v.is_floating_point()), torch.float32)
     model.to(stored)
     load_strict(model, state, source)

@@ -237,6 +237,8 @@ def _convert(args) -> int:
         save_pretrained(model, args.out_dir)
     else:
         export(model, args.out_dir, args.to)
+    for note in getattr(model, "load_notes", []):
+        print(f"{src}: {note}")
     p = model.config.pattern
     print(f"wrote {args.out_dir} ({args.to} layout): {p.pattern}, B={p.block_frames}, C={p.context_frames}")
     return 0
@@ -398,21 +400,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("convert", help="convert between lmdm, Stable Audio Open and the paper authors' formats",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Load a model directory strictly (every key mapped, every shape checked) and "
-                       "write it in another layout.\n\n"
+                       description="Load a model directory strictly (every key mapped, every shape checked)\n"
+                       "and write it in another layout.\n\n"
                        "into lmdm (--to lmdm, the default):\n"
-                       "  an official SAO directory gets the context router added (zero-initialised, so the "
-                       "model starts as the base model) and the chosen pattern, ready for stage-1 fine-tuning:\n"
+                       "  a Stable Audio Open directory gets the context router (zero-initialised, so the model\n"
+                       "  starts as the base model) and the chosen pattern, ready for stage-1 fine-tuning:\n"
                        "    lmdm convert stable-audio-open-small runs/sao-lmdm --pattern block-causal\n"
-                       "  a directory written by the paper authors' code (their model_config.json with "
-                       "postpend / input_add_dims, model.safetensors or a model.ckpt, ARC discriminator weights "
-                       "set aside) keeps its pattern:\n"
-                       "    lmdm convert their_run/ runs/theirs-lmdm\n\n"
+                       "  a directory written by the paper authors' code (model_config.json with postpend and\n"
+                       "  input_add_dims; model.safetensors or model.ckpt; ARC discriminator weights set aside)\n"
+                       "  keeps its pattern:\n"
+                       "    lmdm convert their_run/ runs/theirs\n\n"
                        "out of lmdm:\n"
-                       "  --to authors writes model_config.json + model.safetensors that the authors' code loads "
-                       "(enc-dec / block-causal LMDMs with T5 + seconds_total conditioning):\n"
-                       "    lmdm convert runs/sao-lmdm/model exported/ --to authors\n"
-                       "  --to sao does the same for a plain bidirectional model (stable-audio-tools).")
+                       "  --to authors writes model_config.json + model.safetensors that the authors' code loads\n"
+                       "  (enc-dec / block-causal LMDMs conditioned on T5 + seconds_total):\n"
+                       "    lmdm convert runs/theirs exported/ --to authors\n"
+                       "  --to sao does the same for a plain bidirectional model (stable-audio-tools).\n\n"
+                       "docs/authors-interop.md maps every key.")
     c.add_argument("sao_dir", metavar="src_dir",
                    help="lmdm, Stable Audio Open or authors' directory (config.json or model_config.json)")
     c.add_argument("out_dir", help="where to write the converted directory")

@@ -58,7 +58,7 @@ SAO_CONFIG = {
 
 def make_sao_dir(folder):
     """A randomly initialised SAO-layout directory, as Stability AI ships one."""
-    from lmdm.checkpoints import config_from_sao, to_sao_keys
+    from lmdm.sao import config_from_sao, to_sao_keys
     from safetensors.torch import save_file
     model = randomized(lmdm.LiveMusicModel(config_from_sao(SAO_CONFIG)), seed=1)
     folder.mkdir(parents=True)

@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lmdm.checkpoints import config_from_sao, convert_sao, from_pretrained, save_pretrained
+from lmdm.checkpoints import convert_sao, from_pretrained, save_pretrained
+from lmdm.sao import config_from_sao
 from lmdm.errors import CheckpointError, ConfigError
 from conftest import SAO_CONFIG, make_sao_dir, tiny_model
 import sao_reference

@@ -26,14 +26,13 @@ import torch
 
 from .config import ModelConfig, PatternConfig
 from .errors import ConfigError
+from .sao import SAO_PREFIXES, config_from_sao, sao_model_config
 
 # the prefixes of an authors' Lightning checkpoint that inference never uses, and why
 TRAINING_ONLY = {"discriminator.": "ARC discriminator (a copy of the base DiT; training only)",
                  "discriminator_head.": "ARC discriminator head (ConvNeXt; training only)",
                  "teacher_model.": "ODE-warmup teacher (training only)"}
 ROUTER = ("model.model.to_input_add_embed.weight", "dit.input_groups.context.weight")
-SAO_PREFIXES = {"model.model.": "dit.", "conditioner.conditioners.seconds_total.": "seconds_total.",
-                "pretransform.model.": "autoencoder."}
 
 
 def is_authors_config(cfg: dict) -> bool:
@@ -50,7 +49,6 @@ def _need(cond: bool, what: str) -> None:
 
 def config_from_authors(cfg: dict, t5_path: str = "") -> ModelConfig:
     """ModelConfig for the authors' model_config.json: their SAO-small base plus the context router."""
-    from .checkpoints import config_from_sao
     try:
         diff = cfg["model"]["diffusion"]
         dc = diff["config"]
@@ -163,34 +161,6 @@ def to_authors_keys(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def sao_model_config(config: ModelConfig, frames: int) -> dict:
-    """The Stable Audio Open part of a model_config.json: T5 + seconds_total conditioning, the DiT,
-    the Oobleck VAE; `frames` latent frames per window."""
-    d, text = config.dit, config.text
-    if text.kind != "t5" or not text.seconds_total:
-        raise ConfigError(f"Stable Audio Open models are conditioned on T5 + seconds_total; this one uses "
-                          f"text.kind={text.kind!r}{'' if text.seconds_total else ' without seconds_total'}")
-    if d.ff_mult != 4 or d.timestep_features_dim != 256:
-        raise ConfigError("stable-audio-tools' DiT has ff_mult 4 and 256 timestep features")
-    model = {
-        "conditioning": {"configs": [
-            {"id": "prompt", "type": "t5", "config": {"t5_model_name": "t5-base", "max_length": text.max_tokens}},
-            {"id": "seconds_total", "type": "number", "config": {"min_val": 0, "max_val": text.seconds_max}}],
-            "cond_dim": d.cond_token_dim},
-        "diffusion": {"cross_attention_cond_ids": ["prompt", "seconds_total"], "global_cond_ids": ["seconds_total"],
-                      "diffusion_objective": "rectified_flow", "type": "dit",
-                      "config": {"io_channels": d.io_channels, "embed_dim": d.width, "depth": d.depth,
-                                 "num_heads": d.heads, "cond_token_dim": d.cond_token_dim,
-                                 "global_cond_dim": d.global_cond_dim, "project_cond_tokens": d.project_cond_tokens,
-                                 "transformer_type": "continuous_transformer", "attn_kwargs": {"qk_norm": "ln"}}},
-        "io_channels": d.io_channels}
-    if config.autoencoder is not None:
-        model["pretransform"] = _pretransform(config.autoencoder)
-    return {"model_type": "diffusion_cond", "sample_size": frames * config.downsampling_ratio,
-            "sample_rate": config.sample_rate, "audio_channels": (config.autoencoder or {}).get("audio_channels", 2),
-            "model": model}
-
-
 def authors_config(config: ModelConfig) -> dict:
     """The model_config.json the authors' code reads for this model (their saos_* layout)."""
     d, p = config.dit, config.pattern
@@ -209,15 +179,3 @@ def authors_config(config: ModelConfig) -> dict:
                        "arc": {"self_forcing": {"chunk_size": p.block_frames, "context_size": p.context_frames,
                                                 "use_kv_cache": True, "rope_mode": "fixed"}}}
     return cfg
-
-
-def _pretransform(ae: dict) -> dict:
-    """An AutoencoderConfig dict as stable-audio-tools' Oobleck VAE pretransform config."""
-    common = {"channels": ae["channels"], "c_mults": ae["c_mults"], "strides": ae["strides"], "use_snake": True}
-    return {"type": "autoencoder", "iterate_batch": True, "config": {
-        "encoder": {"type": "oobleck", "config": {"in_channels": ae["audio_channels"], **common,
-                                                  "latent_dim": 2 * ae["latent_dim"]}},
-        "decoder": {"type": "oobleck", "config": {"out_channels": ae["audio_channels"], **common,
-                                                  "latent_dim": ae["latent_dim"], "final_tanh": ae["final_tanh"]}},
-        "bottleneck": {"type": "vae"}, "latent_dim": ae["latent_dim"],
-        "downsampling_ratio": int(torch.tensor(ae["strides"]).prod()), "io_channels": ae["audio_channels"]}}

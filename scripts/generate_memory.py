@@ -24,7 +24,7 @@ from pathlib import Path
 
 COLLECT = """
 import sys
-from lmdm.audiofile import AudioWriter
+from lmdm.audio.writer import AudioWriter
 from lmdm.checkpoints import from_pretrained
 model = from_pretrained(sys.argv[1])
 with AudioWriter(sys.argv[3]) as w:

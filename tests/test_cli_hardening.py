@@ -95,6 +95,19 @@ def test_a_good_render_replaces_the_old_file_whole(model_dir, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav"]
 
 
+def test_a_flac_render_equals_the_wav_render(model_dir, tmp_path, capsys):
+    """FLAC streams through the same partial WAV and is encoded losslessly on success."""
+    import soundfile as sf
+    for name in ("a.wav", "a.flac"):
+        code, _ = run_cli(["generate", "x", "--model", str(model_dir), "--seconds", "0.3", "-o", str(tmp_path / name),
+                           "--quiet"], capsys)
+        assert code == 0
+    wav, rate = sf.read(tmp_path / "a.wav", dtype="int16")
+    flac, flac_rate = sf.read(tmp_path / "a.flac", dtype="int16")
+    assert sf.info(tmp_path / "a.flac").format == "FLAC" and flac_rate == rate and (flac == wav).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac", "a.wav"]
+
+
 def test_a_write_failure_mid_render_exits_1_and_keeps_the_old_file(model_dir, tmp_path):
     """A real failure while writing: the file size limit (RLIMIT_FSIZE) makes write() fail with EFBIG
     after ~100 KB (Python ignores SIGXFSZ, so the write raises instead of killing the process)."""

@@ -18,8 +18,9 @@ def _bench(args) -> int:
     check_knob("cfg_scale", args.cfg, "--cfg")
     for flag, value, lo in (("--blocks", args.blocks, 1), ("--warmup", args.warmup, 0), ("--batch", args.batch, 1),
                             ("--threads", args.threads, 1), ("--block", args.block, 1), ("--context", args.context, 0)):
-        if value is not None and value < lo:
-            raise ConfigError(f"{flag} must be >= {lo}, got {value}")
+        for v in (value if isinstance(value, list) else [value]):   # --threads takes several counts
+            if v is not None and v < lo:
+                raise ConfigError(f"{flag} must be >= {lo}, got {v}")
     if args.train:
         from .train.bench import bench_training
         dtype = resolve_bench_dtype(args.dtype[0])
@@ -79,7 +80,7 @@ def _check_length(schedule, seconds: float | None, model=None, writer=None) -> N
             raise PromptError(f"a prompt change at {late[0]:g} s comes at or after the end of the piece "
                               f"(--seconds {seconds:g}), so it would never play")
     if model is not None and model.autoencoder is not None:
-        from .audiofile import max_seconds
+        from .audio.writer import max_seconds
         limit = max_seconds(model.sample_rate, model.autoencoder.config.audio_channels)
         if seconds is not None and seconds > limit:
             raise ConfigError(f"--seconds {seconds:g} is longer than a WAV file can hold at {model.sample_rate} Hz "
@@ -87,7 +88,7 @@ def _check_length(schedule, seconds: float | None, model=None, writer=None) -> N
 
 
 def _generate(args) -> int:
-    from .audiofile import AudioWriter
+    from .audio.writer import AudioWriter
     from .checkpoints import load, resolve_dtype
     from .prompts import parse_schedule
     if (args.prompt is None) == (not args.prompts):
@@ -127,7 +128,7 @@ def _generate(args) -> int:
 
 def _accompany(args) -> int:
     from .accompany import accompany, check_model, load_song, mix
-    from .audiofile import AudioWriter
+    from .audio.writer import AudioWriter
     from .checkpoints import load, resolve_dtype
     from .prompts import parse_schedule
     schedule = parse_schedule(args.prompt)

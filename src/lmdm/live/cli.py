@@ -72,7 +72,7 @@ def run_live(args) -> int:
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     if args.headless:   # every option and the output path are checked before the model loads
-        from ..audiofile import check_output
+        from ..audio.writer import check_output
         from ..prompts import parse_schedule
         if not args.script:
             raise ConfigError('--headless needs --script, e.g. --script "warm piano@0s" "dub techno@10s"')

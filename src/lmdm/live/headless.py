@@ -7,7 +7,7 @@ next block boundary exactly as a live performer's would.
 """
 from __future__ import annotations
 
-from ..audiofile import AudioWriter
+from ..audio.writer import AudioWriter
 from ..config import SamplingConfig
 from ..errors import ConfigError
 from ..prompts import parse_schedule

@@ -10,8 +10,10 @@
   partial file of a killed run is a valid WAV of what was generated: Python's `wave`, players and
   libsndfile all read it. libsndfile's own writer leaves both sizes 0 until close (measured: `wave`
   refuses such a file); its auto-update mode is reachable only through soundfile internals.
-Format: 16-bit PCM WAV (what lmdm has always written); a WAV file ends at 4 GiB, which the length
-check names before a render starts (6.76 h of stereo 44.1 kHz).
+Formats: 16-bit PCM WAV (what lmdm has always written), or FLAC: a .flac target streams into the
+same partial WAV and is encoded (losslessly, block by block) when the run succeeds, since a FLAC
+header cannot be kept valid while it grows. A WAV file ends at 4 GiB, which the length check names
+before a render starts (6.76 h of stereo 44.1 kHz).
 """
 from __future__ import annotations
 
@@ -22,21 +24,21 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OutputError, RunError
+from ..errors import OutputError, RunError
 
-FORMATS = (".wav",)
+FORMATS = (".wav", ".flac")
 HEADER_BYTES = 44
 MAX_DATA_BYTES = 2 ** 32 - 1 - 36  # the RIFF size field is 32 bits
 
 
 def check_output(path, what: str = "output") -> Path:
-    """A clear OutputError (exit 2) unless `path` can become a WAV file lmdm writes."""
+    """A clear OutputError (exit 2) unless `path` can become an audio file lmdm writes."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{what} {str(path)!r} is a folder; give a file name, e.g. {str(path / 'out.wav')!r}")
     if path.suffix.lower() not in FORMATS:
-        raise OutputError(f"{what} {str(path)!r}: lmdm writes 16-bit WAV files; give a name ending in .wav "
-                          f"(got {path.suffix or 'no extension'!r})")
+        raise OutputError(f"{what} {str(path)!r}: lmdm writes 16-bit WAV or FLAC files; give a name ending in "
+                          f".wav or .flac (got {path.suffix or 'no extension'!r})")
     parent = path.parent
     if not parent.is_dir():
         raise OutputError(f"{what} {str(path)!r}: folder {str(parent)!r} does not exist")
@@ -113,12 +115,28 @@ class AudioWriter:
         """Replace the target with the finished file."""
         try:
             self._f.close()
+            if self.target.suffix.lower() == ".flac":
+                self._encode_flac()
             os.replace(self.tmp, self.target)
         except OSError as e:
             self.discard()
             raise RunError(f"cannot move the finished file onto {self.target}: {e.strerror or e}") from e
         self.done = True
         return self.target
+
+    def _encode_flac(self) -> None:
+        """Re-encode the finished partial WAV as FLAC in place (still beside the target, not yet on it)."""
+        import soundfile as sf
+        flac = self.tmp.with_name(self.tmp.name[:-len(".partial.wav")] + ".partial.flac")
+        try:
+            with sf.SoundFile(self.tmp) as src, sf.SoundFile(flac, "w", samplerate=self.rate, channels=self.channels,
+                                                             format="FLAC", subtype="PCM_16") as dst:
+                for block in src.blocks(blocksize=1 << 16, dtype="int16", always_2d=True):
+                    dst.write(block)
+            os.chmod(flac, self.tmp.stat().st_mode & 0o777)
+            os.replace(flac, self.tmp)
+        finally:
+            flac.unlink(missing_ok=True)
 
     def discard(self) -> None:
         if not self._f.closed:

@@ -438,7 +438,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--compare", nargs="+", help="more model directories, evaluated on the same requests")
     e.add_argument("--reference", required=True, help="corpus manifest.jsonl (held-out captions and audio)")
     e.add_argument("--suite", default="quick", choices=["quick", "full", "judge"],
-                   help="quick (default) or full; judge: only the judge section (its full size), see --judge")
+                   help="quick (default) or full; judge: only the judge section (its full size; --seconds sets its clip "
+                   "length, default 10), see --judge")
     e.add_argument("--judge", action="store_true",
                    help="add the judge section (outside listener models: docs/judge.md): natural prompts scored by "
                    "musicnn tags, key/PCP diversity across prompts, seed and same-tempo similarity, codec round "

@@ -63,7 +63,7 @@ def add_judge_parser(sub) -> None:
                        description="Judge audio with models nobody on the project trained: musicnn's MagnaTagATune "
                        "and Million Song Dataset taggers (ported to torch, weights shipped), basic-pitch's "
                        "transcriber (its bundled ONNX model), librosa's key-profile chroma and beat tracker, "
-                       "spectral centroid / 95%% roll-off and EBU R128 loudness. Nothing is downloaded. With "
+                       "spectral centroid / 95 % roll-off and EBU R128 loudness. Nothing is downloaded. With "
                        "--prompt: tag agreement with the prompt's words (docs/judge.md lists the word→tag "
                        "mapping), tempo error against a named BPM, key agreement with a named key.",
                        epilog='example:\n  lmdm judge out.wav --prompt "heavy metal, 140 BPM, E minor" --json',

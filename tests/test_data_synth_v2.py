@@ -176,10 +176,9 @@ def _related(read: str, stated: str) -> bool:
 
 def test_stated_key_and_tempo_agree_with_the_judge():
     """On a small sample (every other style, 20-s pieces) the independent judge (lmdm.eval.judge:
-    a chroma key profile and librosa's beat tracker) reads the stated tempo within 4 %, or at
-    half/double it (the same pulse counted at another metrical level), on >= 80 %; the stated key
-    or a closely related one (`_related`) on >= 80 %, and the stated key itself on >= 60 %
-    (a judge of the same method read the exact key on 75 % of 96 pieces, 91 % related; docs/corpus.md)."""
+    a chroma key profile and librosa's beat tracker) reads the stated key itself on >= 80 % and the
+    stated tempo within 4 %, or at half/double it (the same pulse counted at another metrical level),
+    on >= 80 % (measured on 96 pieces: key 89 %, tempo 93 %; docs/corpus.md)."""
     judge = pytest.importorskip("lmdm.eval.judge")
     need("musescore" if available("musescore") else "fluidr3")
     from lmdm.data.synth.render2 import synth_piece_v2
@@ -195,8 +194,8 @@ def test_stated_key_and_tempo_agree_with_the_judge():
         readings[name] = (meta["key"], key, meta["tempo"], round(bpm, 1))
     counts = f"exact key {exact}, related {close}, tempo {tempos} of {len(names)}: {readings}"
     assert tempos >= 0.8 * len(names), counts
-    assert close >= 0.8 * len(names), counts
-    assert exact >= 0.6 * len(names), counts
+    assert exact >= 0.8 * len(names), counts
+    assert close >= exact, counts
 
 
 def test_related_keys():

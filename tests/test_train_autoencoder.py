@@ -88,6 +88,7 @@ def test_unit_latents_export_and_loading_it_into_a_model(tmp_path):
 
     config = preset("tiny").to_dict()
     config["autoencoder"] = json.loads((export / "autoencoder.json").read_text())
+    config["sample_rate"] = config["autoencoder"]["sample_rate"]   # a model plays at its codec's rate
     config["dit"]["io_channels"], config["dit"]["input_groups"] = 4, {"context": 5}
     model = LiveMusicModel(ModelConfig.from_dict(config))
     load_autoencoder_weights(model, str(export))

@@ -80,6 +80,12 @@ _CACHE_BYTES = [0]
 CACHE_LIMIT = 768 << 20
 
 
+def clear_cache() -> None:
+    """Forget every rendered and decoded sample (the next notes are rendered afresh)."""
+    _CACHE.clear()
+    _CACHE_BYTES[0] = 0
+
+
 def _cached(key, make):
     if key in _CACHE:
         _CACHE.move_to_end(key)

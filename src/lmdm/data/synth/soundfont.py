@@ -40,7 +40,7 @@ def libfluidsynth():
            "fluid_synth_sfload": ([_V, ctypes.c_char_p, _I], _I),
            "fluid_synth_noteon": ([_V, _I, _I, _I], _I), "fluid_synth_noteoff": ([_V, _I, _I], _I),
            "fluid_synth_program_select": ([_V, _I, _I, _I, _I], _I),
-           "fluid_synth_system_reset": ([_V], _I),
+           "fluid_synth_system_reset": ([_V], _I), "fluid_synth_all_sounds_off": ([_V, _I], _I),
            "fluid_synth_write_float": ([_V, _I, _V, _I, _I, _V, _I, _I], _I)}
     for fn, (args, res) in sig.items():
         getattr(lib, fn).argtypes, getattr(lib, fn).restype = args, res
@@ -69,10 +69,17 @@ class Synth:
     def note(self, bank: int, program: int, pitch: int, velocity: int, hold: float, tail: float) -> np.ndarray:
         """One note held `hold` s then released, rendered for `hold + tail` s -> (2, n) float32."""
         lib, syn, ch = self.lib, self.synth, 9 if bank == 128 else 0
+        # silence every voice at once (a reset lets them release) and flush a block, so no earlier note
+        # leaks into this one
+        lib.fluid_synth_all_sounds_off(syn, -1)
         lib.fluid_synth_system_reset(syn)
+        flush = np.zeros((64, 2), np.float32)
+        lib.fluid_synth_write_float(syn, 64, _V(flush.ctypes.data), 0, 2, _V(flush.ctypes.data), 1, 2)
         if lib.fluid_synth_program_select(syn, ch, self.font_id, bank, program) != 0:
             raise DataError(f"the soundfont has no preset bank {bank} program {program}")
-        on, off = int(hold * self.sample_rate), int(tail * self.sample_rate)
+        # fluidsynth renders in blocks of 64 samples and applies a note-on at the next block: whole
+        # blocks keep every note starting on one, so a note sounds the same whatever was rendered before
+        on, off = (-(-int(sec * self.sample_rate) // 64) * 64 for sec in (hold, tail))
         out = np.zeros((on + off, 2), np.float32)
         ptr = out.ctypes.data
         lib.fluid_synth_noteon(syn, ch, int(pitch), int(velocity))

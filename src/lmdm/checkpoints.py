@@ -81,17 +81,8 @@ def save_pretrained(model: LiveMusicModel, folder: str | Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    for name, write in ((WEIGHTS, lambda p: save_file(state, p, metadata={"format": "lmdm"})),
-                        (CONFIG, lambda p: model.config.save(p))):
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, folder / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return folder
+    return _write_files(folder, ((WEIGHTS, lambda p: save_file(state, p, metadata={"format": "lmdm"})),
+                                 (CONFIG, lambda p: model.config.save(p))))
 
 
 def from_pretrained(folder: str | Path, dtype: torch.dtype | str | None = None, t5_path: str | None = None
@@ -152,8 +143,14 @@ def export(model: LiveMusicModel, folder: str | Path, to: str) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in state.items()}
-    for name, write in ((WEIGHTS, lambda p: save_file(state, p, metadata={"format": "pt"})),
-                        (SAO_CONFIG, lambda p: Path(p).write_text(json.dumps(cfg, indent=2) + "\n"))):
+    return _write_files(folder, ((WEIGHTS, lambda p: save_file(state, p, metadata={"format": "pt"})),
+                                 (SAO_CONFIG, lambda p: Path(p).write_text(json.dumps(cfg, indent=2) + "\n"))))
+
+
+def _write_files(folder: Path, writers) -> Path:
+    """Each (name, write(path)) writes a temporary file in `folder` that replaces `name` only once
+    it is complete, so an interrupted save never leaves a half-written checkpoint."""
+    for name, write in writers:
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
         os.close(fd)
         try:

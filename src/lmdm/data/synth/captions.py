@@ -107,8 +107,13 @@ def captions(meta: dict, seed: int | None = None, count: int = 6) -> list[str]:
                 f"play together.",
         lambda: f"{cap(instruments())} in {_article(m := mood())} {m} {style_name()} arrangement at {bpm} BPM.",
     ]
+    return distinct([tags, tags] + rng.sample(long_templates, len(long_templates)), count)
+
+
+def distinct(makers, count: int) -> list[str]:
+    """Up to `count` different captions, one from each caption maker in turn (whitespace collapsed)."""
     out: list[str] = []
-    for maker in [tags, tags] + rng.sample(long_templates, len(long_templates)):
+    for maker in makers:
         if len(out) >= count:
             break
         text = " ".join(maker().split())

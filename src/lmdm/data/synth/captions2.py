@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 import re
 
+from .captions import distinct
 from .styles2 import STYLES
 
 _PACE = (80, "slow"), (108, "mid-tempo"), (136, "upbeat"), (999, "fast")
@@ -96,14 +97,7 @@ def captions(meta: dict, seed: int | None = None, count: int = 6) -> list[str]:
         rng.shuffle(words)
         return ", ".join(words)
 
-    out: list[str] = []
-    for maker in [tags] + rng.sample(templates, len(templates)) + [tags, tags]:
-        if len(out) >= count:
-            break
-        text = " ".join(maker().split())
-        if text not in out:
-            out.append(text)
-    return out
+    return distinct([tags] + rng.sample(templates, len(templates)) + [tags, tags], count)
 
 
 # -- reading a caption back ----------------------------------------------------------------

@@ -31,7 +31,7 @@ MAX_ERRORS = 100   # the latest rejected messages, for a look from tests or a de
 class OSCBridge:
     def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 9000):
         from pythonosc.dispatcher import Dispatcher
-        from pythonosc.osc_server import ThreadingOSCUDPServer
+        from pythonosc.osc_server import BlockingOSCUDPServer
         self.engine, self.target = engine, 0
         self.errors: deque[str] = deque(maxlen=MAX_ERRORS)
         self.error_count = 0
@@ -41,7 +41,8 @@ class OSCBridge:
                      "session"):
             d.map(f"/lmdm/{name}", self._handler(name), needs_reply_address=True)
         d.set_default_handler(self._unknown, needs_reply_address=True)
-        self.server = ThreadingOSCUDPServer((host, port), d)
+        # one thread, datagrams in arrival order: a controller's prompt-then-weights must apply in that order
+        self.server = BlockingOSCUDPServer((host, port), d)
         self.host, self.port = self.server.server_address[:2]
         self._thread = threading.Thread(target=self.server.serve_forever, name="lmdm-live-osc", daemon=True)
 

@@ -126,6 +126,18 @@ def from_pretrained(folder: str | Path, dtype: torch.dtype | str | None = None, 
 
 # -- Stable Audio Open ----------------------------------------------------------------------
 
+def load_autoencoder_dir(folder: str | Path):
+    """An autoencoder export folder of `lmdm train autoencoder` (autoencoder.json +
+    autoencoder.safetensors), loaded strictly, in eval mode."""
+    from safetensors.torch import load_file
+
+    from .models.autoencoder import Autoencoder, AutoencoderConfig
+    folder = Path(folder)
+    ae = Autoencoder(AutoencoderConfig.from_dict(json.loads((folder / "autoencoder.json").read_text())))
+    load_strict(ae, load_file(str(folder / "autoencoder.safetensors")), str(folder))
+    return ae.eval()
+
+
 def export(model: LiveMusicModel, folder: str | Path, to: str) -> Path:
     """Write `model` as the authors' code ("authors") or stable-audio-tools ("sao") reads it:
     model_config.json + model.safetensors, written atomically; dtype preserved."""

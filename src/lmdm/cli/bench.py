@@ -9,7 +9,7 @@ from ..errors import ConfigError
 
 
 def _bench(args) -> int:
-    from ..bench import compare, format_table, resolve_bench_dtype, run_bench
+    from ..bench.streams import compare, format_table, resolve_bench_dtype, run_bench
     if args.compare:
         print(compare(*args.compare))
         return 0
@@ -41,7 +41,7 @@ def _bench(args) -> int:
                        sketch={"sketch_cfg": args.sketch_cfg, "control_guidance": args.control_guidance}
                        if args.sketch else None, prompt_guidance=args.prompt_guidance, beat_cfg=args.beat_cfg)
     if args.autoencoder:
-        from ..bench_autoencoder import bench_autoencoder
+        from ..bench.autoencoder import bench_autoencoder
         from ..models.autoencoder import AutoencoderConfig
         if args.preset == "default":
             from ..checkpoints import default_config

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import ConfigError
-from .models.autoencoder import Autoencoder, AutoencoderConfig
+from ..errors import ConfigError
+from ..models.autoencoder import Autoencoder, AutoencoderConfig
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

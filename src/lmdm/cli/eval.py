@@ -3,21 +3,26 @@ outside listener models hear in audio files) and `lmdm tagger` (train lmdm's own
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
 from ..errors import ConfigError
 
 
+# eval's sampling flags (argparse dest) and the ModelConfig field each one overrides
+CONFIG_OVERRIDES = (("steps", "steps"), ("cfg", "cfg_scale"), ("sketch_cfg", "sketch_cfg_scale"),
+                    ("control_guidance", "control_guidance"), ("prompt_guidance", "prompt_guidance"),
+                    ("beat_cfg", "beat_cfg_scale"))
+
+
 def _eval(args) -> int:
     from ..checkpoints import load
-    from ..eval.suite import evaluate, write_report
+    from ..eval.embedders import load_embedder
+    from ..eval.suite import SUITES, evaluate, write_report
     from ..eval.tagger import SHIPPED, Tagger
     tagger, tagger_eval = Tagger.load(args.tagger or SHIPPED)
-    from ..eval.embedders import load_embedder
     embedder = load_embedder(args.embedder, tagger)
-    import dataclasses
-    from ..eval.suite import SUITES
     suite = args.suite
     if suite == "judge":
         from ..eval.judge_suite import run_judge_only
@@ -30,18 +35,9 @@ def _eval(args) -> int:
     reports = {}
     for path in [args.model, *(args.compare or [])]:
         model = load(path, dtype=args.dtype, t5_path=args.t5)
-        if args.steps is not None:
-            model.config.steps = args.steps
-        if args.cfg is not None:
-            model.config.cfg_scale = args.cfg
-        if args.sketch_cfg is not None:
-            model.config.sketch_cfg_scale = args.sketch_cfg
-        if args.control_guidance is not None:
-            model.config.control_guidance = args.control_guidance
-        if args.prompt_guidance is not None:
-            model.config.prompt_guidance = args.prompt_guidance
-        if args.beat_cfg is not None:
-            model.config.beat_cfg_scale = args.beat_cfg
+        for flag, field in CONFIG_OVERRIDES:   # a flag left out keeps each model's own setting
+            if getattr(args, flag) is not None:
+                setattr(model.config, field, getattr(args, flag))
         model.config.validate()
         say = None if args.quiet else (lambda msg, p=path: print(f"lmdm eval [{p}]: {msg}", file=sys.stderr, flush=True))
         reports[str(path)] = evaluate(model, args.reference, suite, tagger, args.seed, say, embedder=embedder,

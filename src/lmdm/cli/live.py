@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from .generate import LABELS
+
 
 def load_model(args):
     if args.test_model:
@@ -31,8 +33,7 @@ def run_live(args) -> int:
         from ..prompts import parse_schedule
         if not args.script:
             raise ConfigError('--headless needs --script, e.g. --script "warm piano@0s" "dub techno@10s"')
-        SamplingConfig(seconds=args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg).validate(
-            {"seconds": "--seconds", "seed": "--seed", "steps": "--steps", "cfg_scale": "--cfg"})
+        SamplingConfig(seconds=args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg).validate(LABELS)
         parse_schedule(args.script)
         check_output(args.out, "--out")
     model = load_model(args)

@@ -41,17 +41,11 @@ def _bench(args) -> int:
                        sketch={"sketch_cfg": args.sketch_cfg, "control_guidance": args.control_guidance}
                        if args.sketch else None, prompt_guidance=args.prompt_guidance, beat_cfg=args.beat_cfg)
     if args.autoencoder:
-        from ..bench.autoencoder import bench_autoencoder
-        from ..models.autoencoder import AutoencoderConfig
-        if args.preset == "default":
-            from ..checkpoints import default_config
-            ae = AutoencoderConfig.from_dict(default_config().autoencoder)
-        else:
-            ae = (AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[2, 4], latent_dim=8) if args.preset == "tiny"
-                  else AutoencoderConfig())
+        from ..bench.autoencoder import bench_autoencoder, preset_autoencoder
         progress("autoencoder")
         floats = [d for d in report["config"]["dtype"].split("/") if d != "int8"]  # int8 is the DiT's, not the codec's
-        report["autoencoder"] = bench_autoencoder(ae, dtypes=tuple(dict.fromkeys(["fp32", *floats])))
+        report["autoencoder"] = bench_autoencoder(preset_autoencoder(args.preset),
+                                                  dtypes=tuple(dict.fromkeys(["fp32", *floats])))
     print(json.dumps(report, indent=2) if args.json else format_table(report, preamble=False))
     return 0
 

@@ -7,7 +7,7 @@ from importlib import import_module
 __version__ = "0.1.0"
 _PUBLIC = {"from_pretrained": ".checkpoints", "load": ".checkpoints", "DiTConfig": ".config",
            "ModelConfig": ".config", "PatternConfig": ".config", "TextConfig": ".config", "preset": ".config",
-           "LMDMError": ".errors", "LiveMusicModel": ".model", "Stream": ".stream"}
+           "LMDMError": ".errors", "LiveMusicModel": ".engine.model", "Stream": ".engine.stream"}
 __all__ = sorted(_PUBLIC)
 
 

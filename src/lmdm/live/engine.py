@@ -9,10 +9,10 @@ Controls are applied between blocks, so each takes effect exactly at a block bou
 names that block and travels through the outbox ahead of it. Upstream audio travels through the
 same ordered queue (as `InputAudio`), so a mode switch and the input that follows it stay in order.
 
-Modes (see `protocol`): every mode is an option of the session's `Stream` (`lmdm.stream`) or a
-`DelayStream` (`lmdm.delay`) around one, so the per-block loop is the same for all of them:
+Modes (see `protocol`): every mode is an option of the session's `Stream` (`lmdm.engine.stream`) or a
+`DelayStream` (`lmdm.engine.delay`) around one, so the per-block loop is the same for all of them:
 accompaniment feeds `Stream.push_input`, sketch feeds `Stream.set_sketch` (controls from
-`lmdm.sketch` at the model's latent frame rate), generative delay calls `DelayStream.process`.
+`lmdm.engine.sketch` at the model's latent frame rate), generative delay calls `DelayStream.process`.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from collections import deque
 import numpy as np
 import torch
 
-from ..beat import MAX_BPM, MIN_BPM
+from ..engine.beat import MAX_BPM, MIN_BPM
 from ..errors import LMDMError
 from . import protocol as P
 
@@ -437,7 +437,7 @@ class Engine:
     def _sketch_from_input(self, s: Session, block: np.ndarray) -> None:
         """Controls of one input block (its analysis windows reach into the previous block) → the
         stream's sketch for this block's frames, with the recent context frames kept."""
-        from ..sketch import controls_from_audio
+        from ..engine.sketch import controls_from_audio
         st, B = s.stream, self.block_frames
         audio = block if s.sketch_prev is None else np.concatenate((s.sketch_prev, block), 1)
         ctrl = controls_from_audio(audio, self.sample_rate, self.hop)[:, -B:]
@@ -461,7 +461,7 @@ class Engine:
         return st
 
     def _new_delay(self, s: Session, cutoff: int | None = None, feedback: float | None = None):
-        from ..delay import DelayStream
+        from ..engine.delay import DelayStream
         return DelayStream(self.model, s.prompts, wet=1.0, feedback=s.feedback if feedback is None else feedback,
                            cutoff_frames=self._cutoff(s, "generative_delay") if cutoff is None else cutoff,
                            seed=s.seed, steps=s.steps, cfg_scale=s.cfg)
@@ -569,7 +569,7 @@ class Engine:
             if s.mode != "text" and msg.frames != self.block_frames:
                 raise P.ProtocolError(f"the block size changes in text mode only; {s.mode!r} runs on the model's "
                                       f"block of {self.block_frames} frames (its input is counted in those blocks)")
-            from ..generate import block_pattern
+            from ..engine.generate import block_pattern
             block_pattern(self.model, msg.frames)  # raises (nothing changes) when the model cannot
             if st is not None:
                 st.set_block_frames(msg.frames)
@@ -611,7 +611,7 @@ class Engine:
                     s.inbuf = s.inbuf[:, :0]
                     self._attach(s)
         elif isinstance(msg, P.SetSketchStrength):
-            from ..sketch import strength_to_kernel
+            from ..engine.sketch import strength_to_kernel
             s.sketch_kernel = strength_to_kernel(msg.strength)
             if s.mode == "sketch" and s.curves is not None and st is not None:
                 st.set_sketch(s.curves, start=s.curves_start, kernel=s.sketch_kernel)
@@ -699,7 +699,7 @@ class Engine:
             self._attach(s)  # keep the stream (and the music so far); only its inputs change
 
     def _curves(self, msg) -> torch.Tensor:
-        from ..sketch import controls_from_curves
+        from ..engine.sketch import controls_from_curves
         rate = self.sample_rate / self.hop
         if msg.seconds is not None:
             n = math.ceil(msg.seconds * rate)

@@ -23,6 +23,8 @@ from .session import MAX_SAVED_MB, Session
 
 
 class Engine(Scheduler):
+    """A model served live: `open` a session per client, `start` the generation thread."""
+
     def __init__(self, model, *, max_sessions: int = 8, threads: int | None = None, max_saved_mb: float = MAX_SAVED_MB):
         super().__init__(max_sessions, threads)
         self.model = model
@@ -95,7 +97,7 @@ class Engine(Scheduler):
         session.slot_bytes.clear()
 
     def _next_audio(self, s: Session) -> np.ndarray:
-        return s.next_audio()
+        return s.next_audio()  # one hook on the engine: a test can wrap it to stall or count blocks
 
     def _apply(self, s: Session, msg) -> None:
         apply(s, msg)

@@ -59,3 +59,17 @@ def test_module_entry_points_print_help_without_torch():
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         assert usage in result.stdout and result.stdout.split()[-1] == "NO-TORCH", (module, result.stdout)
+
+
+def test_lazy_names_raise_attribute_error_for_anything_else():
+    """One helper (`lmdm._lazy.lazy_names`) serves every lazy package: unknown names are still an
+    AttributeError naming the package (so hasattr and `from x import y` behave as usual)."""
+    import pytest
+
+    import lmdm
+    import lmdm.data.synth as synth
+    assert callable(synth.render_piece) and callable(synth.generate_corpus)
+    for module, name in ((lmdm, "lmdm"), (synth, "lmdm.data.synth")):
+        with pytest.raises(AttributeError, match=f"module '{name}' has no attribute 'nope'"):
+            module.nope
+        assert not hasattr(module, "nope")

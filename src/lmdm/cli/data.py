@@ -8,8 +8,8 @@ import argparse
 def _synth(args) -> int:
     from ..data.synth import format_summary, generate_corpus
     from ..errors import ConfigError
-    from ..data.synth.styles import STYLES as V1
-    from ..data.synth.styles2 import STYLES as V2
+    from ..data.synth.v1.styles import STYLES as V1
+    from ..data.synth.v2.styles import STYLES as V2
     book = V2 if args.renderer == "v2" else V1
     unknown = [s for s in args.styles or [] if s not in book]
     if unknown:

@@ -15,6 +15,13 @@ LABELS = {"seconds": "--seconds", "seed": "--seed", "steps": "--steps", "cfg_sca
           "bpm": "--bpm", "cutoff_frames": "--cutoff"}
 
 
+# `--cache` of generate and live: how a block-causal stream uses its KV cache (PatternConfig.cache)
+CACHE_MODES = ["exact", "none", "authors"]
+CACHE_HELP = ("block-causal KV cache: exact (default: lmdm's sliding-window cache), none (recompute the window every "
+              "step, as the authors' use_kv_cache=False and training do), authors (reproduce the authors' released "
+              "cached sampler, which departs from their training mask; docs/authors-interop.md)")
+
+
 def _knobs(args, **extra):
     """Every sampling option of a render, checked before anything is loaded or written."""
     from ..config import SamplingConfig
@@ -129,10 +136,7 @@ def register(sub) -> None:
                    help="'default' (the embedded model, no download) or a model directory (lmdm, or a Stable "
                    "Audio Open directory, also after `lmdm convert`)")
     g.add_argument("--t5", default=None, help="local t5-base directory, for models conditioned on T5")
-    g.add_argument("--cache", default=None, choices=["exact", "none", "authors"],
-                   help="block-causal KV cache: exact (default: lmdm's sliding-window cache), none (recompute the window every "
-                   "step, as the authors' use_kv_cache=False and training do), authors (reproduce the authors' released "
-                   "cached sampler, which departs from their training mask; docs/authors-interop.md)")
+    g.add_argument("--cache", default=None, choices=CACHE_MODES, help=CACHE_HELP)
     g.add_argument("--seconds", type=float, default=10.0, help="length of the result (default 10)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: the model's)")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from .generate import LABELS
+from .generate import CACHE_HELP, CACHE_MODES, LABELS
 
 
-def load_model(args):
+def _load_model(args):
     if args.test_model:
         from ..live.testmodel import tiny_live_model
         return tiny_live_model()
@@ -14,7 +14,7 @@ def load_model(args):
     return load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5, cache=args.cache)
 
 
-def run_live(args) -> int:
+def _live(args) -> int:
     from ..config import SamplingConfig
     from ..errors import ConfigError
     if not 1 <= args.max_sessions <= 256:
@@ -36,7 +36,7 @@ def run_live(args) -> int:
         SamplingConfig(seconds=args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg).validate(LABELS)
         parse_schedule(args.script)
         check_output(args.out, "--out")
-    model = load_model(args)
+    model = _load_model(args)
     if args.headless:
         from ..live.headless import run_headless
         log = lambda msg: print(f"lmdm live: {msg}", file=sys.stderr, flush=True)  # noqa: E731
@@ -66,10 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("--test-model", action="store_true",
                    help="use a small random model (noise; to try the UI and the protocol without weights)")
     p.add_argument("--t5", default=None, help="local t5-base directory, for models conditioned on T5")
-    p.add_argument("--cache", default=None, choices=["exact", "none", "authors"],
-                   help="block-causal KV cache: exact (default: lmdm's sliding-window cache), none (recompute the window every "
-                   "step, as the authors' use_kv_cache=False and training do), authors (reproduce the authors' released "
-                   "cached sampler, which departs from their training mask; docs/authors-interop.md)")
+    p.add_argument("--cache", default=None, choices=CACHE_MODES, help=CACHE_HELP)
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"],
                    help="auto (default): bf16 where the CPU has native bf16 or on a GPU; int8: int8 DiT blocks, "
                    "the faster CPU path without native bf16")
@@ -97,4 +94,4 @@ def register(subparsers) -> None:
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--steps", type=int, default=None, help="denoising steps per block (model default)")
     h.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
-    p.set_defaults(func=run_live)
+    p.set_defaults(func=_live)

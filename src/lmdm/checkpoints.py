@@ -85,6 +85,18 @@ def save_pretrained(model: LiveMusicModel, folder: str | Path) -> Path:
                                  (CONFIG, lambda p: model.config.save(p))))
 
 
+def directory_layout(folder: str | Path) -> str | None:
+    """Which model directory `folder` is: "lmdm" (config.json), "authors" (the paper authors'
+    model_config.json) or "sao" (Stable Audio Open's); None when it holds neither config."""
+    folder = Path(folder)
+    if (folder / CONFIG).is_file():
+        return "lmdm"
+    if (folder / SAO_CONFIG).is_file():
+        from .authors import is_authors_config
+        return "authors" if is_authors_config(_read_json(folder / SAO_CONFIG)) else "sao"
+    return None
+
+
 def from_pretrained(folder: str | Path, dtype: torch.dtype | str | None = None, t5_path: str | None = None
                     ) -> LiveMusicModel:
     """Load an lmdm directory (config.json), an official SAO directory or one written by the paper

@@ -8,12 +8,9 @@ from ..errors import ConfigError
 
 def _convert(args) -> int:
     from pathlib import Path
-    from ..authors import is_authors_config
-    from ..checkpoints import SAO_CONFIG, _read_json, convert_sao, export, from_pretrained, save_pretrained
+    from ..checkpoints import convert_sao, directory_layout, export, from_pretrained, save_pretrained
     src = Path(args.sao_dir)
-    authors = (src / SAO_CONFIG).is_file() and not (src / "config.json").is_file() and \
-        is_authors_config(_read_json(src / SAO_CONFIG))
-    if args.to == "lmdm" and not authors and not (src / "config.json").is_file():
+    if args.to == "lmdm" and directory_layout(src) in ("sao", None):   # None: convert_sao says what is missing
         model = convert_sao(src, args.out_dir, args.pattern or "block-causal", args.block or 48,
                             192 if args.context is None else args.context, args.t5)
         p = model.config.pattern

@@ -177,14 +177,15 @@ def test_eval_cli_has_the_controls_switches():
 def test_eval_cli_sampling_flags_override_the_models_config_fields():
     import dataclasses
 
-    from lmdm.cli.eval import CONFIG_OVERRIDES
+    from lmdm.cli.eval import config_overrides
     from lmdm.config import ModelConfig
     argv = ["eval", "--reference", "m.jsonl", "--steps", "3", "--cfg", "2", "--sketch-cfg", "1.5",
             "--control-guidance", "0.2", "--prompt-guidance", "0.4", "--beat-cfg", "1.25"]
     args = build_parser().parse_args(argv)
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    assert {field for _, field in CONFIG_OVERRIDES} <= fields
-    assert [getattr(args, flag) for flag, _ in CONFIG_OVERRIDES] == [3, 2.0, 1.5, 0.2, 0.4, 1.25]
+    assert {field for _, field in config_overrides()} <= fields
+    # --steps, then the guidance in registry order: cfg, sketch, beat, prompt, control
+    assert [getattr(args, flag) for flag, _ in config_overrides()] == [3, 2.0, 1.5, 1.25, 0.4, 0.2]
 
 
 def test_requests_longer_than_the_pieces_are_capped_not_padded(manifest):

@@ -1,5 +1,7 @@
 """A toy guidance in one file (the registry's test, `test_guidance_registry`): a refiner that shifts
-the clean estimate of a block's last denoising step by its strength."""
+the clean estimate of a block's last denoising step by its strength. Registering it is all it takes:
+`lmdm generate --toy-shift 0.5`, the live message {"type": "guidance", "name": "toy_shift", ...},
+`/lmdm/guidance toy_shift 0.5` over OSC and the bench follow from the registry."""
 from dataclasses import dataclass
 
 from lmdm.config import Range
@@ -23,6 +25,7 @@ class Shift:
 
 class ToyShift(Refiner):
     name, settings, range = "toy_shift", Shift, Range(0, 1, what="0 = off")
+    help = "shift the last denoising step's clean estimate by this much (0 = off)"
 
     def refiner(self, stream, g: Shift):
         if not g.active:

@@ -7,13 +7,23 @@ import dataclasses
 import json
 import sys
 
+from ..engine import guidance
 from ..errors import ConfigError
+from .knobs import add_guidance_flags
+
+# eval's own help for the built-in guidance flags (a guidance registered later gets its own `help`)
+WORDING = {"cfg_scale": "classifier-free guidance scale (default: each model's)",
+           "sketch_cfg": "guidance on the sketch in the controls part (default: each model's sketch_cfg_scale)",
+           "control_guidance": "control guidance strength in the controls part (default: each model's control_guidance)",
+           "prompt_guidance": "prompt guidance strength (default: each model's prompt_guidance; models with a prompt probe)",
+           "beat_cfg": "guidance on the beat clock (default: each model's beat_cfg_scale; models with a 'beat' group)"}
 
 
-# eval's sampling flags (argparse dest) and the ModelConfig field each one overrides
-CONFIG_OVERRIDES = (("steps", "steps"), ("cfg", "cfg_scale"), ("sketch_cfg", "sketch_cfg_scale"),
-                    ("control_guidance", "control_guidance"), ("prompt_guidance", "prompt_guidance"),
-                    ("beat_cfg", "beat_cfg_scale"))
+def config_overrides() -> tuple[tuple[str, str], ...]:
+    """eval's sampling flags (argparse dest) and the ModelConfig field each one overrides: --steps and
+    every registered guidance whose model default lives in a config field (eval samples through each
+    model's config, so a guidance without one has no eval flag)."""
+    return (("steps", "steps"),) + tuple((g.dest, g.model_field) for g in guidance.REGISTRY.values() if g.model_field)
 
 
 def _eval(args) -> int:
@@ -34,7 +44,7 @@ def _eval(args) -> int:
     reports = {}
     for path in [args.model, *(args.compare or [])]:
         model = load(path, dtype=args.dtype, t5_path=args.t5)
-        for flag, field in CONFIG_OVERRIDES:   # a flag left out keeps each model's own setting
+        for flag, field in config_overrides():   # a flag left out keeps each model's own setting
             if getattr(args, flag) is not None:
                 setattr(model.config, field, getattr(args, flag))
         model.config.validate()
@@ -174,15 +184,8 @@ def register(sub) -> None:
     e.add_argument("--seconds", type=float, default=None,
                    help="stream length of the suite's drift/adherence streams (default: quick 30, full 60)")
     e.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: each model's)")
-    e.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: each model's)")
-    e.add_argument("--sketch-cfg", type=float, default=None,
-                   help="guidance on the sketch in the controls part (default: each model's sketch_cfg_scale)")
-    e.add_argument("--control-guidance", type=float, default=None,
-                   help="control guidance strength in the controls part (default: each model's control_guidance)")
-    e.add_argument("--prompt-guidance", type=float, default=None,
-                   help="prompt guidance strength (default: each model's prompt_guidance; models with a prompt probe)")
-    e.add_argument("--beat-cfg", type=float, default=None,
-                   help="guidance on the beat clock (default: each model's beat_cfg_scale; models with a 'beat' group)")
+    add_guidance_flags(e, {g.name: {"metavar": None, "help": WORDING.get(g.name, g.help)}
+                           for g in guidance.REGISTRY.values()}, only=lambda g: g.model_field)
     e.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
                    help="as for generate (auto: bf16 where the CPU has native bf16 matmuls); the same for every model")
     e.add_argument("--seed", type=int, default=0)

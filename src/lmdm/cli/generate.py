@@ -6,13 +6,7 @@ import argparse
 import sys
 
 from ..errors import ConfigError, PromptError
-
-
-# the flag a user typed for each SamplingConfig field, so an error names it
-LABELS = {"seconds": "--seconds", "seed": "--seed", "steps": "--steps", "cfg_scale": "--cfg", "block_frames": "--block",
-          "sketch_cfg": "--sketch-cfg", "sketch_strength": "--sketch-strength",
-          "control_guidance": "--control-guidance", "prompt_guidance": "--prompt-guidance", "beat_cfg": "--beat-cfg",
-          "bpm": "--bpm", "cutoff_frames": "--cutoff"}
+from .knobs import add_guidance_flags, guidance_values, labels
 
 
 # `--cache` of generate and live: how a block-causal stream uses its KV cache (PatternConfig.cache)
@@ -25,10 +19,9 @@ CACHE_HELP = ("block-causal KV cache: exact (default: lmdm's sliding-window cach
 def _knobs(args, **extra):
     """Every sampling option of a render, checked before anything is loaded or written."""
     from ..config import SamplingConfig
-    fields = {name: getattr(args, name) for name in ("sketch_cfg", "sketch_strength", "control_guidance",
-                                                     "prompt_guidance", "beat_cfg", "bpm") if hasattr(args, name)}
-    return SamplingConfig(seconds=args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
-                          block_frames=args.block, **fields, **extra).validate(LABELS)
+    fields = {name: getattr(args, name) for name in ("sketch_strength", "bpm") if hasattr(args, name)}
+    return SamplingConfig(seconds=args.seconds, seed=args.seed, steps=args.steps, block_frames=args.block,
+                          **fields, **guidance_values(args), **extra).validate(labels())
 
 
 def _check_length(schedule, seconds: float | None, model=None) -> None:
@@ -73,11 +66,8 @@ def _generate(args) -> int:
             nonlocal peak
             peak = max(peak, float(chunk.abs().max()) if chunk.numel() else 0.0)
             out.write(chunk.numpy())
-        model.generate(schedule, args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
-                       progress=not args.quiet, on_audio=write, block_frames=args.block,
-                       on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"), sketch=sketch,
-                       sketch_cfg=args.sketch_cfg, control_guidance=args.control_guidance, bpm=args.bpm,
-                       prompt_guidance=args.prompt_guidance, beat_cfg=args.beat_cfg)
+        model.generate(schedule, sampling=knobs, progress=not args.quiet, on_audio=write, sketch=sketch,
+                       on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"))
     print(f"wrote {args.output}: {out.seconds:g} s at {model.sample_rate} Hz, peak {peak:.3f}"
           + (" (clipped to ±1)" if peak > 1 else "")
           + (f", sketch {args.sketch} ({sketch.shape[-1] * model.config.frame_seconds:.2f} s, strength "
@@ -91,7 +81,7 @@ def _accompany(args) -> int:
     from ..checkpoints import load, resolve_dtype
     from ..engine.prompts import parse_schedule
     schedule = parse_schedule(args.prompt)
-    _knobs(args, cutoff_frames=args.cutoff)
+    knobs = _knobs(args, cutoff_frames=args.cutoff)
     _check_length(schedule, args.seconds)
     with AudioWriter(args.output) as writer:   # checked before the song is encoded and the part generated
         model = load(args.model, dtype=resolve_dtype(args.dtype), t5_path=args.t5)
@@ -100,7 +90,7 @@ def _accompany(args) -> int:
         _check_length(schedule, args.seconds if args.seconds is not None else song.shape[-1] / model.sample_rate, model)
         say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
         generated = accompany(model, song, schedule, args.seconds, cutoff_frames=args.cutoff, block_frames=args.block,
-                              seed=args.seed, steps=args.steps, cfg_scale=args.cfg, progress=not args.quiet,
+                              sampling=knobs, progress=not args.quiet,
                               on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"))
         seconds = generated.shape[-1] / model.sample_rate
         if args.mix:
@@ -140,9 +130,7 @@ def register(sub) -> None:
     g.add_argument("--seconds", type=float, default=10.0, help="length of the result (default 10)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: the model's)")
-    g.add_argument("--cfg", type=float, default=None,
-                   help="classifier-free guidance scale (default: the model's; 1 = off, >1 follows the prompt more "
-                   "at about half the speed)")
+    add_guidance_flags(g)   # --cfg, --sketch-cfg, --beat-cfg, --prompt-guidance, --control-guidance, ...
     g.add_argument("--block", type=int, default=None,
                    help="block size in latent frames (default: the model's, 48 = 2.2 s); smaller reacts faster "
                    "to prompt changes (10 = 0.46 s) at a lower real-time factor")
@@ -158,26 +146,9 @@ def register(sub) -> None:
     g.add_argument("--sketch-strength", type=float, default=1.0, metavar="S",
                    help="how closely to follow the sketch, in [0, 1]: 1 (default) follows it frame by frame, lower "
                    "values median-filter it (0: a 31-frame kernel, only its coarse shape)")
-    g.add_argument("--sketch-cfg", type=float, default=None, metavar="S",
-                   help="guidance on the sketch: each step also runs the model without the sketch and pushes the "
-                   "output S times as far towards following it (1 = off; costs one more model call per step). "
-                   "Default: the model's sketch_cfg_scale")
-    g.add_argument("--control-guidance", type=float, default=None, metavar="G",
-                   help="enforce the sketch's loudness and brightness on what is heard: at the last denoising "
-                   "steps the block is decoded, its controls compared with the sketch and its latents moved "
-                   "towards it by gradient steps of size G (0 = off, 0.3 typical; about 0.2 s of decoder work "
-                   "per step and block, so slower). Default: the model's control_guidance")
     g.add_argument("--bpm", type=float, default=None,
                    help="tempo of the beat clock, for models with a 'beat' input group (the default model from "
                    "v0.7): by default the tempo the prompt names ('... 110 BPM'); 0 = none, the model picks its own")
-    g.add_argument("--prompt-guidance", type=float, default=None, metavar="G",
-                   help="push each block towards the prompt while it is sampled, for models with a prompt probe "
-                   "(the default model from v0.9): at the middle denoising steps the block's latents take gradient "
-                   "steps of size G towards the prompt's embedding (0 = off). Default: the model's prompt_guidance")
-    g.add_argument("--beat-cfg", type=float, default=None, metavar="S",
-                   help="guidance on the beat clock while it runs: each step also runs the model without the clock "
-                   "and pushes the output S times as far towards following it, so the tempo holds against prompt "
-                   "guidance (1 = off; one more model call per step). Default: the model's beat_cfg_scale")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(func=_generate)
 
@@ -206,7 +177,7 @@ def register(sub) -> None:
     a.add_argument("--t5", default=None, help="local t5-base directory, for models conditioned on T5")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--steps", type=int, default=None, help="denoising steps per block (default: the model's)")
-    a.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+    add_guidance_flags(a, {"cfg_scale": {"help": "classifier-free guidance scale (default: the model's)"}})
     a.add_argument("--block", type=int, default=None, help="block size in latent frames (default: the model's)")
     a.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"], help="as for generate")
     a.add_argument("--quiet", action="store_true", help="no progress bar")

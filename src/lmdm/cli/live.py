@@ -3,7 +3,19 @@ from __future__ import annotations
 
 import sys
 
-from .generate import CACHE_HELP, CACHE_MODES, LABELS
+from .generate import CACHE_HELP, CACHE_MODES
+from .knobs import add_guidance_flags, guidance_values, labels
+
+
+def _wording() -> dict[str, dict]:
+    """live's own help for --cfg and for each guidance live sessions start without (`Guidance.live_off`)."""
+    from ..engine import guidance
+    out = {"cfg_scale": {"help": "classifier-free guidance scale (default: the model's)"}}
+    for g in guidance.REGISTRY.values():
+        if g.live_off:
+            out[g.name] = {"help": f"{g.words} of the session (default {g.off:g}: off, whatever the model's, "
+                           "since it costs real time)"}
+    return out
 
 
 def _load_model(args):
@@ -33,15 +45,15 @@ def _live(args) -> int:
         from ..engine.prompts import parse_schedule
         if not args.script:
             raise ConfigError('--headless needs --script, e.g. --script "warm piano@0s" "dub techno@10s"')
-        SamplingConfig(seconds=args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg).validate(LABELS)
+        knobs = SamplingConfig(seconds=args.seconds, seed=args.seed, steps=args.steps,
+                               **guidance_values(args)).validate(labels())
         parse_schedule(args.script)
         check_output(args.out, "--out")
     model = _load_model(args)
     if args.headless:
         from ..live.headless import run_headless
         log = lambda msg: print(f"lmdm live: {msg}", file=sys.stderr, flush=True)  # noqa: E731
-        report = run_headless(model, args.out, args.script, args.seconds, seed=args.seed, steps=args.steps,
-                              cfg=args.cfg, threads=args.threads, progress=log)
+        report = run_headless(model, args.out, args.script, sampling=knobs, threads=args.threads, progress=log)
         print(f"wrote {report['out']}: {report['seconds']:.2f} s at {model.sample_rate} Hz, "
               f"real-time factor {report['rtf']:.2f}")
         return 0
@@ -93,5 +105,5 @@ def register(subparsers) -> None:
     h.add_argument("--seconds", type=float, default=30.0, help="length of the headless session (default 30)")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--steps", type=int, default=None, help="denoising steps per block (model default)")
-    h.add_argument("--cfg", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+    add_guidance_flags(h, _wording())   # the session's guidance from its start
     p.set_defaults(func=_live)

@@ -14,10 +14,18 @@ from ..engine.prompts import parse_schedule
 from . import protocol as P
 from .engine import Engine
 
-def run_headless(model, out: str, script: list[str], seconds: float, *, seed: int = 0, steps: int | None = None,
-                 cfg: float | None = None, threads: int | None = None, progress=print) -> dict:
+def run_headless(model, out: str, script: list[str], seconds: float | None = None, *, sampling: SamplingConfig | None = None,
+                 seed: int | None = None, steps: int | None = None, cfg: float | None = None,
+                 threads: int | None = None, progress=print) -> dict:
+    """`sampling` (or the keywords, which override it): seconds (required), seed (default 0), steps, and
+    each guidance's strength, sent as the session's `start` and `guidance` controls."""
     plan = parse_schedule(script)
-    SamplingConfig(seconds=seconds, seed=seed, steps=steps, cfg_scale=cfg).validate()
+    knobs = (sampling or SamplingConfig()).merged(seconds=seconds, seed=seed, steps=steps, cfg_scale=cfg).validate()
+    if knobs.seconds is None:
+        raise ConfigError("a headless session needs a length: seconds (or SamplingConfig.seconds)")
+    seconds, seed, steps = knobs.seconds, knobs.seed or 0, knobs.steps
+    guidance = dict(knobs.guidance)
+    cfg = guidance.pop("cfg_scale", None)
     writer = AudioWriter(out)   # checked (a temporary file beside it) before the engine starts
     engine = Engine(model, threads=threads).start()
     session = engine.open(None, max_queue=1)  # one block ahead: script changes land on the next block
@@ -28,6 +36,8 @@ def run_headless(model, out: str, script: list[str], seconds: float, *, seed: in
             session.submit(P.parse_control(json.dumps(body)))
 
         first = [{"text": t, "weight": w} for t, w in plan[0][1]]
+        for name, strength in guidance.items():   # before start: applied before its first block
+            control({"type": "guidance", "name": name, "strength": strength})
         control({"type": "start", "prompts": first, "seed": seed, "pace": "none", "ahead": 1, "cfg": cfg}
                 | ({"steps": steps} if steps else {}))
         pending, written, total = plan[1:], 0, int(round(seconds * engine.sample_rate))

@@ -38,6 +38,26 @@ class Guidance:
     steps_field: str = ""           # the ModelConfig field holding its default steps ("" = none)
     off: float = 0.0                # the strength that turns it off
     range: Range | None = None      # a new knob's range (built-in knobs have theirs in config.KNOBS)
+    # how people reach it: the command-line flag (default --<name with dashes>), its metavar and help (as
+    # `lmdm generate` shows it), and a few words for tables ("beat guidance": bench rows, messages)
+    flag: str = ""
+    metavar: str | None = None
+    help: str = ""
+    label: str = ""
+    live_off: bool = False          # live sessions start with it off, whatever the model's default (it costs real time)
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        """The flag's argparse attribute ("--sketch-cfg" -> "sketch_cfg")."""
+        return self.cli_flag[2:].replace("-", "_")
+
+    @property
+    def words(self) -> str:
+        return self.label or self.name.replace("_", " ")
 
     def default(self, model_config) -> float:
         return float(getattr(model_config, self.model_field)) if self.model_field else self.off

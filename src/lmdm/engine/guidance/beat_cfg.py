@@ -7,6 +7,10 @@ from .base import Branch, register
 
 class BeatCFG(Branch):
     name, model_field, steps_field, row, drops = "beat_cfg", "beat_cfg_scale", "beat_cfg_steps", "no_beat", "beat"
+    metavar, label, live_off = "S", "beat guidance", True
+    help = ("guidance on the beat clock while it runs: each step also runs the model without the clock and pushes "
+            "the output S times as far towards following it, so the tempo holds against prompt guidance (1 = off; "
+            "one more model call per step). Default: the model's beat_cfg_scale")
 
     def applies(self, stream) -> bool:
         return stream.beat is not None and stream.beat.bpm is not None   # from the next block on

@@ -32,6 +32,11 @@ class ControlGuidance:
 
 class Control(Refiner):
     name, model_field, settings = "control_guidance", "control_guidance", ControlGuidance
+    metavar, label, live_off = "G", "control guidance", True
+    help = ("enforce the sketch's loudness and brightness on what is heard: at the last denoising steps the block "
+            "is decoded, its controls compared with the sketch and its latents moved towards it by gradient steps "
+            "of size G (0 = off, 0.3 typical; about 0.2 s of decoder work per step and block, so slower). Default: "
+            "the model's control_guidance")
 
     def refiner(self, stream, g: ControlGuidance):
         ae, sketch = stream.model.autoencoder, stream.inputs["sketch"]

@@ -41,6 +41,10 @@ class PromptGuidance:
 
 class Prompt(Refiner):
     name, model_field, settings = "prompt_guidance", "prompt_guidance", PromptGuidance
+    metavar, label = "G", "prompt guidance"
+    help = ("push each block towards the prompt while it is sampled, for models with a prompt probe (the default "
+            "model from v0.9): at the middle denoising steps the block's latents take gradient steps of size G "
+            "towards the prompt's embedding (0 = off). Default: the model's prompt_guidance")
 
     def check(self, stream, g: PromptGuidance) -> PromptGuidance:
         if g.validate().active and stream.model.prompt_probe is None:

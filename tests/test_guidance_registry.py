@@ -88,3 +88,78 @@ def test_one_sampling_config_carries_the_knobs():
     overridden = model.stream("piano", sampling=SamplingConfig(seed=5, steps=3, cfg_scale=2.0), seed=2)
     assert overridden.seed == 2
     assert model.stream("piano").cfg_scale == model.config.cfg_scale   # unset: the model's default
+
+
+def test_the_toy_guidance_is_a_cli_flag_that_reaches_the_stream(toy, tmp_path, monkeypatch):
+    """`--toy-shift` exists because the toy is registered (no CLI edit), its value reaches the stream
+    through the SamplingConfig the command builds, and the file it writes differs from one without it."""
+    from lmdm.cli import build_parser, main
+    from lmdm.engine.stream import Stream
+    from lmdm.live.testmodel import save_tiny_live_model
+    model_dir = save_tiny_live_model(tmp_path / "model", steps=2)
+    seen = []
+    next_block = Stream.next_block
+
+    def spy(self, *args, **kwargs):   # the real next_block; only notes the setting it runs with
+        seen.append(self.guidance_settings["toy_shift"].strength)
+        return next_block(self, *args, **kwargs)
+    monkeypatch.setattr(Stream, "next_block", spy)
+    common = ["--model", str(model_dir), "--seconds", "0.2", "--seed", "1", "--quiet", "--dtype", "fp32"]
+    assert main(["generate", "piano", *common, "-o", str(tmp_path / "plain.wav")]) == 0
+    assert set(seen) == {0.0}
+    seen.clear()
+    assert main(["generate", "piano", *common, "--toy-shift", "0.5", "-o", str(tmp_path / "toy.wav")]) == 0
+    assert set(seen) == {0.5}
+    assert (tmp_path / "plain.wav").read_bytes() != (tmp_path / "toy.wav").read_bytes()
+    # every render command has the flag; out of range is the usual one-line error, exit code 2
+    for argv in (["accompany", "s.wav", "--prompt", "p"], ["live"], ["bench"]):
+        assert build_parser().parse_args([*argv, "--toy-shift", "0.25"]).toy_shift == 0.25
+    assert main(["generate", "piano", *common, "--toy-shift", "2", "-o", str(tmp_path / "x.wav")]) == 2
+    guidance.unregister("toy_shift")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "piano", "--toy-shift", "0.5"])
+
+
+def test_the_toy_guidance_is_a_live_message(toy):
+    """A real server on loopback: hello lists the toy; {"type": "guidance", "name": "toy_shift", ...}
+    is acked, the session's stream carries the setting and its audio differs from a session without it;
+    an unknown name or an out-of-range strength is an error and the server plays on. OSC's
+    /lmdm/guidance makes the same message."""
+    import asyncio
+
+    import numpy as np
+    pytest.importorskip("fastapi")
+    pytest.importorskip("websockets")
+    from lmdm.live.client import Block, Client
+    from lmdm.live.engine import Engine
+    from lmdm.live.osc import _message
+    from lmdm.live.server import LiveServer
+    from lmdm.live.testmodel import tiny_live_model
+
+    async def first_block(srv, toy_strength):
+        async with Client(srv.ws_url) as c:
+            listed = {g["name"]: g for g in c.info["guidance"]}
+            assert listed["toy_shift"] == {"name": "toy_shift", "label": "toy shift", "min": 0, "max": 1, "off": 0.0,
+                                           "default": 0.0, "steps": None}
+            assert listed["cfg_scale"]["max"] == 20 and listed["control_guidance"]["default"] == 0.0
+            if toy_strength is not None:
+                ack = await c.wait_for("ack", await c.set_guidance("toy_shift", toy_strength))
+                assert ack["cmd"] == "guidance"
+            for bad, reason in ((("nope", 0.5), "unknown guidance 'nope'"), (("toy_shift", 2.0), "toy_shift must be")):
+                await c.set_guidance(*bad)
+                while not any(reason in e["message"] for e in c.errors):
+                    await c.recv()
+            await c.start([("piano", 1.0)], pace="none", ahead=1, seed=4)
+            while True:
+                item = await c.recv()
+                if isinstance(item, Block):
+                    session = srv.engine.sessions[-1]
+                    assert session.stream.guidance_settings["toy_shift"].strength == (toy_strength or 0.0)
+                    return item.audio
+
+    with LiveServer(Engine(tiny_live_model(steps=2), threads=1)) as srv:
+        plain = asyncio.run(asyncio.wait_for(first_block(srv, None), 120))
+        shifted = asyncio.run(asyncio.wait_for(first_block(srv, 0.5), 120))
+    assert not np.array_equal(plain, shifted)
+    msg = _message("guidance", ("toy_shift", 0.5))
+    assert (msg.type, msg.name, msg.strength) == ("guidance", "toy_shift", 0.5)

@@ -7,7 +7,9 @@ process, round-robin, so machine noise hits them alike. `end_to_end` times whole
 (DiT + streaming decode) and the text encoding of a prompt change; `batch` runs that many
 streams at once (real-time factor counts all of them). `sketch` gives every stream a sketch (slow
 random curves; models with the `sketch` input group), so `sketch_cfg` and `control_guidance` time
-what a sketched stream costs (control guidance decodes, so it needs `end_to_end`).
+what a sketched stream costs (control guidance decodes, so it needs `end_to_end`). Every other
+registered guidance (`lmdm.engine.guidance`) runs at the preset's strength or the one given and, where
+it is on, also without it, side by side, so its cost is a ratio too.
 Several dtypes (fp32 / bf16 / int8, `lmdm.nn.quant`) and thread counts run as more side-by-side
 rows, each with its own copy of the same random weights. The report starts with the machine
 (`lmdm.bench.machine`: CPU, ISA, bf16 native or emulated) and the measured matmul peak of each dtype and
@@ -26,7 +28,8 @@ from functools import wraps
 
 import torch
 
-from ..config import PATTERNS, PatternConfig, preset
+from ..config import PATTERNS, PatternConfig, SamplingConfig, preset
+from ..engine import guidance as registry
 from ..errors import ConfigError
 from .flops import comparison, dit_flops_per_block
 from .machine import bf16_native, describe, headline, matmul_peak_gflops
@@ -85,27 +88,39 @@ def _stats(seconds: list[float]) -> dict[str, float]:
     return {"median_ms": round(statistics.median(ms), 2), "p90_ms": pct(0.9), "p99_ms": pct(0.99), "n": len(ms)}
 
 
-NO_PROMPT_GUIDANCE = "(prompt guidance off)"
-NO_BEAT_GUIDANCE = "(beat guidance off)"
+# the guidance the bench times only as asked (--cfg; --sketch-cfg and --control-guidance with --sketch), off
+# by default; every other registered guidance runs at the preset's strength (or the one given) and, when it
+# is on, also without it: rows "<pattern> (<label> off)", and "<label>_cost" (with / without) on the others
+ASKED_ONLY = ("cfg_scale", "sketch_cfg", "control_guidance")
+
+
+def _off(g) -> str:
+    return f"({g.words} off)"                       # "(prompt guidance off)"
+
+
+def _cost(g) -> str:
+    return g.words.replace(" ", "_") + "_cost"     # "prompt_guidance_cost"
+
+
+def _on(g, stream) -> bool:
+    """Whether guidance `g` does work on `stream` (a branch in its batch, an active refiner)."""
+    if isinstance(g, registry.Branch):
+        return g.row in stream.branches
+    return stream.guidance_settings[g.name].active
 
 
 class _PatternRun:
-    """One pattern's stream with timers around its cache phases."""
+    """One pattern's stream with timers around its cache phases; `off`: a guidance turned off."""
 
     def __init__(self, variant: Variant, pattern: PatternConfig, steps: int, end_to_end: bool, batch: int,
-                 cfg_scale: float = 1.0, sketch: dict | None = None, prompt_guidance: float | None = None,
-                 beat_cfg: float | None = None):
+                 sampling: SamplingConfig | None = None, sketch: dict | None = None, off=None):
         model = variant.model
         self.model, self.pattern, self.steps, self.batch, self.variant = model, pattern, steps, batch, variant
-        self.base_label = pattern.pattern + (f" {NO_PROMPT_GUIDANCE}" if prompt_guidance is not None else "") \
-            + (f" {NO_BEAT_GUIDANCE}" if beat_cfg is not None else "")
+        self.base_label = pattern.pattern + (f" {_off(off)}" if off is not None else "")
         self.label = self.base_label + variant.suffix
-        sketch = sketch or {}
+        knobs = (sampling or SamplingConfig()).merged(seed=0, steps=steps, **({off.name: off.off} if off else {}))
         # a prompt that names a tempo, as the main job's does: a model with a beat clock runs it
-        self.stream = model.stream("bench, 120 BPM", seed=0, steps=steps, pattern=pattern, batch=batch, cfg_scale=cfg_scale,
-                                   sketch_cfg=sketch.get("sketch_cfg", 1.0),
-                                   control_guidance=sketch.get("control_guidance", 0.0), prompt_guidance=prompt_guidance,
-                                   beat_cfg=beat_cfg)
+        self.stream = model.stream("bench, 120 BPM", sampling=knobs, pattern=pattern, batch=batch)
         if sketch:
             self.stream.set_sketch(_bench_sketch(100_000))
         # guidance runs the model once per branch (beat guidance only on its steps): mean rows per step
@@ -161,24 +176,23 @@ def _bench_sketch(frames: int) -> torch.Tensor:
 
 def bench_patterns(variants: list[Variant], patterns: list[PatternConfig], steps: int, blocks: int,
                    warmup: int, progress=None, end_to_end: bool = False, batch: int = 1,
-                   cfg_scale: float = 1.0, sketch: dict | None = None) -> dict[str, dict]:
+                   sampling: SamplingConfig | None = None, sketch: dict | None = None) -> dict[str, dict]:
     """Round-robin: each round runs one block of every pattern, so slow drifts of the machine
-    (thermal, other load) hit all patterns alike and the speedups stay honest. A model whose streams
-    use prompt guidance also runs each pattern without it (rows "<pattern> (prompt guidance off)"), and one
-    with beat guidance without that (rows "<pattern> (beat guidance off)"; the bench's prompt names a tempo,
-    so the clock runs), so each guidance's cost is a side-by-side ratio too (`prompt_guidance_cost`,
+    (thermal, other load) hit all patterns alike and the speedups stay honest. Streams whose guidance
+    outside `ASKED_ONLY` is on also run each pattern without it, one guidance at a time (rows "<pattern>
+    (prompt guidance off)", "<pattern> (beat guidance off)"; the bench's prompt names a tempo, so a beat
+    clock runs), so each guidance's cost is a side-by-side ratio too (`prompt_guidance_cost`,
     `beat_guidance_cost` on the guided rows). Each variant (dtype, threads) runs every row again, and
     rows of later variants get `variant_speedup`, the first variant's block time over theirs. Ratios are
     medians of per-round ratios (`_paired`)."""
-    runs = []
+    runs, costed = [], []
     for v in variants:
-        model = v.model
-        runs += [_PatternRun(v, p, steps, end_to_end, batch, cfg_scale, sketch) for p in patterns]
-        if model.prompt_probe is not None and model.config.prompt_guidance > 0:
-            runs += [_PatternRun(v, p, steps, end_to_end, batch, cfg_scale, sketch, prompt_guidance=0.0)
-                     for p in patterns]
-        if model.config.beat_cfg_scale != 1.0 and "beat" in model.config.dit.input_groups:
-            runs += [_PatternRun(v, p, steps, end_to_end, batch, cfg_scale, sketch, beat_cfg=1.0) for p in patterns]
+        guided = [_PatternRun(v, p, steps, end_to_end, batch, sampling, sketch) for p in patterns]
+        runs += guided
+        for g in registry.REGISTRY.values():
+            if g.name not in ASKED_ONLY and _on(g, guided[0].stream):
+                runs += [_PatternRun(v, p, steps, end_to_end, batch, sampling, sketch, off=g) for p in patterns]
+                costed += [g] if g not in costed else []
     first = [run.block() for run in runs]  # includes the block-causal bootstrap
     for run in runs:
         for name, times in run.phases.items():
@@ -201,10 +215,10 @@ def bench_patterns(variants: list[Variant], patterns: list[PatternConfig], steps
     by_label = {run.label: run for run in runs}
     for run in runs:
         row = rows[run.label]
-        for key, suffix in (("prompt_guidance_cost", NO_PROMPT_GUIDANCE), ("beat_guidance_cost", NO_BEAT_GUIDANCE)):
-            off = by_label.get(f"{run.base_label} {suffix}{run.variant.suffix}")
+        for g in costed:
+            off = by_label.get(f"{run.base_label} {_off(g)}{run.variant.suffix}")
             if off:
-                row[key] = _paired(run.blocks, off.blocks)
+                row[_cost(g)] = _paired(run.blocks, off.blocks)
         if run.variant is not variants[0]:
             row["variant_speedup"] = _paired(by_label[run.base_label + variants[0].suffix].blocks, run.blocks)
     return rows
@@ -250,15 +264,21 @@ def _prompt_change_ms(model: LiveMusicModel, repeats: int = 5) -> dict:
 def run_bench(preset_name: str = "tiny", dtype: str | list[str] = "fp32", steps: int = 8, blocks: int = 5,
               warmup: int = 2, patterns: tuple[str, ...] = PATTERNS, block_frames: int | None = None,
               context_frames: int | None = None, threads: int | list[int] | None = None, progress=None, emit=None,
-              end_to_end: bool = False, batch: int = 1, device: str = "cpu", cfg_scale: float = 1.0,
-              sketch: dict | None = None, prompt_guidance: float | None = None, beat_cfg: float | None = None) -> dict:
-    """`sketch`: None, or {"sketch_cfg": s, "control_guidance": g} to time sketched streams.
+              end_to_end: bool = False, batch: int = 1, device: str = "cpu", cfg_scale: float | None = None,
+              sketch: dict | None = None, prompt_guidance: float | None = None, beat_cfg: float | None = None,
+              sampling: SamplingConfig | None = None) -> dict:
+    """`sampling`: the timed streams' guidance strengths (the keywords override it): those in `ASKED_ONLY`
+    are off unless given; every other registered guidance runs at the preset's strength unless given (a
+    given one with a model field becomes the preset's, as for the model's own default).
+    `sketch`: None, or {"sketch_cfg": s, "control_guidance": g} to time sketched streams.
     `prompt_guidance`: the streams' prompt guidance strength (None: the preset's own; the default
     model's probe there has random weights, whose guidance costs what a trained one's does).
     `dtype` and `threads` may be lists: every combination is timed side by side (rows "[int8, 1 thread]").
     `emit(line)` gets the machine line and the matmul peaks as soon as they are known (the CLI prints
     them first), `progress(msg)` each round and its running medians (so a killed run leaves figures)."""
     emit = emit or progress
+    knobs = (sampling or SamplingConfig()).merged(cfg_scale=cfg_scale, prompt_guidance=prompt_guidance,
+                                                  beat_cfg=beat_cfg, **(sketch or {})).validate()
     dtypes = list(dict.fromkeys(resolve_bench_dtype(d) for d in ([dtype] if isinstance(dtype, str) else dtype)))
     for d in dtypes:
         if d not in DTYPES:
@@ -282,11 +302,13 @@ def run_bench(preset_name: str = "tiny", dtype: str | list[str] = "fp32", steps:
         cfg = default_config()
     else:
         cfg = preset(preset_name)
-    if prompt_guidance is not None:
-        cfg.prompt_guidance = prompt_guidance
-    if beat_cfg is not None:
-        cfg.beat_cfg_scale = beat_cfg
+    for name, value in knobs.guidance.items():
+        g = registry.get(name)
+        if name not in ASKED_ONLY and g.model_field:
+            setattr(cfg, g.model_field, value)
     cfg.validate()
+    timed = {g.name: knobs.guidance.get(g.name, g.off if g.name in ASKED_ONLY else g.default(cfg))
+             for g in registry.REGISTRY.values()}
     if end_to_end and cfg.autoencoder is None:  # SAO-small's for the SAO shape, a toy one for tiny
         from ..models.autoencoder import AutoencoderConfig
         ae = AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[4, 8], latent_dim=cfg.dit.io_channels) \
@@ -302,8 +324,8 @@ def run_bench(preset_name: str = "tiny", dtype: str | list[str] = "fp32", steps:
                          "threads": "/".join(map(str, threads)), "torch": torch.__version__, "device": str(dev),
                          "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                          "dit": dataclasses.asdict(cfg.dit), "end_to_end": end_to_end, "batch": batch,
-                         "cfg_scale": cfg_scale, "sketch": sketch, "prompt_guidance": cfg.prompt_guidance,
-                         "beat_cfg": cfg.beat_cfg_scale,
+                         "cfg_scale": timed["cfg_scale"], "sketch": sketch, "prompt_guidance": cfg.prompt_guidance,
+                         "beat_cfg": cfg.beat_cfg_scale, "guidance": timed,
                          "dit_parameters": sum(p.numel() for p in model.dit.parameters())},
               "patterns": {}}
     pcfgs = [PatternConfig(name, B, C) for name in patterns]
@@ -311,7 +333,7 @@ def run_bench(preset_name: str = "tiny", dtype: str | list[str] = "fp32", steps:
         p.validate()
     variants = _variants(model, dtypes, threads, dev)
     report["patterns"] = bench_patterns(variants, pcfgs, steps, blocks, max(warmup, 1), progress, end_to_end, batch,
-                                        cfg_scale, sketch)
+                                        SamplingConfig(guidance=timed), sketch)
     torch.set_num_threads(threads[0])
     if end_to_end:
         report["prompt_change_ms"] = _prompt_change_ms(variants[0].model)
@@ -379,7 +401,7 @@ def format_table(report: dict, preamble: bool = True) -> str:
         first = next(iter(report["patterns"].values()))
         lines.append(f"vs [{first['dtype']}, {first['threads']} thread(s)] (block time ratio, side by side; >1 faster): "
                      + ", ".join(f"{n} {v:.2f}x" for n, v in speedups.items()))
-    for key in ("prompt_guidance_cost", "beat_guidance_cost"):
+    for key in dict.fromkeys(k for r in report["patterns"].values() for k in r if k.endswith("_cost")):
         costs = {n: r[key] for n, r in report["patterns"].items() if key in r}
         if costs:
             lines.append(f"{key[:-5].replace('_', ' ')} cost (block time with / without, side by side): "

@@ -6,6 +6,22 @@ import json
 import sys
 
 from ..errors import ConfigError
+from .knobs import add_guidance_flags, guidance_values, labels
+
+# bench's own words (and defaults) for the built-in guidance flags; a guidance registered later gets its
+# own help and runs at the preset's strength unless given (`lmdm.bench.streams.ASKED_ONLY`)
+WORDING = {
+    "cfg_scale": {"default": 1.0, "metavar": None,
+                  "help": "classifier-free guidance scale of the timed streams (1 = off; otherwise every step runs "
+                  "a conditional and an unconditional pass)"},
+    "prompt_guidance": {"help": "prompt guidance strength of the timed streams (default: the preset's; the default "
+                        "model has it on from v0.9, so --prompt-guidance 0 times it without)"},
+    "beat_cfg": {"help": "beat guidance scale of the timed streams, whose prompt names a tempo (default: the preset's; "
+                 "the default model has it on from v0.11, so --beat-cfg 1 times it without)"},
+    "sketch_cfg": {"default": 1.0, "metavar": None, "help": "with --sketch: guidance on it (default 1 = off)"},
+    "control_guidance": {"default": 0.0, "metavar": None,
+                         "help": "with --sketch --end-to-end: control guidance strength (default 0 = off)"}}
+SKETCH_GUIDANCE = ("sketch_cfg", "control_guidance")   # what --sketch times: the report's "sketch"
 
 
 def _bench(args) -> int:
@@ -13,9 +29,12 @@ def _bench(args) -> int:
     if args.compare:
         print(compare(*args.compare))
         return 0
-    from ..config import check_knob
+    from ..config import SamplingConfig, check_knob
     check_knob("steps", args.steps, "--steps")
     check_knob("cfg_scale", args.cfg, "--cfg")
+    strengths = guidance_values(args)
+    sketch = {name: strengths.pop(name) for name in SKETCH_GUIDANCE} if args.sketch else None
+    sampling = SamplingConfig(**strengths).validate(labels())
     for flag, value, lo in (("--blocks", args.blocks, 1), ("--warmup", args.warmup, 0), ("--batch", args.batch, 1),
                             ("--threads", args.threads, 1), ("--block", args.block, 1), ("--context", args.context, 0)):
         for v in (value if isinstance(value, list) else [value]):   # --threads takes several counts
@@ -37,9 +56,7 @@ def _bench(args) -> int:
     report = run_bench(args.preset, args.dtype, steps=args.steps, blocks=args.blocks, warmup=args.warmup,
                        patterns=tuple(args.patterns), block_frames=args.block, context_frames=args.context,
                        threads=args.threads, progress=progress, emit=emit, end_to_end=args.end_to_end, batch=args.batch,
-                       device=args.device, cfg_scale=args.cfg,
-                       sketch={"sketch_cfg": args.sketch_cfg, "control_guidance": args.control_guidance}
-                       if args.sketch else None, prompt_guidance=args.prompt_guidance, beat_cfg=args.beat_cfg)
+                       device=args.device, sampling=sampling, sketch=sketch)
     if args.autoencoder:
         from ..bench.autoencoder import bench_autoencoder, preset_autoencoder
         progress("autoencoder")
@@ -75,21 +92,10 @@ def register(sub) -> None:
                    help="time whole audio blocks (DiT + streaming decode with SAO-small's autoencoder shape; default: its own; tiny: "
                    "a toy one) and the cost of a prompt change")
     b.add_argument("--batch", type=int, default=1, help="concurrent streams generated as one batch (default 1)")
-    b.add_argument("--cfg", type=float, default=1.0,
-                   help="classifier-free guidance scale of the timed streams (1 = off; otherwise every step runs "
-                   "a conditional and an unconditional pass)")
-    b.add_argument("--prompt-guidance", type=float, default=None, metavar="G",
-                   help="prompt guidance strength of the timed streams (default: the preset's; the default model "
-                   "has it on from v0.9, so --prompt-guidance 0 times it without)")
-    b.add_argument("--beat-cfg", type=float, default=None, metavar="S",
-                   help="beat guidance scale of the timed streams, whose prompt names a tempo (default: the preset's; "
-                   "the default model has it on from v0.11, so --beat-cfg 1 times it without)")
+    add_guidance_flags(b, WORDING)
     b.add_argument("--sketch", action="store_true",
                    help="time sketched streams (slow random loudness/brightness curves; models with a sketch input "
                    "group, e.g. --preset default), with --sketch-cfg and --control-guidance")
-    b.add_argument("--sketch-cfg", type=float, default=1.0, help="with --sketch: guidance on it (default 1 = off)")
-    b.add_argument("--control-guidance", type=float, default=0.0,
-                   help="with --sketch --end-to-end: control guidance strength (default 0 = off)")
     b.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N: the DiT, its cache and the codec "
                    "run there, the stream's small buffers stay on the CPU (timings wait for the GPU)")
     b.add_argument("--train", action="store_true",

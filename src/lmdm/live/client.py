@@ -88,6 +88,11 @@ class Client:
     async def set_cfg(self, scale: float) -> int:
         return await self.send({"type": "cfg", "scale": scale})
 
+    async def set_guidance(self, name: str, strength: float, steps: int | None = None) -> int:
+        """Any registered guidance by name (`info["guidance"]` lists them): its strength, and steps where it has them."""
+        return await self.send({"type": "guidance", "name": name, "strength": strength}
+                               | ({} if steps is None else {"steps": steps}))
+
     async def set_steps(self, steps: int) -> int:
         return await self.send({"type": "steps", "steps": steps})
 

@@ -3,6 +3,7 @@ that picks it (`HANDLERS`). Handlers run on the engine thread between blocks; on
 (ProtocolError, LMDMError, ValueError) changes nothing and is answered with an error.
 
 A new live message: its pydantic model in `protocol.py`, a handler here and its row in `HANDLERS`.
+A new guidance needs none: the `guidance` message (and its older aliases) reach `_guidance`.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 
 import torch
 
+from ..engine import guidance as registry
 from ..engine.beat import MAX_BPM, MIN_BPM
 from . import protocol as P
 
@@ -58,10 +60,19 @@ def _weights(s, msg: P.SetWeights) -> None:
     _set_prompts(s, [(text, w) for (text, _), w in zip(s.prompts, msg.weights)])
 
 
-def _cfg(s, msg: P.SetCfg) -> None:
+def _guidance(s, msg) -> None:
+    """{"type": "guidance", ...} and its aliases ("cfg", "sketch_cfg", ...): `Stream.set_guidance` on
+    the session's stream (which checks what the model can take), and the session's setting for the
+    streams it builds later."""
+    name, strength, steps = P.guidance_of(msg)
+    if name == "prompt_guidance" and strength and s.engine.model.prompt_probe is None:
+        # refused before the session's first stream exists too
+        raise P.ProtocolError("this model has no prompt probe (`lmdm train prompt-probe` adds one)")
     if s.stream is not None:
-        s.stream.set_cfg(msg.scale)
-    s.cfg = msg.scale
+        s.stream.set_guidance(name, strength, steps)
+    s.guidance[name] = strength
+    if steps is not None:
+        s.guidance_steps[name] = steps
 
 
 def _steps(s, msg: P.SetSteps) -> None:
@@ -156,26 +167,6 @@ def _sketch_strength(s, msg: P.SetSketchStrength) -> None:
         s.stream.set_sketch(s.curves, start=s.curves_start, kernel=s.sketch_kernel)
 
 
-def _sketch_cfg(s, msg: P.SetSketchCfg) -> None:
-    s.sketch_cfg = msg.scale
-    if s.stream is not None:
-        s.stream.set_sketch_cfg(msg.scale)
-
-
-def _control_guidance(s, msg: P.SetControlGuidance) -> None:
-    s.control_guidance = msg.strength
-    if s.stream is not None:
-        s.stream.set_control_guidance(msg.strength)
-
-
-def _prompt_guidance(s, msg: P.SetPromptGuidance) -> None:
-    if msg.strength and s.engine.model.prompt_probe is None:
-        raise P.ProtocolError("this model has no prompt probe (`lmdm train prompt-probe` adds one)")
-    s.prompt_guidance = msg.strength
-    if s.stream is not None:
-        s.stream.set_prompt_guidance(msg.strength)
-
-
 def _bpm(s, msg: P.SetBpm) -> None:
     if msg.bpm and "beat" not in s.engine.model.config.dit.input_groups:
         raise P.ProtocolError("this model has no beat clock ('beat' input group): it picks its own tempo")
@@ -208,9 +199,10 @@ def _load(s, msg: P.LoadState) -> None:
     if st is None:
         st = s.stream = s.new_stream()
     st.load_state_dict(s.slots[msg.slot])
-    s.prompts, s.seed, s.steps, s.cfg = list(st.prompts), st.seed, st.steps, st.cfg_scale
-    s.sketch_cfg, s.control_guidance, s.bpm = st.sketch_cfg, st.control_guidance.strength, st.bpm_mode
-    s.prompt_guidance = st.prompt_guidance.strength
+    s.prompts, s.seed, s.steps, s.bpm = list(st.prompts), st.seed, st.steps, st.bpm_mode
+    s.guidance = {name: setting.strength for name, setting in st.guidance_settings.items()}
+    s.guidance_steps = {g.name: st.guidance_settings[g.name].steps for g in registry.REGISTRY.values()
+                        if g.steps_field and g.name in st.guidance_settings}
     s.stream_samples = max(0, st.frame * e.hop - e.delay_samples)
     if s.mode == "text":
         s.block_frames = st.B
@@ -227,10 +219,10 @@ def _make(kind, arg, value):
 
 
 HANDLERS = {
-    P.Start: _start, P.Stop: _stop, P.SetPrompts: _prompts, P.SetWeights: _weights, P.SetCfg: _cfg,
+    P.Start: _start, P.Stop: _stop, P.SetPrompts: _prompts, P.SetWeights: _weights, P.SetGuidance: _guidance,
+    P.SetCfg: _guidance, P.SetSketchCfg: _guidance, P.SetControlGuidance: _guidance, P.SetPromptGuidance: _guidance,
     P.SetSteps: _steps, P.SetSeed: _seed, P.SetBlock: _block, P.SetMode: _mode, P.SetMix: _mix,
     P.SetFeedback: _feedback, P.SetCutoff: _cutoff, P.SetSketch: _sketch,
-    P.SetSketchStrength: _sketch_strength, P.SetSketchCfg: _sketch_cfg,
-    P.SetControlGuidance: _control_guidance, P.SetPromptGuidance: _prompt_guidance, P.SetBpm: _bpm,
+    P.SetSketchStrength: _sketch_strength, P.SetBpm: _bpm,
     P.Reset: _reset, P.SaveState: _save, P.LoadState: _load,
 }

@@ -19,7 +19,7 @@ from . import protocol as P
 from .dispatch import apply
 from .dsp import default_cutoff
 from .scheduler import Scheduler
-from .session import MAX_SAVED_MB, Session
+from .session import MAX_SAVED_MB, Session, guidance_defaults
 
 
 class Engine(Scheduler):
@@ -68,7 +68,16 @@ class Engine(Scheduler):
                 "cutoff_frames": self.default_cutoff("accompaniment"), "delay_cutoff_frames": delay_cutoff,
                 "delay_lag_samples": (1 + delay_cutoff // p.block_frames) * self.block_samples,
                 "default_feedback": self.default_feedback, "max_input_bytes": P.MAX_INPUT_BYTES,
-                "max_input_seconds": P.MAX_INPUT_SECONDS}
+                "max_input_seconds": P.MAX_INPUT_SECONDS, "guidance": self.guidance_info()}
+
+    def guidance_info(self) -> list[dict]:
+        """Every registered guidance as a client sees it: its name, label, range, the strength that
+        turns it off, the session default, and whether it takes steps (their default)."""
+        from ..config import KNOBS
+        from ..engine import guidance
+        config, defaults = self.model.config, guidance_defaults(self.model.config)
+        return [{"name": g.name, "label": g.words, "min": KNOBS[g.name].lo, "max": KNOBS[g.name].hi, "off": g.off,
+                 "default": defaults[g.name], "steps": g.default_steps(config)} for g in guidance.REGISTRY.values()]
 
     # -- modes ------------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@
     /lmdm/feedback f              /lmdm/cutoff frames    /lmdm/sketch_strength s    /lmdm/sketch_cfg s
     /lmdm/control_guidance g      /lmdm/bpm n    (0: the model picks; no value: the prompt's tempo)
     /lmdm/prompt_guidance g
+    /lmdm/guidance name value [steps]          any registered guidance by name (`lmdm.engine.guidance`);
+                                  /lmdm/cfg, /lmdm/sketch_cfg, ... are the same as /lmdm/guidance cfg_scale ...
     /lmdm/session  id             send to one session only (0: every session, the default)
 
 Messages go through the same validation as WebSocket controls and reach the engine the same
@@ -26,6 +28,10 @@ from . import protocol as P
 from .engine import Engine
 
 MAX_ERRORS = 100   # the latest rejected messages, for a look from tests or a debugger; older ones go
+# every address (under /lmdm/); the guidance aliases are those of the live protocol (`protocol.ALIASES`)
+ADDRESSES = ("prompt", "weights", "cfg", "steps", "seed", "play", "stop", "reset", "mode", "drywet", "feedback",
+             "cutoff", "sketch_strength", "sketch_cfg", "control_guidance", "prompt_guidance", "guidance", "bpm",
+             "session")
 
 
 class OSCBridge:
@@ -36,9 +42,7 @@ class OSCBridge:
         self.errors: deque[str] = deque(maxlen=MAX_ERRORS)
         self.error_count = 0
         d = Dispatcher()
-        for name in ("prompt", "weights", "cfg", "steps", "seed", "play", "stop", "reset", "mode", "drywet",
-                     "feedback", "cutoff", "sketch_strength", "sketch_cfg", "control_guidance", "prompt_guidance", "bpm",
-                     "session"):
+        for name in ADDRESSES:
             d.map(f"/lmdm/{name}", self._handler(name), needs_reply_address=True)
         d.set_default_handler(self._unknown, needs_reply_address=True)
         # one thread, datagrams in arrival order: a controller's prompt-then-weights must apply in that order
@@ -74,10 +78,7 @@ class OSCBridge:
         return handle
 
     def _unknown(self, client, address, *args):
-        self._reply_error(client, f"unknown OSC address {address!r}; see /lmdm/prompt, /lmdm/weights, /lmdm/cfg, "
-                          "/lmdm/steps, /lmdm/seed, /lmdm/play, /lmdm/stop, /lmdm/reset, /lmdm/mode, /lmdm/drywet, "
-                          "/lmdm/feedback, /lmdm/cutoff, /lmdm/sketch_strength, /lmdm/sketch_cfg, /lmdm/control_guidance, "
-                          "/lmdm/bpm, /lmdm/session")
+        self._reply_error(client, f"unknown OSC address {address!r}; see " + ", ".join(f"/lmdm/{a}" for a in ADDRESSES))
 
     def _reply_error(self, client, text: str) -> None:
         from pythonosc.osc_message_builder import OscMessageBuilder
@@ -108,11 +109,16 @@ def _message(name: str, args: tuple):
         body = {"type": "prompts", "prompts": [{"text": str(t), "weight": w} for t, w in zip(args[::2], args[1::2])]}
     elif name == "weights":
         body = {"type": "weights", "weights": list(args)}
-    elif name in ("cfg", "steps", "seed", "feedback", "sketch_strength", "sketch_cfg", "control_guidance",
-                  "prompt_guidance"):
-        field = {"cfg": "scale", "sketch_strength": "strength", "sketch_cfg": "scale",
-                 "control_guidance": "strength", "prompt_guidance": "strength"}.get(name, name)
-        body = {"type": name, field: _one(args, name)}
+    elif name in P.ALIASES:
+        body = {"type": name, P.ALIASES[name][1]: _one(args, name)}
+    elif name == "guidance":
+        if len(args) not in (2, 3):
+            raise P.ProtocolError(f"expects name value [steps], got {len(args)} values")
+        body = {"type": "guidance", "name": str(args[0]), "strength": args[1]} | ({"steps": args[2]} if args[2:] else {})
+    elif name in ("steps", "seed", "feedback"):
+        body = {"type": name, name: _one(args, name)}
+    elif name == "sketch_strength":
+        body = {"type": name, "strength": _one(args, name)}
     elif name == "cutoff":
         body = {"type": "cutoff", "frames": _one(args, name)}
     elif name == "bpm":

@@ -50,6 +50,11 @@ Modes ({"type": "mode", "mode": ...}; `hello` / `GET /api/info` list `supported_
 - prompt guidance (models with a prompt probe, `prompt_probe` true in hello; `lmdm.engine.prompt_guidance`):
   {"type": "prompt_guidance", "strength": 0..2} (0 = off); sessions start at the model's own
   (`default_prompt_guidance` in hello): it works in latent space and costs little real time.
+- guidance, any registered one (`lmdm.engine.guidance`; hello's `guidance` lists each with its name,
+  range, default and whether it takes steps): {"type": "guidance", "name": "beat_cfg", "strength": 1.5,
+  "steps": 2} ("steps" optional, for the guidance that have them). An unknown name or a strength out of
+  its range is answered with an error. The older messages per guidance ("cfg", "sketch_cfg",
+  "control_guidance", "prompt_guidance"; `ALIASES`) are the same control under another name.
 - beat clock (every mode but generative_delay; `beat_clock` in hello says whether the model has one):
   {"type": "bpm", "bpm": n}: null follows the prompt's "... N BPM" (the default), 0 lets the model
   choose, 30..300 fixes the tempo (`lmdm.engine.beat`; the beat's phase stays continuous across changes).
@@ -80,7 +85,8 @@ from typing import Annotated, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from ..config import KNOBS
+from ..config import KNOBS, check_knob
+from ..engine import guidance as registry
 
 
 def _knob(name: str):
@@ -245,6 +251,20 @@ class SetPromptGuidance(_Msg):
     strength: _knob("prompt_guidance")
 
 
+class SetGuidance(_Msg):
+    """A registered guidance's strength by name (and its denoising steps, for those that have them),
+    checked against the registry and the guidance's range when parsed (`parse_control`)."""
+    type: Literal["guidance"]
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    strength: Annotated[float, Field(allow_inf_nan=False)]
+    steps: Annotated[int, Field(ge=0, le=int(KNOBS["steps"].hi))] | None = None   # 0 = every step
+
+
+# the older message per guidance: its type -> (the guidance's name, the field carrying its strength)
+ALIASES = {"cfg": ("cfg_scale", "scale"), "sketch_cfg": ("sketch_cfg", "scale"),
+           "control_guidance": ("control_guidance", "strength"), "prompt_guidance": ("prompt_guidance", "strength")}
+
+
 class SetBpm(_Msg):
     """The beat clock (models with a `beat` group, `beat_clock` true in hello): null follows the prompt's
     "... N BPM", 0 = free tempo, 30..300 a fixed tempo; a change keeps the beat's phase continuous."""
@@ -270,7 +290,7 @@ class LoadState(_Msg):
 
 Control = Annotated[Union[Start, Stop, SetPrompts, SetWeights, SetCfg, SetSteps, SetSeed, SetBlock, SetMode, SetMix,
                           SetFeedback, SetCutoff, SetSketch, SetSketchStrength, SetSketchCfg, SetControlGuidance,
-                          SetPromptGuidance, SetBpm, Reset, SaveState, LoadState],
+                          SetPromptGuidance, SetGuidance, SetBpm, Reset, SaveState, LoadState],
                     Field(discriminator="type")]
 _control = TypeAdapter(Control)
 _TAGS = {m.model_fields["type"].annotation.__args__[0] for m in Control.__origin__.__args__}
@@ -286,7 +306,25 @@ def parse_control(text: str | bytes, strict: bool = True) -> Control:
         msg = _control.validate_json(text, strict=strict)
     except ValidationError as e:
         raise ProtocolError(_describe(e)) from None
+    if isinstance(msg, SetGuidance):
+        if msg.name not in registry.REGISTRY:
+            raise ProtocolError(f"unknown guidance {msg.name!r}; choose one of {list(registry.REGISTRY)}")
+        g = registry.REGISTRY[msg.name]
+        try:
+            check_knob(g.name, msg.strength)
+        except ValueError as e:   # the sentence the CLI and the API give: the guidance, its range, the value
+            raise ProtocolError(str(e)) from None
+        if msg.steps is not None and not g.steps_field:
+            raise ProtocolError(f"guidance {g.name!r} takes no steps")
     return msg
+
+
+def guidance_of(msg) -> tuple[str, float, int | None]:
+    """(guidance name, strength, steps) of a `guidance` control or one of its older aliases."""
+    if isinstance(msg, SetGuidance):
+        return msg.name, msg.strength, msg.steps
+    name, field = ALIASES[msg.type]
+    return name, getattr(msg, field), None
 
 
 def _describe(e: ValidationError) -> str:

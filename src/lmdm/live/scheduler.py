@@ -309,19 +309,28 @@ class Scheduler:
 
 def _superseded(queue: deque, msg):
     """The queued control that `msg` makes pointless, if any: the last one of the same type (for a
-    save, of the same slot; prompts also replace weights), provided everything queued after it is
-    independent of what `msg` sets: input audio, knobs of other types, and (for a knob) prompt or
-    weight changes. start, stop, reset, mode, save and load are barriers: they read or set everything."""
+    save, of the same slot; for a guidance, of the same name; prompts also replace weights), provided
+    everything queued after it is independent of what `msg` sets: input audio, knobs of other types, and
+    (for a knob) prompt or weight changes. start, stop, reset, mode, save and load are barriers: they
+    read or set everything."""
     kind = msg.type
-    if kind not in KNOBS and kind not in ("prompts", "weights", "save"):
+
+    def knob(t: str) -> bool:
+        return t in KNOBS or t == "guidance"
+    if not knob(kind) and kind not in ("prompts", "weights", "save"):
         return None
     for old in reversed(queue):
         if isinstance(old, InputAudio):
             continue
         same = old.type == kind or (kind == "prompts" and old.type == "weights")
-        if same and (kind != "save" or old.slot == msg.slot):
+        if same and (kind != "save" or old.slot == msg.slot) and (kind != "guidance" or _covers(msg, old)):
             return old
-        independent = (kind != "save" and (old.type in KNOBS or (kind in KNOBS and old.type in ("prompts", "weights"))))
+        independent = (kind != "save" and (knob(old.type) or (knob(kind) and old.type in ("prompts", "weights"))))
         if not independent:
             return None
     return None
+
+
+def _covers(new, old) -> bool:
+    """Whether guidance control `new` sets everything `old` set (same guidance; its steps too, if any)."""
+    return new.name == old.name and (new.steps is not None or old.steps is None)

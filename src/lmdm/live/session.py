@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..config import SamplingConfig
+from ..engine import guidance as registry
 from . import protocol as P
 from .dsp import DryLine, mix
 from .scheduler import SessionQueue
@@ -21,25 +23,38 @@ MAX_SLOTS = 8              # saved states per session
 MAX_SAVED_MB = 256.0       # saved states of all sessions together (the default model's is ~2.6 MB)
 
 
+def guidance_defaults(config) -> dict[str, float]:
+    """Each registered guidance's strength when a session starts: the model's default, or off for the
+    guidance that cost real time (`Guidance.live_off`: control guidance, beat guidance)."""
+    return {g.name: g.off if g.live_off else g.default(config) for g in registry.REGISTRY.values()}
+
+
+def _guidance(name: str) -> property:
+    return property(lambda s: s.guidance[name], lambda s, v: s.guidance.__setitem__(name, v))
+
+
 class Session(SessionQueue):
     """One client's stream and its settings (engine thread)."""
+
+    # the built-in guidance strengths under the names they always had (all of them: `guidance`)
+    cfg, sketch_cfg = _guidance("cfg_scale"), _guidance("sketch_cfg")
+    control_guidance, prompt_guidance = _guidance("control_guidance"), _guidance("prompt_guidance")
 
     def __init__(self, engine, loop, sid: int, max_queue: int = 4):
         super().__init__(engine, loop, sid, max_queue)
         config = engine.model.config
         self.stream = None
         self.prompts: list[tuple[str, float]] = [("", 1.0)]
-        self.seed, self.steps, self.cfg = 0, config.steps, config.cfg_scale
+        self.seed, self.steps = 0, config.steps
+        self.guidance = guidance_defaults(config)     # guidance name -> strength (a `guidance` control sets one)
+        self.guidance_steps: dict[str, int] = {}    # ... and denoising steps, where one was given
         self.format = "f32"
         self.block_frames: int | None = None  # text mode: another block size than the model's (SetBlock)
         self.mode, self.dry, self.wet = "text", 0.0, 1.0
         self.feedback = engine.default_feedback
         self.cutoff: int | None = None        # None: the mode's default (engine.default_cutoff(mode))
         self.sketch_kernel = 1
-        self.sketch_cfg = config.sketch_cfg_scale
         self.bpm: float | None = None         # beat clock: None follows the prompt, 0 free, else fixed
-        self.control_guidance = 0.0   # off live, whatever the model's offline default: it costs real time
-        self.prompt_guidance = config.prompt_guidance   # cheap (latent space): the model's own
         self.curves = None                   # raw drawn sketch controls (3, n) or None: follow the input
         self.curves_start = 0                # stream frame of curves[:, 0]
         self.delay = None                    # DelayStream in generative_delay mode (self.stream is its stream)
@@ -162,10 +177,10 @@ class Session(SessionQueue):
         return self.engine.default_cutoff(mode) if self.cutoff is None else self.cutoff
 
     def new_stream(self):
-        # beat guidance off live, whatever the model's offline default: one more model call per step
-        st = self.engine.model.stream(self.prompts, seed=self.seed, steps=self.steps, cfg_scale=self.cfg,
-                                      sketch_cfg=self.sketch_cfg, control_guidance=self.control_guidance,
-                                      bpm=self.bpm, prompt_guidance=self.prompt_guidance, beat_cfg=1.0)
+        live = {k: v for k, v in self.guidance.items() if k in registry.REGISTRY}   # one unregistered since: gone
+        knobs = SamplingConfig(seed=self.seed, steps=self.steps, bpm=self.bpm, guidance=live,
+                               guidance_steps={k: v for k, v in self.guidance_steps.items() if k in live})
+        st = self.engine.model.stream(self.prompts, sampling=knobs)
         if self.mode == "text" and self.block_frames is not None:
             st.set_block_frames(self.block_frames)
         return st

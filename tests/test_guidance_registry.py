@@ -111,6 +111,10 @@ def test_the_toy_guidance_is_a_cli_flag_that_reaches_the_stream(toy, tmp_path, m
     assert main(["generate", "piano", *common, "--toy-shift", "0.5", "-o", str(tmp_path / "toy.wav")]) == 0
     assert set(seen) == {0.5}
     assert (tmp_path / "plain.wav").read_bytes() != (tmp_path / "toy.wav").read_bytes()
+    seen.clear()   # a headless live session takes it too (as a `guidance` control before its start)
+    assert main(["live", "--test-model", "--headless", "--script", "piano", "--seconds", "0.1", "--toy-shift", "0.5",
+                 "--out", str(tmp_path / "live.wav")]) == 0
+    assert seen and set(seen) == {0.5}
     # every render command has the flag; out of range is the usual one-line error, exit code 2
     for argv in (["accompany", "s.wav", "--prompt", "p"], ["live"], ["bench"]):
         assert build_parser().parse_args([*argv, "--toy-shift", "0.25"]).toy_shift == 0.25
@@ -163,3 +167,19 @@ def test_the_toy_guidance_is_a_live_message(toy):
     assert not np.array_equal(plain, shifted)
     msg = _message("guidance", ("toy_shift", 0.5))
     assert (msg.type, msg.name, msg.strength) == ("guidance", "toy_shift", 0.5)
+
+
+def test_the_bench_times_the_toy_guidance_beside_rows_without_it(toy, capsys):
+    """`lmdm bench --toy-shift 0.5`: the timed streams carry it, and since it is on, each pattern also
+    runs without it (row "<pattern> (toy shift off)", `toy_shift_cost` on the guided row)."""
+    import json
+
+    from lmdm.cli import main
+    assert main(["bench", "--preset", "tiny", "--blocks", "1", "--warmup", "1", "--patterns", "block-causal",
+                 "--toy-shift", "0.5", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["guidance"]["toy_shift"] == 0.5
+    assert list(report["patterns"]) == ["block-causal", "block-causal (toy shift off)"]
+    assert report["patterns"]["block-causal"]["toy_shift_cost"] > 0
+    main(["bench", "--preset", "tiny", "--blocks", "1", "--warmup", "1", "--patterns", "block-causal", "--json"])
+    assert list(json.loads(capsys.readouterr().out)["patterns"]) == ["block-causal"]   # off: no extra row

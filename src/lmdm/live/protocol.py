@@ -25,10 +25,10 @@ in order with the audio, so the block it names is the first block generated unde
 A control the engine cannot carry out (e.g. a mode the model cannot do) is answered with
 {"type": "error", "cmd": <type>, "id": ..., "message": ...} instead; the session carries on unchanged.
 A control superseded while it waited (a later control of the same type, e.g. the next position of
-a dragged slider, replaced it in the session's queue; `engine._superseded`) is answered with
+a dragged slider, replaced it in the session's queue; `scheduler._superseded`) is answered with
 {"type": "ack", "cmd": <type>, "id": ..., "block": null, "superseded": true}: the later one carries
-the value. At most `engine.MAX_CONTROLS` controls wait per session; the server reads no more from a
-client until there is room (backpressure). `save` keeps at most `engine.MAX_SLOTS` slots per session
+the value. At most `scheduler.MAX_CONTROLS` controls wait per session; the server reads no more from a
+client until there is room (backpressure). `save` keeps at most `session.MAX_SLOTS` slots per session
 and the server's `--max-saved-mb` in total; past either it answers an error naming the limit.
 
 Modes ({"type": "mode", "mode": ...}; `hello` / `GET /api/info` list `supported_modes`):

@@ -10,7 +10,7 @@ random curves; models with the `sketch` input group), so `sketch_cfg` and `contr
 what a sketched stream costs (control guidance decodes, so it needs `end_to_end`).
 Several dtypes (fp32 / bf16 / int8, `lmdm.nn.quant`) and thread counts run as more side-by-side
 rows, each with its own copy of the same random weights. The report starts with the machine
-(`lmdm.machine`: CPU, ISA, bf16 native or emulated) and the measured matmul peak of each dtype and
+(`lmdm.bench.machine`: CPU, ISA, bf16 native or emulated) and the measured matmul peak of each dtype and
 thread count, which the rows' achieved GFLOP/s are read against. Every round reports the running
 medians through `progress`, so a killed run still leaves figures.
 """
@@ -26,12 +26,12 @@ from functools import wraps
 
 import torch
 
-from .config import PATTERNS, PatternConfig, SamplingConfig, preset
-from .errors import ConfigError
+from ..config import PATTERNS, PatternConfig, SamplingConfig, preset
+from ..engine import guidance
+from ..engine.model import LiveMusicModel
+from ..errors import ConfigError
 from .flops import comparison, dit_flops_per_block
 from .machine import bf16_native, describe, headline, matmul_peak_gflops
-from .engine import guidance
-from .engine.model import LiveMusicModel
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
 
@@ -283,7 +283,7 @@ def run_bench(preset_name: str = "tiny", dtype: str | list[str] = "fp32", steps:
     if emit and peaks:
         emit(peak_line(peaks))
     if preset_name == "default":  # the embedded default model's shape, with its own autoencoder
-        from .checkpoints import default_config
+        from ..checkpoints import default_config
         cfg = default_config()
     else:
         cfg = preset(preset_name)
@@ -293,7 +293,7 @@ def run_bench(preset_name: str = "tiny", dtype: str | list[str] = "fp32", steps:
                               control_guidance=sketch_knobs.get("control_guidance", 0.0),
                               prompt_guidance=prompt_guidance, beat_cfg=beat_cfg).validate()
     if end_to_end and cfg.autoencoder is None:  # SAO-small's for the SAO shape, a toy one for tiny
-        from .models.autoencoder import AutoencoderConfig
+        from ..models.autoencoder import AutoencoderConfig
         ae = AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[4, 8], latent_dim=cfg.dit.io_channels) \
             if preset_name == "tiny" else AutoencoderConfig(latent_dim=cfg.dit.io_channels)
         cfg.autoencoder, cfg.downsampling_ratio = ae.to_dict(), ae.downsampling_ratio
@@ -352,7 +352,7 @@ def _cell(value, width: int) -> str:
 
 
 def format_table(report: dict, preamble: bool = True) -> str:
-    """The report as text. Its first lines are the machine (`lmdm.machine.headline`) and the matmul
+    """The report as text. Its first lines are the machine (`lmdm.bench.machine.headline`) and the matmul
     peaks, unless the caller printed them already (`preamble=False`)."""
     c = report["config"]
     what = "end to end (DiT + streaming decode)" if c.get("end_to_end") else "DiT only"

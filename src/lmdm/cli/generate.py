@@ -73,11 +73,8 @@ def _generate(args) -> int:
             nonlocal peak
             peak = max(peak, float(chunk.abs().max()) if chunk.numel() else 0.0)
             out.write(chunk.numpy())
-        model.generate(schedule, args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg,
-                       progress=not args.quiet, on_audio=write, block_frames=args.block,
-                       on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"), sketch=sketch,
-                       sketch_cfg=args.sketch_cfg, control_guidance=args.control_guidance, bpm=args.bpm,
-                       prompt_guidance=args.prompt_guidance, beat_cfg=args.beat_cfg)
+        model.generate(schedule, sampling=knobs, progress=not args.quiet, on_audio=write, sketch=sketch,
+                       on_change=lambda t, p: say(f"prompt change at {t:.2f} s: {p}"))
     print(f"wrote {args.output}: {out.seconds:g} s at {model.sample_rate} Hz, peak {peak:.3f}"
           + (" (clipped to ±1)" if peak > 1 else "")
           + (f", sketch {args.sketch} ({sketch.shape[-1] * model.config.frame_seconds:.2f} s, strength "

@@ -25,8 +25,7 @@ def _eval(args) -> int:
     embedder = load_embedder(args.embedder, tagger)
     suite = args.suite
     if suite == "judge":
-        from ..eval.judge_suite import run_judge_only
-        return run_judge_only(args)
+        return _judge_only(args)
     if args.seconds is not None:  # the named suite with longer/shorter streams
         window = SUITES[suite].window_seconds
         if not args.seconds >= window:
@@ -51,6 +50,30 @@ def _eval(args) -> int:
             print(f"{name} controls: " + ", ".join(f"{k}={v:.3f}" for k, v in r["controls"]["summary"].items()
                                                    if v is not None))
     print(f"wrote {out}/report.json, report.md, drift.png, transitions.png")
+    return 0
+
+
+def _judge_only(args) -> int:
+    """`lmdm eval --suite judge`: the judge section alone (full size) for --model and --compare models."""
+    from pathlib import Path
+
+    from ..checkpoints import load
+    from ..eval.judge_suite import JUDGE_SUITES, JudgeSuite, evaluate_judge, judge_table
+    reports = {}
+    for path in [args.model, *(args.compare or [])]:
+        model = load(path, dtype=args.dtype, t5_path=args.t5)
+        say = None if args.quiet else (lambda msg, p=path: print(f"lmdm eval [{p}]: {msg}", flush=True,
+                                                                 file=sys.stderr))
+        spec = JUDGE_SUITES["full"] if args.seconds is None else JudgeSuite(seconds=args.seconds)
+        reports[str(path)] = {"judge": evaluate_judge(model, args.reference, spec, args.seed, say)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(reports, indent=2, default=float))
+    (out / "report.md").write_text("\n".join(["# lmdm eval report (judge)", "", *judge_table(reports)]))
+    for name, r in reports.items():
+        print(f"{name}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in r["judge"]["summary"].items() if v is not None))
+    print(f"wrote {out}/report.json, report.md")
     return 0
 
 

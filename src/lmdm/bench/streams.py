@@ -29,11 +29,11 @@ from functools import wraps
 import torch
 
 from ..config import PATTERNS, PatternConfig, SamplingConfig, preset
-from ..engine import guidance as registry
+from ..engine import guidance
+from ..engine.model import LiveMusicModel
 from ..errors import ConfigError
 from .flops import comparison, dit_flops_per_block
 from .machine import bf16_native, describe, headline, matmul_peak_gflops
-from ..engine.model import LiveMusicModel
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
 
@@ -104,28 +104,29 @@ def _cost(g) -> str:
 
 def _on(g, stream) -> bool:
     """Whether guidance `g` does work on `stream` (a branch in its batch, an active refiner)."""
-    if isinstance(g, registry.Branch):
+    if isinstance(g, guidance.Branch):
         return g.row in stream.branches
     return stream.guidance_settings[g.name].active
 
 
 class _PatternRun:
-    """One pattern's stream with timers around its cache phases; `off`: a guidance turned off."""
+    """One pattern's stream with timers around its cache phases."""
 
-    def __init__(self, variant: Variant, pattern: PatternConfig, steps: int, end_to_end: bool, batch: int,
-                 sampling: SamplingConfig | None = None, sketch: dict | None = None, off=None):
+    def __init__(self, variant: Variant, pattern: PatternConfig, end_to_end: bool, batch: int,
+                 sampling: SamplingConfig, sketched: bool = False, off: str = ""):
+        """`off`: the label suffix of a run with one guidance turned off ("(prompt guidance off)", ...)."""
         model = variant.model
-        self.model, self.pattern, self.steps, self.batch, self.variant = model, pattern, steps, batch, variant
-        self.base_label = pattern.pattern + (f" {_off(off)}" if off is not None else "")
+        self.model, self.pattern, self.batch, self.variant = model, pattern, batch, variant
+        self.base_label = pattern.pattern + (f" {off}" if off else "")
         self.label = self.base_label + variant.suffix
-        knobs = (sampling or SamplingConfig()).merged(seed=0, steps=steps, **({off.name: off.off} if off else {}))
         # a prompt that names a tempo, as the main job's does: a model with a beat clock runs it
-        self.stream = model.stream("bench, 120 BPM", sampling=knobs, pattern=pattern, batch=batch)
-        if sketch:
+        self.stream = model.stream("bench, 120 BPM", sampling=sampling, pattern=pattern, batch=batch)
+        self.steps = self.stream.steps
+        if sketched:
             self.stream.set_sketch(_bench_sketch(100_000))
         # guidance runs the model once per branch (beat guidance only on its steps): mean rows per step
         n = len(self.stream.branches)
-        self.model_batch = sum(self.stream.active_rows(i) or batch * n for i in range(steps)) / steps
+        self.model_batch = sum(self.stream.active_rows(i) or batch * n for i in range(self.steps)) / self.steps
         self.generate = self.stream.next_block if end_to_end else self.stream.next_latents
         self.phases: dict[str, list[float]] = {}
         cache = self.stream.cache
@@ -174,9 +175,9 @@ def _bench_sketch(frames: int) -> torch.Tensor:
     return torch.cat((curves, torch.zeros(1, frames)))
 
 
-def bench_patterns(variants: list[Variant], patterns: list[PatternConfig], steps: int, blocks: int,
+def bench_patterns(variants: list[Variant], patterns: list[PatternConfig], sampling: SamplingConfig, blocks: int,
                    warmup: int, progress=None, end_to_end: bool = False, batch: int = 1,
-                   sampling: SamplingConfig | None = None, sketch: dict | None = None) -> dict[str, dict]:
+                   sketched: bool = False) -> dict[str, dict]:
     """Round-robin: each round runs one block of every pattern, so slow drifts of the machine
     (thermal, other load) hit all patterns alike and the speedups stay honest. Streams whose guidance
     outside `ASKED_ONLY` is on also run each pattern without it, one guidance at a time (rows "<pattern>
@@ -184,14 +185,16 @@ def bench_patterns(variants: list[Variant], patterns: list[PatternConfig], steps
     clock runs), so each guidance's cost is a side-by-side ratio too (`prompt_guidance_cost`,
     `beat_guidance_cost` on the guided rows). Each variant (dtype, threads) runs every row again, and
     rows of later variants get `variant_speedup`, the first variant's block time over theirs. Ratios are
-    medians of per-round ratios (`_paired`)."""
+    medians of per-round ratios (`_paired`). Every stream samples with `sampling` (its knobs set, the
+    rest the model's defaults)."""
     runs, costed = [], []
     for v in variants:
-        guided = [_PatternRun(v, p, steps, end_to_end, batch, sampling, sketch) for p in patterns]
+        guided = [_PatternRun(v, p, end_to_end, batch, sampling, sketched) for p in patterns]
         runs += guided
-        for g in registry.REGISTRY.values():
+        for g in guidance.REGISTRY.values():
             if g.name not in ASKED_ONLY and _on(g, guided[0].stream):
-                runs += [_PatternRun(v, p, steps, end_to_end, batch, sampling, sketch, off=g) for p in patterns]
+                off = sampling.merged(**{g.name: g.off})
+                runs += [_PatternRun(v, p, end_to_end, batch, off, sketched, _off(g)) for p in patterns]
                 costed += [g] if g not in costed else []
     first = [run.block() for run in runs]  # includes the block-causal bootstrap
     for run in runs:
@@ -222,6 +225,12 @@ def bench_patterns(variants: list[Variant], patterns: list[PatternConfig], steps
         if run.variant is not variants[0]:
             row["variant_speedup"] = _paired(by_label[run.base_label + variants[0].suffix].blocks, run.blocks)
     return rows
+
+
+def _strength(sampling: SamplingConfig, model, name: str) -> float:
+    """A guidance's strength in the streams: the one `sampling` sets, else the model's default."""
+    value = sampling.guidance.get(name)
+    return guidance.get(name).default(model.config) if value is None else value
 
 
 def _paired(a: list[float], b: list[float]) -> float:
@@ -267,9 +276,8 @@ def run_bench(preset_name: str = "tiny", dtype: str | list[str] = "fp32", steps:
               end_to_end: bool = False, batch: int = 1, device: str = "cpu", cfg_scale: float | None = None,
               sketch: dict | None = None, prompt_guidance: float | None = None, beat_cfg: float | None = None,
               sampling: SamplingConfig | None = None) -> dict:
-    """`sampling`: the timed streams' guidance strengths (the keywords override it): those in `ASKED_ONLY`
-    are off unless given; every other registered guidance runs at the preset's strength unless given (a
-    given one with a model field becomes the preset's, as for the model's own default).
+    """`sampling`: more guidance strengths of the timed streams (any registered guidance; the keywords
+    override it); one left unset runs at the preset's own, except those in `ASKED_ONLY` (off).
     `sketch`: None, or {"sketch_cfg": s, "control_guidance": g} to time sketched streams.
     `prompt_guidance`: the streams' prompt guidance strength (None: the preset's own; the default
     model's probe there has random weights, whose guidance costs what a trained one's does).
@@ -277,8 +285,6 @@ def run_bench(preset_name: str = "tiny", dtype: str | list[str] = "fp32", steps:
     `emit(line)` gets the machine line and the matmul peaks as soon as they are known (the CLI prints
     them first), `progress(msg)` each round and its running medians (so a killed run leaves figures)."""
     emit = emit or progress
-    knobs = (sampling or SamplingConfig()).merged(cfg_scale=cfg_scale, prompt_guidance=prompt_guidance,
-                                                  beat_cfg=beat_cfg, **(sketch or {})).validate()
     dtypes = list(dict.fromkeys(resolve_bench_dtype(d) for d in ([dtype] if isinstance(dtype, str) else dtype)))
     for d in dtypes:
         if d not in DTYPES:
@@ -302,13 +308,14 @@ def run_bench(preset_name: str = "tiny", dtype: str | list[str] = "fp32", steps:
         cfg = default_config()
     else:
         cfg = preset(preset_name)
-    for name, value in knobs.guidance.items():
-        g = registry.get(name)
-        if name not in ASKED_ONLY and g.model_field:
-            setattr(cfg, g.model_field, value)
     cfg.validate()
-    timed = {g.name: knobs.guidance.get(g.name, g.off if g.name in ASKED_ONLY else g.default(cfg))
-             for g in registry.REGISTRY.values()}
+    sketch_knobs = sketch or {"sketch_cfg": 1.0, "control_guidance": 0.0}   # off without a sketch, whatever the model's
+    sampling = (sampling or SamplingConfig()).merged(
+        seed=0, steps=steps, cfg_scale=cfg_scale, sketch_cfg=sketch_knobs.get("sketch_cfg", 1.0),
+        control_guidance=sketch_knobs.get("control_guidance", 0.0), prompt_guidance=prompt_guidance,
+        beat_cfg=beat_cfg)
+    sampling = sampling.merged(**{name: guidance.get(name).off for name in ASKED_ONLY
+                                  if name not in sampling.guidance}).validate()   # CFG off unless asked
     if end_to_end and cfg.autoencoder is None:  # SAO-small's for the SAO shape, a toy one for tiny
         from ..models.autoencoder import AutoencoderConfig
         ae = AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[4, 8], latent_dim=cfg.dit.io_channels) \
@@ -324,16 +331,18 @@ def run_bench(preset_name: str = "tiny", dtype: str | list[str] = "fp32", steps:
                          "threads": "/".join(map(str, threads)), "torch": torch.__version__, "device": str(dev),
                          "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                          "dit": dataclasses.asdict(cfg.dit), "end_to_end": end_to_end, "batch": batch,
-                         "cfg_scale": timed["cfg_scale"], "sketch": sketch, "prompt_guidance": cfg.prompt_guidance,
-                         "beat_cfg": cfg.beat_cfg_scale, "guidance": timed,
+                         "cfg_scale": sampling.cfg_scale, "sketch": sketch,
+                         "prompt_guidance": _strength(sampling, model, "prompt_guidance"),
+                         "beat_cfg": _strength(sampling, model, "beat_cfg"),
+                         "guidance": {name: _strength(sampling, model, name) for name in guidance.REGISTRY},
                          "dit_parameters": sum(p.numel() for p in model.dit.parameters())},
               "patterns": {}}
     pcfgs = [PatternConfig(name, B, C) for name in patterns]
     for p in pcfgs:
         p.validate()
     variants = _variants(model, dtypes, threads, dev)
-    report["patterns"] = bench_patterns(variants, pcfgs, steps, blocks, max(warmup, 1), progress, end_to_end, batch,
-                                        SamplingConfig(guidance=timed), sketch)
+    report["patterns"] = bench_patterns(variants, pcfgs, sampling, blocks, max(warmup, 1), progress, end_to_end, batch,
+                                        bool(sketch))
     torch.set_num_threads(threads[0])
     if end_to_end:
         report["prompt_change_ms"] = _prompt_change_ms(variants[0].model)

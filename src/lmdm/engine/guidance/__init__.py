@@ -7,4 +7,5 @@ from . import cfg, sketch_cfg, beat_cfg, prompt, control  # noqa: F401
 # isort: on
 from .base import REGISTRY, Branch, Guidance, Refiner, Scale, branches, drops, get, refiners, register, unregister
 
-__all__ = ["REGISTRY", "Branch", "Guidance", "Refiner", "Scale", "branches", "drops", "get", "refiners", "register", "unregister"]
+__all__ = ["REGISTRY", "Branch", "Guidance", "Refiner", "Scale", "branches", "drops", "get", "refiners", "register",
+           "unregister"]

@@ -70,9 +70,9 @@ def load_autoencoder_dir(folder):
     from safetensors.torch import load_file
 
     from ..checkpoints import load_strict
-    from ..models.autoencoder import Autoencoder, AutoencoderConfig
+    from ..models.codec import build_autoencoder
     folder = Path(folder)
-    ae = Autoencoder(AutoencoderConfig.from_dict(json.loads((folder / "autoencoder.json").read_text())))
+    ae = build_autoencoder(json.loads((folder / "autoencoder.json").read_text()))
     load_strict(ae, load_file(str(folder / "autoencoder.safetensors")), str(folder))
     return ae.eval()
 

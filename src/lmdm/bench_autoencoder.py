@@ -15,7 +15,8 @@ from typing import Any, Callable
 import torch
 
 from .errors import ConfigError
-from .models.autoencoder import Autoencoder, AutoencoderConfig
+from .models.autoencoder import AutoencoderConfig
+from .models.codec import build_autoencoder
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -62,7 +63,7 @@ def bench_autoencoder(config: AutoencoderConfig | None = None, seconds: float = 
         raise ConfigError(f"bench_autoencoder: dtypes must be among {sorted(DTYPES)} (got {list(dtypes)}), "
                           f"seconds, block_frames and repeats positive (got {seconds}, {block_frames}, {repeats})")
     torch.manual_seed(seed)
-    base = Autoencoder(cfg).eval()
+    base = build_autoencoder(cfg.to_dict()).eval()   # Oobleck, or a CodecConfig's spectral codec
     ratio = cfg.downsampling_ratio
     frames = max(1, math.ceil(seconds * cfg.sample_rate / ratio))
     audio_seconds = frames * ratio / cfg.sample_rate

@@ -227,3 +227,13 @@ def test_training_gan_steps_export_and_exact_resume(tmp_path):
         for k, v in a["modules"][name].items():
             assert torch.equal(v, b["modules"][name][k]), (name, k)
     assert all(torch.equal(v, b["ema"][k]) for k, v in a["ema"].items())
+
+
+def test_synthesis_inverts_the_codec_stft():
+    """The head's overlap-add is the exact inverse of `stft` in the codec's framing, so spectra equal
+    to the input's give the input back (all but the last n_fft - hop samples, which later frames complete)."""
+    from lmdm.models.codec import stft
+    model = tiny(dtype=torch.float64)
+    x = torch.randn(2, 2, 640, dtype=torch.float64)
+    y = model.decoder[-1].synthesize(stft(x, 64, 16))
+    torch.testing.assert_close(y[..., :640 - 48], x[..., :640 - 48], atol=1e-10, rtol=1e-10)

@@ -18,7 +18,7 @@ n_fft - hop samples (35 ms at 2048 / 512 and 44.1 kHz). The offline decode's las
 samples miss the frames past the end (as a stream that stops would); training scores without them.
 
 Streaming reuses `StreamingDecoder` / `StreamingEncoder` of the Oobleck module: each layer here has
-an exact streaming twin (step / flush / reset / state), so pushing any pieces equals the offline call.
+an exact streaming twin (lmdm.models.codec_streaming), so pushing any pieces equals the offline call.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from torch import nn
 from ..errors import ConfigError
 from .autoencoder import (Autoencoder, AutoencoderConfig, StreamingDecoder, StreamingEncoder, check_signal,
                           kl_divergence, vae_moments)
+from .codec_streaming import CausalConvTwin, ConvNeXtTwin, Flat, FrameTwin, GroupTwin, OverlapAddTwin
 from .streaming_conv import StreamingSequential, streaming
 
 Tensor = torch.Tensor
@@ -89,9 +90,9 @@ class CodecConfig:
         for name in ("encoder_frame_blocks", "encoder_latent_blocks", "decoder_latent_blocks", "decoder_frame_blocks"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"autoencoder.{name} must be >= 0, got {getattr(self, name)}")
-        if self.n_fft % 2 or self.n_fft % self.hop or self.n_fft // self.hop < 2:
-            # a periodic Hann window's shifts by hop then sum to the constant n_fft / (2 hop)
-            raise ConfigError(f"autoencoder.n_fft ({self.n_fft}) must be even and a multiple >= 2 of hop ({self.hop})")
+        if self.n_fft % 2 or self.n_fft % self.hop or self.n_fft // self.hop < 4:
+            # the squared periodic Hann window's shifts by hop then sum to the constant 3 n_fft / (8 hop)
+            raise ConfigError(f"autoencoder.n_fft ({self.n_fft}) must be even and a multiple >= 4 of hop ({self.hop})")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,8 +155,8 @@ class CausalConv1d(nn.Conv1d):
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(F.pad(x, (self.left, 0)))
 
-    def streaming(self) -> "_CausalConvTwin":
-        return _CausalConvTwin(self)
+    def streaming(self) -> CausalConvTwin:
+        return CausalConvTwin(self)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -177,8 +178,8 @@ class ConvNeXtBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x + self.branch(self.dwconv(x))
 
-    def streaming(self) -> "_ConvNeXtTwin":
-        return _ConvNeXtTwin(self)
+    def streaming(self) -> ConvNeXtTwin:
+        return ConvNeXtTwin(self)
 
 
 class FrameUpsample(nn.Module):
@@ -208,17 +209,29 @@ class FrameDownsample(nn.Module):
         b, c, t = x.shape
         return self.proj(x.transpose(1, 2).reshape(b, t // self.factor, self.factor * c)).transpose(1, 2)
 
-    def streaming(self) -> "_GroupTwin":
-        return _GroupTwin(self, self.factor)
+    def streaming(self) -> GroupTwin:
+        return GroupTwin(self, self.factor)
 
 
 def _hann(n: int, device, dtype=torch.float32) -> Tensor:
     return torch.hann_window(n, periodic=True, device=device, dtype=dtype)
 
 
+def stft(audio: Tensor, n_fft: int, hop: int) -> Tensor:
+    """audio (B, Ca, L) -> complex STFT (B, Ca, L // hop, bins) in the codec's framing: frame j covers
+    samples [j*hop - (n_fft - hop), j*hop + hop), periodic Hann window; fp32 at least. A decoder
+    that predicted exactly these spectra would give back the audio (up to the stream's last frames)."""
+    return _spectrum(F.pad(audio, (n_fft - hop, 0)).unfold(-1, n_fft, hop))
+
+
+def _spectrum(frames: Tensor) -> Tensor:
+    work = torch.promote_types(frames.dtype, torch.float32)
+    n = frames.shape[-1]
+    return torch.fft.rfft(frames.to(work) * _hann(n, frames.device, work), dim=-1)
+
+
 class SpectralFrontEnd(nn.Module):
-    """audio (B, Ca, L) -> log magnitudes (B, Ca * bins, L / hop), frame j ending at sample (j+1)*hop.
-    Computed in fp32 whatever the model's dtype; L must be a multiple of hop."""
+    """audio (B, Ca, L) -> log magnitudes (B, Ca * bins, L / hop) of `stft`. L must be a multiple of hop."""
 
     def __init__(self, n_fft: int, hop: int):
         super().__init__()
@@ -226,8 +239,7 @@ class SpectralFrontEnd(nn.Module):
 
     def spectra(self, frames: Tensor) -> Tensor:
         """frames (B, Ca, T, n_fft) -> (B, Ca * bins, T)."""
-        work = torch.promote_types(frames.dtype, torch.float32)
-        mag = torch.fft.rfft(frames.to(work) * _hann(self.n_fft, frames.device, work), dim=-1).abs()
+        mag = _spectrum(frames).abs()
         b, ca, t, nb = mag.shape
         return torch.log(mag.clamp_min(1e-5)).permute(0, 1, 3, 2).reshape(b, ca * nb, t).to(frames.dtype)
 
@@ -235,8 +247,8 @@ class SpectralFrontEnd(nn.Module):
         x = F.pad(audio, (self.n_fft - self.hop, 0))
         return self.spectra(x.unfold(-1, self.n_fft, self.hop))
 
-    def streaming(self) -> "_FrameTwin":
-        return _FrameTwin(self)
+    def streaming(self) -> FrameTwin:
+        return FrameTwin(self)
 
 
 class ISTFTHead(nn.Module):
@@ -249,19 +261,23 @@ class ISTFTHead(nn.Module):
         self.audio_channels, self.n_fft, self.hop = audio_channels, n_fft, hop
         self.bins = n_fft // 2 + 1
         self.proj = nn.Linear(channels, audio_channels * 2 * self.bins)
-        # the shifted windows sum to n_fft / (2 hop): divide so a steady spectrum plays at its level
-        self.gain = 2 * hop / n_fft
+        # analysis and synthesis windows: the squared Hann's shifts sum to 3 n_fft / (8 hop); dividing
+        # by it, the spectra of `stft` come back as the audio they were taken from
+        self.gain = 8 * hop / (3 * n_fft)
 
-    def frames(self, h: Tensor) -> Tensor:
-        """(B, C, T) -> windowed time frames (B * Ca, n_fft, T) in fp32."""
+    def spectra(self, h: Tensor) -> Tensor:
+        """(B, C, T) -> complex spectra (B, Ca, T, bins), fp32 at least (bf16 has no FFT)."""
         b, _, t = h.shape
-        work = torch.promote_types(h.dtype, torch.float32)   # the FFTs: fp32 at least (bf16 has none)
+        work = torch.promote_types(h.dtype, torch.float32)
         p = self.proj(h.transpose(1, 2)).to(work).view(b, t, self.audio_channels, 2, self.bins)
         mag = torch.exp(p[..., 0, :].clamp(max=12.0))   # exp(12) ~ 1.6e5: far above full scale
-        phase = p[..., 1, :]
-        spec = torch.polar(mag, phase)                   # (B, T, Ca, bins)
-        y = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * (_hann(self.n_fft, h.device, work) * self.gain)
-        return y.permute(0, 2, 3, 1).reshape(b * self.audio_channels, self.n_fft, t)
+        return torch.polar(mag, p[..., 1, :]).transpose(1, 2)
+
+    def frames(self, spec: Tensor) -> Tensor:
+        """complex spectra (B, Ca, T, bins) -> windowed time frames (B * Ca, n_fft, T)."""
+        b, ca, t, _ = spec.shape
+        y = torch.fft.irfft(spec, n=self.n_fft, dim=-1) * (_hann(self.n_fft, spec.device, spec.real.dtype) * self.gain)
+        return y.permute(0, 1, 3, 2).reshape(b * ca, self.n_fft, t)
 
     def overlap_add(self, frames: Tensor) -> Tensor:
         """(B * Ca, n_fft, T) -> (B * Ca, (T - 1) * hop + n_fft): frame j at offset j * hop."""
@@ -269,21 +285,25 @@ class ISTFTHead(nn.Module):
         length = (t - 1) * self.hop + self.n_fft
         return F.fold(frames, (1, length), (1, self.n_fft), stride=(1, self.hop)).view(frames.shape[0], length)
 
-    def forward(self, h: Tensor) -> Tensor:
-        b, t = h.shape[0], h.shape[-1]
-        y = self.overlap_add(self.frames(h))[:, self.n_fft - self.hop:]   # frame 0 starts n_fft - hop early
-        return y.reshape(b, self.audio_channels, t * self.hop).to(h.dtype)
+    def synthesize(self, spec: Tensor) -> Tensor:
+        """complex spectra (B, Ca, T, bins) -> audio (B, Ca, T * hop), fp32."""
+        b, _, t, _ = spec.shape
+        y = self.overlap_add(self.frames(spec))[:, self.n_fft - self.hop:]   # frame 0 starts n_fft - hop early
+        return y.reshape(b, self.audio_channels, t * self.hop)
 
-    def streaming(self) -> "_OverlapAddTwin":
-        return _OverlapAddTwin(self)
+    def forward(self, h: Tensor) -> Tensor:
+        return self.synthesize(self.spectra(h)).to(h.dtype)
+
+    def streaming(self) -> OverlapAddTwin:
+        return OverlapAddTwin(self)
 
 
 class _Stack(nn.Sequential):
     """The encoder or the decoder: a Sequential whose streaming twin takes and gives the
-    channels-last (B, C, 1, T) tensors of the Oobleck streamers (see `_Flat`)."""
+    channels-last (B, C, 1, T) tensors of the Oobleck streamers (see `codec_streaming.Flat`)."""
 
-    def streaming(self) -> "_Flat":
-        return _Flat(StreamingSequential([streaming(m) for m in self]))
+    def streaming(self) -> Flat:
+        return Flat(StreamingSequential([streaming(m) for m in self]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,15 +371,20 @@ class SpectralCodec(nn.Module):
         check_signal(latents, self.latent_dim, "latents")
         return self.decoder(latents.to(self.dtype)).to(latents.dtype)
 
-    def forward(self, audio: Tensor, generator: torch.Generator | None = None, noise_scale: float = 1.0
-                ) -> tuple[Tensor, Tensor]:
-        """Training pass: (reconstruction from mean + noise_scale * std * noise, KL term)."""
+    def forward(self, audio: Tensor, generator: torch.Generator | None = None, noise_scale: float = 1.0,
+                spectra: bool = False) -> tuple[Tensor, ...]:
+        """Training pass: (reconstruction from mean + noise_scale * std * noise, KL term), and with
+        `spectra` the decoder's complex spectra (B, Ca, frames, bins) too, to score against `stft`."""
         mean, std = self.encode_moments(audio)
         z = mean
         if noise_scale:
             z = mean + noise_scale * std * torch.randn(mean.shape, generator=generator, device=mean.device,
                                                        dtype=mean.dtype)
-        return self.decoder(z), kl_divergence(mean, std)
+        kl = kl_divergence(mean, std)
+        if not spectra:
+            return self.decoder(z), kl
+        spec = self.decoder[-1].spectra(self.decoder[:-1](z))
+        return self.decoder[-1].synthesize(spec).to(z.dtype), kl, spec
 
     @torch.no_grad()
     def rescale_latents(self, factor: float) -> None:
@@ -377,170 +402,3 @@ class SpectralCodec(nn.Module):
 
     def streaming_encoder(self) -> StreamingEncoder:
         return StreamingEncoder(self)
-
-
-# ---------------------------------------------------------------------------------------------
-# Streaming twins: step(x) -> output so far or None, flush() -> the rest, reset(), state/load_state.
-
-
-def _clone(x: Tensor | None) -> Tensor | None:
-    return None if x is None else x.clone()
-
-
-class _Flat:
-    """Adapter: the Oobleck streamers push (B, C, 1, T); the twins here work on (B, C, T)."""
-
-    def __init__(self, twin):
-        self.twin = twin
-
-    def reset(self) -> None:
-        self.twin.reset()
-
-    def state(self, prefix: str) -> dict[str, Tensor]:
-        return self.twin.state(prefix)
-
-    def load_state(self, state: dict[str, Tensor], prefix: str) -> None:
-        self.twin.load_state(state, prefix)
-
-    def step(self, x: Tensor) -> Tensor | None:
-        y = self.twin.step(x.squeeze(2) if x.dim() == 4 else x)
-        return None if y is None else y.unsqueeze(2)
-
-    def flush(self) -> Tensor | None:
-        y = self.twin.flush()
-        return None if y is None else y.unsqueeze(2)
-
-
-class _Buffered:
-    """A twin holding one tensor `buf` of input still needed."""
-
-    def reset(self) -> None:
-        self.buf: Tensor | None = None
-
-    def state(self, prefix: str) -> dict[str, Tensor]:
-        return {} if self.buf is None else {prefix + "buf": self.buf}
-
-    def load_state(self, state: dict[str, Tensor], prefix: str) -> None:
-        self.buf = _clone(state.get(prefix + "buf"))
-
-    def _join(self, x: Tensor, initial: int) -> Tensor:
-        if self.buf is None:
-            self.buf = x.new_zeros(*x.shape[:-1], initial)
-        return torch.cat((self.buf, x), -1)
-
-    def flush(self) -> Tensor | None:
-        self.buf = None   # causal: no right padding, nothing more to emit
-        return None
-
-
-class _CausalConvTwin(_Buffered):
-    def __init__(self, conv: CausalConv1d):
-        self.conv = conv
-        self.reset()
-
-    def step(self, x: Tensor) -> Tensor | None:
-        if x.shape[-1] == 0:
-            self.buf = self.buf if self.buf is not None else x.new_zeros(*x.shape[:-1], self.conv.left)
-            return None
-        buf = self._join(x, self.conv.left)
-        self.buf = buf[..., buf.shape[-1] - self.conv.left:].clone()
-        return nn.Conv1d.forward(self.conv, buf)
-
-
-class _ConvNeXtTwin:
-    """The depthwise conv emits one frame per input frame, so the skip needs no delay."""
-
-    def __init__(self, block: ConvNeXtBlock):
-        self.block, self.dw = block, _CausalConvTwin(block.dwconv)
-
-    def reset(self) -> None:
-        self.dw.reset()
-
-    def state(self, prefix: str) -> dict[str, Tensor]:
-        return self.dw.state(prefix + "dw.")
-
-    def load_state(self, state: dict[str, Tensor], prefix: str) -> None:
-        self.dw.load_state(state, prefix + "dw.")
-
-    def step(self, x: Tensor) -> Tensor | None:
-        h = self.dw.step(x)
-        return None if h is None else x + self.block.branch(h)
-
-    def flush(self) -> None:
-        self.dw.flush()
-
-
-class _GroupTwin(_Buffered):
-    """Frame-group layers (FrameDownsample): runs on whole groups of `factor` frames."""
-
-    def __init__(self, module: nn.Module, factor: int):
-        self.module, self.factor = module, factor
-        self.reset()
-
-    def step(self, x: Tensor) -> Tensor | None:
-        buf = self._join(x, 0)
-        n = buf.shape[-1] // self.factor * self.factor
-        self.buf = buf[..., n:].clone()
-        return self.module(buf[..., :n]) if n else None
-
-
-class _FrameTwin(_Buffered):
-    """STFT framing: keeps the last n_fft - hop samples and any part of a hop."""
-
-    def __init__(self, front: SpectralFrontEnd):
-        self.front = front
-        self.reset()
-
-    def step(self, x: Tensor) -> Tensor | None:
-        n, h = self.front.n_fft, self.front.hop
-        buf = self._join(x, n - h)
-        count = (buf.shape[-1] - n) // h + 1
-        if count <= 0:
-            self.buf = buf
-            return None
-        self.buf = buf[..., count * h:].clone()
-        return self.front.spectra(buf[..., :(count - 1) * h + n].unfold(-1, n, h))
-
-
-class _OverlapAddTwin:
-    """Overlap-add with the last n_fft - hop samples (still missing later frames) held back."""
-
-    def __init__(self, head: ISTFTHead):
-        self.head = head
-        self.reset()
-
-    def reset(self) -> None:
-        self.tail: Tensor | None = None
-        self.to_skip = self.head.n_fft - self.head.hop   # frame 0 starts this early: the offline crop
-
-    def state(self, prefix: str) -> dict[str, Tensor]:
-        out = {prefix + "to_skip": torch.tensor(self.to_skip)}
-        return out if self.tail is None else {**out, prefix + "tail": self.tail}
-
-    def load_state(self, state: dict[str, Tensor], prefix: str) -> None:
-        self.tail = _clone(state.get(prefix + "tail"))
-        self.to_skip = int(state[prefix + "to_skip"])
-
-    def _emit(self, y: Tensor) -> Tensor | None:
-        skip = min(self.to_skip, y.shape[-1])
-        self.to_skip -= skip
-        y = y[:, skip:]
-        if not y.shape[-1]:
-            return None
-        return y.reshape(-1, self.head.audio_channels, y.shape[-1]).to(self.head.proj.weight.dtype)
-
-    def step(self, h: Tensor) -> Tensor | None:
-        t = h.shape[-1]
-        if t == 0:
-            return None
-        y = self.head.overlap_add(self.head.frames(h))
-        if self.tail is not None:
-            y[:, :self.tail.shape[-1]] += self.tail
-        self.tail = y[:, t * self.head.hop:].clone()
-        return self._emit(y[:, :t * self.head.hop])
-
-    def flush(self) -> Tensor | None:
-        if self.tail is None:
-            return None
-        tail, self.tail = self.tail, None
-        return self._emit(tail)

@@ -174,7 +174,7 @@ class AutoencoderObjective(Objective):
                         z = z + a.latent_noise * torch.randn(z.shape, generator=gen, device=z.device, dtype=z.dtype)
                 fake, kl = self.ae.decode(z)[..., :real.shape[-1]], torch.zeros((), device=real.device)
             else:
-                fake, kl = self.ae(real, generator=gen, noise_scale=a.noise_scale)
+                fake, kl = self.forward_train(real, gen)
             fake = fake.to(real.dtype)
             self._fake[key] = fake.detach()
             loss, metrics = self.reconstruction_terms(fake, real)
@@ -198,6 +198,10 @@ class AutoencoderObjective(Objective):
         else:
             loss = sum(lf.square().mean() + (lr - 1).square().mean() for (lf, _), (lr, _) in zip(d_fake, d_real))
         return loss / len(d_fake), {}
+
+    def forward_train(self, real: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reconstruction, KL) of a batch with a trained encoder."""
+        return self.ae(real, generator=gen, noise_scale=self.a.noise_scale)
 
     def reconstruction_terms(self, fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The generator's reconstruction loss (weighted) and its parts: MR-STFT and the waveform L1."""

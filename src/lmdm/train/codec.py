@@ -8,7 +8,10 @@ loss differs:
 - log-mel L1 (`mel_weight`) at every STFT size >= 512, as DAC and Vocos train (the mel bands weight
   the spectrum as hearing does, so the high octaves do not dominate);
 - both computed without the decode's last n_fft - hop samples, which frames past the crop would
-  still add to (`SpectralCodec.tail_samples`).
+  still add to (`SpectralCodec.tail_samples`);
+- L1 of the decoder's predicted log magnitudes against the input's STFT in the codec's own framing
+  (`spectral_weight`): frame by frame and bin by bin, the most direct signal for pitch, independent
+  of the phases (which the waveform losses and the discriminator shape).
 The adversarial part (multi-scale STFT discriminator, hinge + feature matching, on from `adv_start`)
 is the Oobleck trainer's; `disc_fft_sizes` picks its scales.
 """
@@ -18,7 +21,7 @@ import math
 
 import torch
 
-from ..models.codec import CodecConfig, SpectralCodec
+from ..models.codec import CodecConfig, SpectralCodec, stft
 from .autoencoder import AutoencoderObjective, _stft, mrstft_loss, train_autoencoder
 from .config import TrainConfig
 
@@ -57,10 +60,24 @@ class CodecObjective(AutoencoderObjective):
         # mel bands: about one per 16 bins, 40..160 (DAC uses 5..320 over its windows)
         self.mel_banks = {n: mel_filterbank(n, min(160, max(40, n // 16)), sr) for n in self.mel_sizes}
 
+    def forward_train(self, real: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.a.spectral_weight:
+            return super().forward_train(real, gen)
+        fake, kl, self._spectra = self.ae(real, generator=gen, noise_scale=self.a.noise_scale, spectra=True)
+        return fake, kl
+
     def reconstruction_terms(self, fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        spec, self._spectra = getattr(self, "_spectra", None), None
         keep = real.shape[-1] - self.ae.tail_samples
+        loss, metrics = super().reconstruction_terms(fake[..., :keep], real[..., :keep])
+        if spec is not None:   # frame by frame against the input's own STFT: the densest signal for magnitudes
+            c = self.ae.config
+            with torch.autocast(real.device.type, enabled=False):
+                target = stft(real, c.n_fft, c.hop).abs()
+                direct = (torch.log(spec.abs() + 1e-4) - torch.log(target + 1e-4)).abs().mean()
+            loss = loss + self.a.spectral_weight * direct
+            metrics["spectral"] = float(direct.detach())
         fake, real = fake[..., :keep], real[..., :keep]
-        loss, metrics = super().reconstruction_terms(fake, real)
         if self.a.mel_weight and self.mel_sizes:
             mel = mel_loss(fake, real, self.mel_sizes, self.mel_banks)
             loss = loss + self.a.mel_weight * mel

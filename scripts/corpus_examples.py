@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from lmdm.data.synth.captions2 import captions
-from lmdm.data.synth.render2 import synth_piece_v2
+from lmdm.data.synth.v2.captions import captions
+from lmdm.data.synth.v2.render import synth_piece_v2
 
 # (style, seed, drum kit): kits whose licences let the excerpts ship with the docs (CC0 Sonic Pi,
 # CC-BY-SA AVL and circAfrique; the strings need none); see docs/corpus.md for attributions.

@@ -35,8 +35,8 @@ python3 -m pip install -q -e ".[$extras]"
 python3 -m pip install -q --no-deps musicnn==0.1.0 basic-pitch==0.4.0
 # Decode MuseScore General's Ogg samples once (~1 min), so the first `lmdm data synth` starts at once.
 python3 - <<'PY' || echo "setup: could not prepare the v2 corpus soundfont (lmdm data synth will try again)" >&2
-from lmdm.data.synth.instruments import available, SOURCES
-from lmdm.data.synth.soundfont import playable
+from lmdm.data.synth.v2.instruments import available, SOURCES
+from lmdm.data.synth.v2.soundfont import playable
 if available("musescore"):
     print("setup: soundfont ready:", playable(SOURCES["musescore"].path()))
 PY

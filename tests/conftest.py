@@ -84,7 +84,7 @@ def make_tiny_t5(folder, d_model: int):
 
 
 def stream_audio_by_hand(stream, total: int, before_block=None) -> torch.Tensor:
-    """`lmdm.generate`'s loop driven by hand: blocks until `total` samples are covered, then the
+    """`lmdm.engine.generate`'s loop driven by hand: blocks until `total` samples are covered, then the
     decoder's tail; `before_block(stream)` runs before each block (e.g. to change the prompt)."""
     pieces, have = [], 0
     while have < total:

@@ -60,7 +60,7 @@ def test_rollout_early_exit_is_streams_x0_prediction(pattern):
     noise = stream._noise()
     stream.next_latents()
     k = 3
-    from lmdm.sampling import sao_schedule
+    from lmdm.engine.sampling import sao_schedule
     t = sao_schedule(S)[k - 1]
     call = stream.trace[k - 1]
     want = call["x"] - t * call["v"]
@@ -353,7 +353,7 @@ def sketch_model(pattern):
 def test_rollout_with_a_sketch_equals_stream_with_that_sketch(pattern):
     """A sketch over the whole window (context, then chunks) reaches every token as Stream gives it
     (`set_sketch` from the context's first frame), and it changes the output."""
-    from lmdm.sketch import sketch_group
+    from lmdm.engine.sketch import sketch_group
     model = sketch_model(pattern)
     C, B, K, S = model.config.pattern.context_frames, model.config.pattern.block_frames, 2, model.config.steps
     g = torch.Generator().manual_seed(4)

@@ -1,4 +1,4 @@
-"""The beat clock (`lmdm.beat`): tempo from prompts, a phase continuous across tempo changes, the
+"""The beat clock (`lmdm.engine.beat`): tempo from prompts, a phase continuous across tempo changes, the
 stream's cached path equal to the full masked forward with the group, and its training batches."""
 import json
 import math
@@ -8,8 +8,8 @@ import torch
 
 import lmdm
 from conftest import banded_reference_error, randomized
-from lmdm.beat import BeatClock, beat_group, bpm_from_prompts, bpm_from_text, with_tempo
-from lmdm.cache import _leading_rows
+from lmdm.engine.beat import BeatClock, beat_group, bpm_from_prompts, bpm_from_text, with_tempo
+from lmdm.engine.cache import _leading_rows
 from lmdm.errors import ConfigError
 
 FS = lmdm.preset("tiny").frame_seconds

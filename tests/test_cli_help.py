@@ -47,3 +47,17 @@ def test_lazy_public_names_still_resolve():
     from lmdm.live import Engine
     from lmdm.train import add_lora
     assert Engine.__name__ == "Engine" and callable(add_lora)
+
+
+def test_lazy_names_raise_attribute_error_for_anything_else():
+    """One helper (`lmdm._lazy.lazy_names`) serves every lazy package: unknown names are still an
+    AttributeError naming the package (so hasattr and `from x import y` behave as usual)."""
+    import pytest
+
+    import lmdm
+    import lmdm.data.synth as synth
+    assert callable(synth.render_piece) and callable(synth.generate_corpus)
+    for module, name in ((lmdm, "lmdm"), (synth, "lmdm.data.synth")):
+        with pytest.raises(AttributeError, match=f"module '{name}' has no attribute 'nope'"):
+            module.nope
+        assert not hasattr(module, "nope")

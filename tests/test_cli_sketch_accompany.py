@@ -10,11 +10,11 @@ import torch
 
 import lmdm
 from conftest import randomized, stream_audio_by_hand
-from lmdm import sketch as sk
-from lmdm.accompany import accompany, encode_song, load_song, mix
+from lmdm.engine import sketch as sk
+from lmdm.engine.accompany import accompany, encode_song, load_song, mix
 from lmdm.checkpoints import from_pretrained, save_pretrained
 from lmdm.cli import main
-from lmdm.generate import load_sketch
+from lmdm.engine.generate import load_sketch
 from lmdm.models.autoencoder import AutoencoderConfig
 
 SR, HOP = 8000, 4  # the toy autoencoder: one stride of 4

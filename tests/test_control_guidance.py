@@ -1,17 +1,17 @@
-"""Control guidance (`lmdm.control_guidance`): the differentiable controls equal `audio.controls`, a
+"""Control guidance (`lmdm.engine.control_guidance`): the differentiable controls equal `audio.controls`, a
 guided estimate moves towards the sketch, the sampler honours the refinement, and a stream without
 guidance (or without a sketch) computes exactly what it did before."""
 import numpy as np
 import pytest
 import torch
 
-from lmdm.control_guidance import (PEAK, ControlGuidance, clipping_penalty, guide_x0, sketch_loss,
+from lmdm.engine.control_guidance import (PEAK, ControlGuidance, clipping_penalty, guide_x0, sketch_loss,
                                    torch_loudness_and_centroid)
 from lmdm.audio.controls import SILENCE_DB, loudness_and_centroid
 from lmdm.errors import ConfigError
 from lmdm.live.testmodel import tiny_live_model
-from lmdm.sampling import sample
-from lmdm.sketch import controls_from_audio, sketch_group
+from lmdm.engine.sampling import sample
+from lmdm.engine.sketch import controls_from_audio, sketch_group
 
 SR = 16000
 

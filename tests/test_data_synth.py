@@ -9,7 +9,7 @@ pytest.importorskip("pretty_midi")
 pytest.importorskip("tinysoundfont")
 
 from lmdm.data.synth import STYLES, captions, compose, generate_corpus, synth_piece  # noqa: E402
-from lmdm.data.synth.styles import KITS, PROGRAMS  # noqa: E402
+from lmdm.data.synth.v1.styles import KITS, PROGRAMS  # noqa: E402
 from lmdm.data.tempo import estimate_tempo, tempo_matches  # noqa: E402
 
 SR = 44100
@@ -187,7 +187,7 @@ def test_corpus_files_and_manifest(tmp_path):
 
 
 def test_fluidsynth_backend_when_installed():
-    from lmdm.data.synth.render import fluidsynth_soundfont
+    from lmdm.data.synth.v1.render import fluidsynth_soundfont
     if fluidsynth_soundfont() is None:
         pytest.skip("fluidsynth + fluid-soundfont-gm not installed")
     _, stems, mix, meta = synth_piece("rock", 2, 4.0, backend="fluidsynth")

@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("pretty_midi")
 
-from lmdm.data.synth.captions2 import captions, parse_caption  # noqa: E402
+from lmdm.data.synth.v2.captions import captions, parse_caption  # noqa: E402
 from lmdm.data.synth.compose import compose  # noqa: E402
-from lmdm.data.synth.instruments import SOURCES, HydrogenKit, SampleKit, SoundFontInstrument, SoundFontKit, \
+from lmdm.data.synth.v2.instruments import SOURCES, HydrogenKit, SampleKit, SoundFontInstrument, SoundFontKit, \
     available, play  # noqa: E402
-from lmdm.data.synth.styles2 import KITS, PROGRAMS, STYLES  # noqa: E402
+from lmdm.data.synth.v2.styles import KITS, PROGRAMS, STYLES  # noqa: E402
 from lmdm.data.synth.theory import NOTE_NAMES, SHARP_NAMES  # noqa: E402
 
 SR = 44100
@@ -149,7 +149,7 @@ def test_v2_corpus_manifest_matches_audio(tmp_path):
 
 def test_v2_is_deterministic_and_styles_differ():
     need("musescore" if available("musescore") else "fluidr3")
-    from lmdm.data.synth.render2 import synth_piece_v2
+    from lmdm.data.synth.v2.render import synth_piece_v2
     _, stems_a, mix_a, meta_a = synth_piece_v2("funk", 5, 3.0)
     _, stems_b, mix_b, meta_b = synth_piece_v2("funk", 5, 3.0)
     assert np.array_equal(mix_a, mix_b) and meta_a == meta_b
@@ -181,8 +181,8 @@ def test_stated_key_and_tempo_agree_with_the_judge():
     on >= 80 % (measured on 96 pieces: key 89 %, tempo 93 %; docs/corpus.md)."""
     judge = pytest.importorskip("lmdm.eval.judge")
     need("musescore" if available("musescore") else "fluidr3")
-    from lmdm.data.synth import instruments, soundfont
-    from lmdm.data.synth.render2 import synth_piece_v2
+    from lmdm.data.synth.v2 import instruments, soundfont
+    from lmdm.data.synth.v2.render import synth_piece_v2
     # render as a fresh process would: a soundfont note still depends slightly on what the same
     # synth rendered before it (docs/corpus.md), and the figures above were measured from a fresh start
     instruments.clear_cache()
@@ -214,9 +214,9 @@ def test_missing_packages_fall_back_or_fail_clearly(monkeypatch, tmp_path, capsy
     (the metadata names what played); no soundfont at all is a one-line error naming the packages."""
     from dataclasses import replace
 
-    import lmdm.data.synth.instruments as instruments
+    import lmdm.data.synth.v2.instruments as instruments
     from lmdm.cli import main
-    from lmdm.data.synth.render2 import usable_kit
+    from lmdm.data.synth.v2.render import usable_kit
     need("hydrogen")
     need("sonicpi")
     assert usable_kit("millo", STYLES["lofi"].palette["drums"]) == "millo"

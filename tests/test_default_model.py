@@ -62,7 +62,7 @@ def test_load_takes_dtype_names():
 
 
 def test_default_model_keeps_the_tempo_its_beat_clock_asks(model):
-    """v0.7's beat clock (`lmdm.beat`): one caption and seed at three tempi, heard at each by the
+    """v0.7's beat clock (`lmdm.engine.beat`): one caption and seed at three tempi, heard at each by the
     evaluation's beat tracker (measured 79.8 / 99.7 / 126.5 BPM on an AVX2-only machine in fp32, v0.11.1;
     6 % is room for other CPUs' bf16 arithmetic, far from the octave errors the clock fixes). Not every
     caption is this clean: "funky bass groove with drums" at 130 is heard at 65.6, the lower octave (model
@@ -82,7 +82,7 @@ def test_default_model_keeps_the_tempo_its_beat_clock_asks(model):
 
 
 def test_default_model_guides_its_blocks_towards_the_prompt(model):
-    """v0.9's prompt guidance (`lmdm.prompt_guidance`) is on by default and moves what the model plays
+    """v0.9's prompt guidance (`lmdm.engine.prompt_guidance`) is on by default and moves what the model plays
     towards the prompt in its probe's space (the model card measures what the evaluation's tagger hears)."""
     assert model.prompt_probe is not None and model.config.prompt_guidance > 0
     assert 0.3 < float(model.prompt_probe.target_similarity) < 1

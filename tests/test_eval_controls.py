@@ -121,7 +121,7 @@ def test_skipped_with_a_reason(manifest):
 def test_drawn_curves_are_the_sketch_the_model_is_given():
     """The drawn part compares the output with exactly the curves fed as the sketch."""
     from lmdm.eval.controls_suite import _at_frames, random_curves
-    from lmdm.sketch import controls_from_curves, normalise_centroid, normalise_loudness
+    from lmdm.engine.sketch import controls_from_curves, normalise_centroid, normalise_loudness
     from lmdm.audio.controls import hz_to_midi
     curves = random_curves(np.random.default_rng([0, 1]), 12.0)
     assert curves["loudness"][-1][0] >= 12.0 and all(1.0 <= b[0] - a[0] <= 4.0 for a, b in

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import lmdm
-from lmdm.beat import bpm_from_text
+from lmdm.engine.beat import bpm_from_text
 from lmdm.checkpoints import save_pretrained
 from lmdm.data.dataset import read_manifest
 from lmdm.data.synth.corpus import generate_corpus
@@ -135,7 +135,7 @@ def test_tempo_readings_script_renders_and_reads_the_named_bpm_streams(setup, tm
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     import json
-    from lmdm.beat import with_tempo
+    from lmdm.engine.beat import with_tempo
     entries = read_manifest(setup / "corpus" / "manifest.jsonl")
     for e in entries[::2]:            # half the captions name their BPM (the script reads only captions)
         e["captions"][0] = with_tempo(e["captions"][0], e["metadata"]["tempo"])

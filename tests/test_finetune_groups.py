@@ -15,7 +15,7 @@ from lmdm.audio.controls import NAMES
 from lmdm.audio.io import load_audio
 from lmdm.data.dataset import LatentDataset, encode_audio, encode_dataset, write_manifest
 from lmdm.errors import ConfigError
-from lmdm.sketch import median_filter, sketch_from_controls
+from lmdm.engine.sketch import median_filter, sketch_from_controls
 from lmdm.train.config import TrainConfig
 from lmdm.train.finetune import FinetuneObjective, build_model
 from lmdm.train.loop import Trainer, list_checkpoints
@@ -209,7 +209,7 @@ def test_stream_cutoff_convention_matches(tmp_path):
     """The window-relative cutoff used in training is the one Stream._window_groups applies."""
     model = lmdm.preset("tiny")
     model.dit.input_groups = dict(GROUPS)
-    from lmdm.stream import Stream
+    from lmdm.engine.stream import Stream
     s = Stream(lmdm.LiveMusicModel(model).eval(), "x", cutoff_frames=6)
     s.set_accompaniment(torch.ones(IO, 200), start=-100)   # covers the whole first window
     g = s._window_groups(s.frame - s.C, s.C + s.B)["accompaniment"]

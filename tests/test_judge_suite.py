@@ -62,7 +62,7 @@ def test_natural_prompt_set():
     assert len(texts["prompts"]) >= 30 and len(set(texts["prompts"])) == len(texts["prompts"])
     mapped = [p for p in texts["prompts"] if prompt_words(p)]
     assert len(mapped) >= 0.9 * len(texts["prompts"])   # nearly every prompt has words the judge can check
-    from lmdm.beat import bpm_from_text
+    from lmdm.engine.beat import bpm_from_text
     assert {bpm_from_text(p) for p in texts["same_tempo"]} == {120.0}
     assert sum(parse_key(p) is not None for p in texts["prompts"]) >= 5
 

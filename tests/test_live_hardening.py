@@ -13,7 +13,9 @@ websockets = pytest.importorskip("websockets")
 
 from lmdm.live import protocol as P  # noqa: E402
 from lmdm.live.client import Block, Client  # noqa: E402
-from lmdm.live.engine import CONTROLS_PER_TURN, MAX_CONTROLS, MAX_SLOTS, Engine  # noqa: E402
+from lmdm.live.engine import Engine  # noqa: E402
+from lmdm.live.scheduler import CONTROLS_PER_TURN, MAX_CONTROLS  # noqa: E402
+from lmdm.live.session import MAX_SLOTS  # noqa: E402
 from lmdm.live.server import LiveServer, resolve_token  # noqa: E402
 from lmdm.live.testmodel import tiny_live_model  # noqa: E402
 
@@ -207,3 +209,9 @@ def test_osc_answers_bad_session_ids_and_keeps_a_bounded_error_log(model):
         assert len(bridge.errors) == MAX_ERRORS and bridge.error_count == MAX_ERRORS + 57
     finally:
         bridge.stop()
+
+
+def test_every_control_message_has_a_handler():
+    """The dispatch table covers the protocol: a message the parser accepts is never left unhandled."""
+    from lmdm.live.dispatch import HANDLERS
+    assert set(HANDLERS) == set(P.Control.__origin__.__args__)

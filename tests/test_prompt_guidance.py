@@ -1,4 +1,4 @@
-"""Prompt guidance (`lmdm.prompt_guidance`): the probe learns which latents go with which caption, a
+"""Prompt guidance (`lmdm.engine.prompt_guidance`): the probe learns which latents go with which caption, a
 guided estimate moves towards the prompt's embedding, a stream without guidance computes exactly what
 it did before, and the probe travels with the model (save / load, stream state, the CLI that fits it)."""
 import json
@@ -10,11 +10,11 @@ from safetensors.torch import save_file
 from lmdm.checkpoints import from_pretrained, save_pretrained
 from lmdm.cli import main
 from lmdm.data.dataset import LatentDataset
-from lmdm.control_guidance import adam_guidance_steps
+from lmdm.engine.control_guidance import adam_guidance_steps
 from lmdm.errors import CheckpointError, ConfigError, DataError
 from lmdm.data.labels import INSTRUMENTS
 from lmdm.live.testmodel import tiny_live_model
-from lmdm.prompt_guidance import PromptGuidance, guide_to_prompt, pool_tokens
+from lmdm.engine.prompt_guidance import PromptGuidance, guide_to_prompt, pool_tokens
 from lmdm.train.prompt_probe import fit_prompt_probe
 
 IO, TEXT = 8, 16

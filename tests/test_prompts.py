@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from lmdm.errors import ConfigError, PromptError
-from lmdm.generate import block_pattern
-from lmdm.prompts import as_schedule, parse_blend, parse_schedule
+from lmdm.engine.generate import block_pattern
+from lmdm.engine.prompts import as_schedule, parse_blend, parse_schedule
 from conftest import stream_audio_by_hand, tiny_model
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lmdm.errors import ConfigError
-from lmdm.sampling import guide, sample, sao_schedule
+from lmdm.engine.sampling import guide, sample, sao_schedule
 
 
 def test_sao_schedule_matches_published_values():

@@ -7,9 +7,9 @@ import torch
 
 import lmdm
 from conftest import banded_reference_error, randomized
-from lmdm import sketch as sk
+from lmdm.engine import sketch as sk
 from lmdm.audio.controls import extract_controls
-from lmdm.delay import DelayStream
+from lmdm.engine.delay import DelayStream
 
 TOL = 1e-5
 SR, HOP = 44100, 512

@@ -133,7 +133,7 @@ def test_reblocked_stream_equals_a_fresh_stream_primed_with_its_past(pattern):
     got = [s.next_latents() for _ in range(5)]
     assert all(x.shape[-1] == 2 for x in got) and s.frame == 26
 
-    from lmdm.generate import block_pattern
+    from lmdm.engine.generate import block_pattern
     ref = model.stream("piano", seed=5, pattern=block_pattern(model, 2), context=past)
     ref.block_index, ref._frame = 4, 16
     for want in got:

@@ -70,7 +70,7 @@ def test_unit_latents_export_and_loading_it_into_a_model(tmp_path):
     from lmdm.config import ModelConfig, preset
     from lmdm.data.cli import load_autoencoder_dir
     from lmdm.errors import ConfigError
-    from lmdm.model import LiveMusicModel
+    from lmdm.engine.model import LiveMusicModel
     from lmdm.train.autoencoder import latent_std
     from lmdm.train.finetune import load_autoencoder_weights
     cfg = cfg_for(tmp_path, make_manifest(tmp_path / "audio"), noise_scale=0.0, unit_latents=True, adv_weight=0.0,

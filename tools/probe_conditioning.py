@@ -28,7 +28,7 @@
         (a uniform guess is ln 91 = 4.51) and the share read within 4 % of it.
     python tools/probe_conditioning.py clock-loss MODEL_DIR LATENTS_DIR
         the loss on 16 training windows without context at t = 0.5, 0.8, 0.95 with the right beat clock
-        (`lmdm.beat`, the piece's BPM from its first frame), none, one half a beat off, one at 0.8x tempo.
+        (`lmdm.engine.beat`, the piece's BPM from its first frame), none, one half a beat off, one at 0.8x tempo.
     python tools/probe_conditioning.py bpm-sweep MODEL_DIR HELDOUT/manifest.jsonl
         4 held-out captions (the eval's first 4), seeds 0-3, 18-s streams at --bpm 0, 80, 100, 130, 160:
         the beat tracker's tempo of each (does sampling keep the clock's tempo?).
@@ -98,7 +98,7 @@ def context(model_dir: str, latents: str, heldout: str) -> None:
 def sketch(model_dir: str) -> None:
     import tempfile
     from lmdm.audio.controls import extract_controls
-    from lmdm.generate import generate, load_sketch
+    from lmdm.engine.generate import generate, load_sketch
     m = lmdm.load(model_dir, dtype="auto")
     curve = {"loudness": [[0, -60], [4.9, -60], [5, -8], [9.9, -8], [10, -60], [14.9, -60], [15, -8], [20, -8]]}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
@@ -147,7 +147,7 @@ def caption_loss(model_dir: str, latents: str) -> None:
 def sketch_loss(model_dir: str, latents: str) -> None:
     from lmdm.audio.controls import NAMES
     from lmdm.data.dataset import LatentDataset
-    from lmdm.sketch import sketch_from_controls, sketch_group
+    from lmdm.engine.sketch import sketch_from_controls, sketch_group
     torch.manual_seed(0)
     m = lmdm.from_pretrained(model_dir).float().eval()
     T = m.config.pattern.context_frames + m.config.pattern.block_frames
@@ -168,7 +168,7 @@ def sketch_follow(model_dir: str, latents: str, heldout: str) -> None:
     from lmdm.audio.controls import NAMES, extract_controls
     from lmdm.audio.io import load_audio
     from lmdm.data.dataset import LatentDataset
-    from lmdm.sketch import normalise_loudness, sketch_from_controls, sketch_group
+    from lmdm.engine.sketch import normalise_loudness, sketch_from_controls, sketch_group
     from lmdm.train.control_probe import fit_control_probe, probe_pairs
     corr = lambda a, b: float(np.corrcoef(np.asarray(a, np.float64), np.asarray(b, np.float64))[0, 1])  # noqa: E731
     m = lmdm.from_pretrained(model_dir).float().eval()
@@ -254,7 +254,7 @@ def tempo(model_dir: str, latents: str, control_probe: str, heldout: str) -> Non
 
 
 def clock_loss(model_dir: str, latents: str) -> None:
-    from lmdm.beat import beat_group, grid_phase
+    from lmdm.engine.beat import beat_group, grid_phase
     from lmdm.data.dataset import LatentDataset
     torch.manual_seed(0)
     m = lmdm.from_pretrained(model_dir).float().eval()
@@ -294,7 +294,7 @@ def bpm_sweep(model_dir: str, heldout: str) -> None:
 
 
 def adherence(model_dir: str, heldout: str, n: str = "8", seconds: str = "20") -> None:
-    from lmdm.beat import bpm_from_text
+    from lmdm.engine.beat import bpm_from_text
     from lmdm.eval.suite import _adherence
     from lmdm.eval.tagger import Tagger
     m, tagger, rows = lmdm.load(model_dir, dtype="auto"), Tagger.load()[0], []

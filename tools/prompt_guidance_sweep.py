@@ -2,7 +2,7 @@
 
     python tools/prompt_guidance_sweep.py MODEL_DIR HELDOUT/manifest.jsonl '{"strength": 0.3}' '{"strength": 0.15}' ...
 
-Each JSON is a `lmdm.prompt_guidance.PromptGuidance` (strength, iterations, first_step, last_step,
+Each JSON is a `lmdm.engine.prompt_guidance.PromptGuidance` (strength, iterations, first_step, last_step,
 instrument_weight for probes with instrument heads), plus
 optionally "hinge": false (the probe's target similarity set to 1: push every block) and "beat_cfg" /
 "beat_cfg_steps" (the stream's guidance on the beat clock and the steps it acts on; default: the model's). Streams: the eval's
@@ -19,10 +19,10 @@ import torch
 
 import lmdm
 from lmdm.data.dataset import read_manifest
-from lmdm.beat import bpm_from_text
+from lmdm.engine.beat import bpm_from_text
 from lmdm.eval.suite import _adherence, _median_tempo_error
 from lmdm.eval.tagger import Tagger
-from lmdm.prompt_guidance import PromptGuidance
+from lmdm.engine.prompt_guidance import PromptGuidance
 
 
 def main(model_dir: str, heldout: str, *settings: str) -> None:

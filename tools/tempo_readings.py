@@ -27,7 +27,7 @@ import soundfile as sf
 import torch
 
 import lmdm
-from lmdm.beat import bpm_from_text
+from lmdm.engine.beat import bpm_from_text
 from lmdm.audio.io import load_audio
 from lmdm.data.dataset import read_manifest
 from lmdm.data.tempo import band_flux, beat_phase, beat_steadiness, estimate_tempo, tempogram_peak

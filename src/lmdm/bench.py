@@ -30,7 +30,7 @@ from .config import PATTERNS, PatternConfig, preset
 from .errors import ConfigError
 from .flops import comparison, dit_flops_per_block
 from .machine import bf16_native, describe, headline, matmul_peak_gflops
-from .model import LiveMusicModel
+from .engine.model import LiveMusicModel
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
 

@@ -20,7 +20,7 @@ import torch
 
 from .config import ModelConfig, PatternConfig
 from .errors import CheckpointError, ConfigError
-from .model import LiveMusicModel
+from .engine.model import LiveMusicModel
 from .sao import config_from_sao, from_sao_keys, sao_config, to_sao_keys
 
 WEIGHTS, CONFIG, SAO_CONFIG = "model.safetensors", "config.json", "model_config.json"

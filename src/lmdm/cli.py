@@ -90,7 +90,7 @@ def _check_length(schedule, seconds: float | None, model=None, writer=None) -> N
 def _generate(args) -> int:
     from .audio.writer import AudioWriter
     from .checkpoints import load, resolve_dtype
-    from .prompts import parse_schedule
+    from .engine.prompts import parse_schedule
     if (args.prompt is None) == (not args.prompts):
         raise PromptError('give one prompt, e.g. lmdm generate "funky bass groove, 110 BPM", or --prompts '
                           '"A@0s" "B@30s" (not both)')
@@ -105,7 +105,7 @@ def _generate(args) -> int:
         _check_length(schedule, args.seconds, model)
         sketch = None
         if args.sketch:
-            from .generate import load_sketch
+            from .engine.generate import load_sketch
             sketch = load_sketch(model, args.sketch, args.seconds, args.sketch_strength)
         peak, say = 0.0, (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
         out.start(model.sample_rate, model.autoencoder.config.audio_channels)
@@ -127,10 +127,10 @@ def _generate(args) -> int:
 
 
 def _accompany(args) -> int:
-    from .accompany import accompany, check_model, load_song, mix
+    from .engine.accompany import accompany, check_model, load_song, mix
     from .audio.writer import AudioWriter
     from .checkpoints import load, resolve_dtype
-    from .prompts import parse_schedule
+    from .engine.prompts import parse_schedule
     schedule = parse_schedule(args.prompt)
     _knobs(args, cutoff_frames=args.cutoff)
     _check_length(schedule, args.seconds)

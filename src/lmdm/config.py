@@ -238,8 +238,8 @@ class ModelConfig:
     steps: int = 8                   # default denoising steps per block
     cfg_scale: float = 1.0           # default classifier-free guidance scale (1 = off: one model call per step)
     sketch_cfg_scale: float = 1.0    # default guidance on a sketch when one is given (1 = off)
-    control_guidance: float = 0.0    # default control guidance strength on a sketch (0 = off; lmdm.control_guidance)
-    prompt_probe: dict | None = None  # a latent-text model for prompt guidance: {"width", "dim"[, "instruments"]} (lmdm.prompt_guidance)
+    control_guidance: float = 0.0    # default control guidance strength on a sketch (0 = off; lmdm.engine.control_guidance)
+    prompt_probe: dict | None = None  # a latent-text model for prompt guidance: {"width", "dim"[, "instruments"]} (lmdm.engine.prompt_guidance)
     prompt_guidance: float = 0.0     # default prompt guidance strength (0 = off; needs prompt_probe)
     beat_cfg_scale: float = 1.0      # default guidance on the beat clock while it runs (1 = off)
     beat_cfg_steps: int = 0          # ... on the first this many denoising steps (0 = all)
@@ -279,7 +279,7 @@ class ModelConfig:
         if not -16 <= self.beat_lead_frames <= 16:
             raise ConfigError(f"beat_lead_frames must be in [-16, 16], got {self.beat_lead_frames}")
         if self.prompt_guidance > 0 and self.prompt_probe is None:
-            raise ConfigError("prompt_guidance > 0 needs a prompt_probe (lmdm.prompt_guidance)")
+            raise ConfigError("prompt_guidance > 0 needs a prompt_probe (lmdm.engine.prompt_guidance)")
         if self.prompt_probe is not None and not {"width", "dim"} <= set(self.prompt_probe) <= {"width", "dim", "instruments"}:
             raise ConfigError("prompt_probe must have the keys 'width' and 'dim' (and optionally 'instruments'), "
                               f"got {sorted(self.prompt_probe)}")

@@ -12,8 +12,8 @@ import argparse
 def _synth(args) -> int:
     from .synth import format_summary, generate_corpus
     from ..errors import ConfigError
-    from .synth.styles import STYLES as V1
-    from .synth.styles2 import STYLES as V2
+    from .synth.v1.styles import STYLES as V1
+    from .synth.v2.styles import STYLES as V2
     book = V2 if args.renderer == "v2" else V1
     unknown = [s for s in args.styles or [] if s not in book]
     if unknown:

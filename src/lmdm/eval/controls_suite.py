@@ -31,7 +31,7 @@ controls mostly move beat by beat around a steady level; drawn curves are slow, 
 
 Accompaniment coherence (`beat_alignment`, `key_agreement`), for manifest pieces with stems: one stem
 (`given`, default "chords" when the piece has it, else the first in sorted order) of the first
-`seconds` is the song given to `lmdm.accompany.accompany` (the default cutoff of `lmdm accompany`),
+`seconds` is the song given to `lmdm.engine.accompany.accompany` (the default cutoff of `lmdm accompany`),
 the model generates the rest. Compared, with the given stem G of the piece:
 - `generated`: the accompaniment generated for G;
 - `random_stem`: that same generated audio against the given stem of ANOTHER piece (the next one
@@ -238,8 +238,8 @@ def evaluate_controls(model, manifest: str | Path, suite: str | ControlsSuite = 
 
 
 def _sketch_part(model, manifest, spec: ControlsSuite, seed: int, say, steps, quality: SketchQuality | None) -> dict:
-    from ..generate import generate
-    from ..sketch import controls_from_curves, sketch_from_controls
+    from ..engine.generate import generate
+    from ..engine.sketch import controls_from_curves, sketch_from_controls
     reason = _skip_reason(model, "sketch")
     if reason:
         return {"skipped": reason}
@@ -343,8 +343,8 @@ def _coherence(given, audio, sr) -> dict:
 
 
 def _accompaniment_part(model, manifest, spec: ControlsSuite, seed: int, say, steps) -> dict:
-    from ..accompany import accompany, default_cutoff
-    from ..generate import generate
+    from ..engine.accompany import accompany, default_cutoff
+    from ..engine.generate import generate
     reason = _skip_reason(model, "accompaniment")
     if reason:
         return {"skipped": reason}

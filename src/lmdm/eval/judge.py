@@ -270,7 +270,7 @@ def judge_audio(audio: np.ndarray, sr: int, prompt: str | None = None, notes: bo
 
 def prompt_agreement(prompt: str, judged: dict, probs: dict) -> dict:
     """Tags vs the prompt's words, tempo vs the BPM it names, key vs the key it names."""
-    from ..beat import bpm_from_text
+    from ..engine.beat import bpm_from_text
     res: dict = {"text": prompt}
     res["tags"] = probs if "unavailable" in probs else tag_agreement(prompt, probs)
     named = bpm_from_text(prompt)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..beat import bpm_from_text
+from ..engine.beat import bpm_from_text
 from ..audio.io import load_audio
 from ..data.dataset import read_manifest
 from ..data.labels import instruments_of
@@ -146,7 +146,7 @@ def evaluate(model, manifest: str | Path, suite: str | Suite = "quick", tagger: 
               "sketch_cfg_scale": model.config.sketch_cfg_scale, "control_guidance": model.config.control_guidance,
               "beat_cfg_scale": model.config.beat_cfg_scale, "beat_cfg_steps": model.config.beat_cfg_steps,
               "prompt_guidance": model.config.prompt_guidance,
-              # with a beat clock (`lmdm.beat`) a stream keeps the BPM its caption names, as `lmdm generate` does
+              # with a beat clock (`lmdm.engine.beat`) a stream keeps the BPM its caption names, as `lmdm generate` does
               "beat_clock": "beat" in model.config.dit.input_groups,
               "reference_pieces": len(ref_entries), "reference_windows": len(reference),
               "streams": {}, "adherence": [], "transitions": [], "rtf": []}

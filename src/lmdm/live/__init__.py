@@ -3,13 +3,9 @@
 Heavy dependencies (fastapi, uvicorn, websockets, python-osc) are imported where used, and the
 public names on first use (PEP 562), so `import lmdm.live` (and `lmdm live --help`) stays light.
 """
-from importlib import import_module
+from .._lazy import lazy_names
 
 _PUBLIC = {"Block": ".client", "Client": ".client", "SyncClient": ".client", "Engine": ".engine"}
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        return getattr(import_module(_PUBLIC[name], __name__), name)
-    raise AttributeError(f"module 'lmdm.live' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _PUBLIC)

@@ -73,7 +73,7 @@ def run_live(args) -> int:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     if args.headless:   # every option and the output path are checked before the model loads
         from ..audio.writer import check_output
-        from ..prompts import parse_schedule
+        from ..engine.prompts import parse_schedule
         if not args.script:
             raise ConfigError('--headless needs --script, e.g. --script "warm piano@0s" "dub techno@10s"')
         SamplingConfig(seconds=args.seconds, seed=args.seed, steps=args.steps, cfg_scale=args.cfg).validate(

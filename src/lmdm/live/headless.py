@@ -1,7 +1,7 @@
 """`lmdm live --headless`: a scripted session without a browser, written to a WAV file.
 
 Runs the same engine as the server, in process (no sockets). The script is a list of prompt specs
-in `lmdm.prompts` syntax ("warm piano@0s" "dub techno:1|choir:0.5@10s"); its changes are
+in `lmdm.engine.prompts` syntax ("warm piano@0s" "dub techno:1|choir:0.5@10s"); its changes are
 submitted as controls when the audio written so far reaches their time, so they land at the
 next block boundary exactly as a live performer's would.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..audio.writer import AudioWriter
 from ..config import SamplingConfig
 from ..errors import ConfigError
-from ..prompts import parse_schedule
+from ..engine.prompts import parse_schedule
 from . import protocol as P
 from .engine import Engine
 

@@ -25,10 +25,10 @@ in order with the audio, so the block it names is the first block generated unde
 A control the engine cannot carry out (e.g. a mode the model cannot do) is answered with
 {"type": "error", "cmd": <type>, "id": ..., "message": ...} instead; the session carries on unchanged.
 A control superseded while it waited (a later control of the same type, e.g. the next position of
-a dragged slider, replaced it in the session's queue; `engine._superseded`) is answered with
+a dragged slider, replaced it in the session's queue; `scheduler._superseded`) is answered with
 {"type": "ack", "cmd": <type>, "id": ..., "block": null, "superseded": true}: the later one carries
-the value. At most `engine.MAX_CONTROLS` controls wait per session; the server reads no more from a
-client until there is room (backpressure). `save` keeps at most `engine.MAX_SLOTS` slots per session
+the value. At most `scheduler.MAX_CONTROLS` controls wait per session; the server reads no more from a
+client until there is room (backpressure). `save` keeps at most `session.MAX_SLOTS` slots per session
 and the server's `--max-saved-mb` in total; past either it answers an error naming the limit.
 
 Modes ({"type": "mode", "mode": ...}; `hello` / `GET /api/info` list `supported_modes`):
@@ -38,22 +38,22 @@ Modes ({"type": "mode", "mode": ...}; `hello` / `GET /api/info` list `supported_
   block generated in the mode (the block the ack names): output sample n of that block is time-
   aligned with input sample n. Block j of the mode sees only input latent frames before
   j * block_frames - cutoff_frames ({"type": "cutoff", "frames": n}; default `cutoff_frames` in hello).
-- "sketch": loudness / brightness / pitch curves at the latent frame rate (`lmdm.sketch`), from the
+- "sketch": loudness / brightness / pitch curves at the latent frame rate (`lmdm.engine.sketch`), from the
   upstream audio (block j of the mode follows input block j) or from {"type": "sketch", "curves":
   {...}} (drawn curves, frames from the block the ack names; "curves": null = back to the input).
   {"type": "sketch_strength", "strength": 0..1} sets the median-filter kernel (1 = follow exactly);
   {"type": "sketch_cfg", "scale": 0..20} the guidance on the sketch (`Stream.sketch_cfg`; 1 = off,
   default the model's `sketch_cfg_scale`, in hello); {"type": "control_guidance", "strength": 0..2}
-  enforces the sketch's loudness and brightness through the decoder (`lmdm.control_guidance`; 0 = off).
+  enforces the sketch's loudness and brightness through the decoder (`lmdm.engine.control_guidance`; 0 = off).
   Live sessions start with it off (`default_control_guidance` 0 in hello) whatever the model's offline
   default: it costs decoder passes per block (about 1x real time at 0.3 on two CPU cores).
-- prompt guidance (models with a prompt probe, `prompt_probe` true in hello; `lmdm.prompt_guidance`):
+- prompt guidance (models with a prompt probe, `prompt_probe` true in hello; `lmdm.engine.prompt_guidance`):
   {"type": "prompt_guidance", "strength": 0..2} (0 = off); sessions start at the model's own
   (`default_prompt_guidance` in hello): it works in latent space and costs little real time.
 - beat clock (every mode but generative_delay; `beat_clock` in hello says whether the model has one):
   {"type": "bpm", "bpm": n}: null follows the prompt's "... N BPM" (the default), 0 lets the model
-  choose, 30..300 fixes the tempo (`lmdm.beat`; the beat's phase stays continuous across changes).
-- "generative_delay": `lmdm.delay.DelayStream` (a fresh stream) fed one upstream block per output
+  choose, 30..300 fixes the tempo (`lmdm.engine.beat`; the beat's phase stays continuous across changes).
+- "generative_delay": `lmdm.engine.delay.DelayStream` (a fresh stream) fed one upstream block per output
   block; the prompt sets the timbre; {"type": "feedback", "feedback": 0..1} (1 = the model continues
   its own output, 0 = its context is the lagged input) and "cutoff" (a multiple of block_frames;
   lag = (1 + cutoff / block_frames) blocks = `delay_lag_samples` in hello for the default).
@@ -212,7 +212,7 @@ Curve = Union[Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Fiel
 
 
 class SetSketch(_Msg):
-    """Drawn sketch curves (units as `lmdm.sketch.controls_from_curves`: loudness dB, centroid Hz,
+    """Drawn sketch curves (units as `lmdm.engine.sketch.controls_from_curves`: loudness dB, centroid Hz,
     pitch Hz with 0 = unvoiced), one value per latent frame or [[seconds, value], ...], from the
     block the ack names; `seconds` (default: the curves' own length) is how long they last.
     None: follow the upstream audio again."""

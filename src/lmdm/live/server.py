@@ -1,7 +1,7 @@
 """`lmdm live`'s server: FastAPI + one WebSocket per session + the browser UI as static files.
 
 The event loop only parses, validates and forwards: generation happens on the engine thread
-(`engine.py`), so a slow block never delays another session's sends or a control message.
+(`scheduler.py`), so a slow block never delays another session's sends or a control message.
 
 Who may connect (checked before the WebSocket is accepted; refused with HTTP 403):
 - Origin: a browser always sends one, so a page from another site that the user has open cannot
@@ -31,7 +31,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from . import protocol as P
-from .engine import Engine, Session
+from .engine import Engine
+from .session import Session
 
 WEB = Path(__file__).parent / "web"
 WS_MAX_BYTES = 4 * 1024 * 1024  # the transport's hard limit (close 1009); P.MAX_INPUT_BYTES is the soft one

@@ -17,7 +17,7 @@ and the decoder's output sample s is complete once the frames overlapping it exi
 n_fft - hop samples (35 ms at 2048 / 512 and 44.1 kHz). The offline decode's last n_fft - hop
 samples miss the frames past the end (as a stream that stops would); training scores without them.
 
-Streaming reuses `StreamingDecoder` / `StreamingEncoder` of the Oobleck module: each layer here has
+Streaming reuses the Oobleck's `StreamingDecoder` / `StreamingEncoder` (models.streaming_autoencoder): each layer here has
 an exact streaming twin (lmdm.models.codec_streaming), so pushing any pieces equals the offline call.
 """
 from __future__ import annotations
@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .autoencoder import (Autoencoder, AutoencoderConfig, StreamingDecoder, StreamingEncoder, check_signal,
-                          kl_divergence, vae_moments)
+from .autoencoder import Autoencoder, kl_divergence, vae_moments
+from .autoencoder_config import AutoencoderConfig, check_signal
 from .codec_streaming import CausalConvTwin, ConvNeXtTwin, Flat, FrameTwin, GroupTwin, OverlapAddTwin
+from .streaming_autoencoder import StreamingDecoder, StreamingEncoder
 from .streaming_conv import StreamingSequential, streaming
 
 Tensor = torch.Tensor

@@ -7,7 +7,7 @@ T counts as part of the target: it sees what the target sees, and only the targe
 - enc-dec:       kv < C or q >= C. Context sees only context; target and T see all.
 - block-causal:  frames are cut into chunks of B; chunk i sees chunks i-w+1 .. i. T belongs to
                  the last chunk. Over a long stream this is a banded mask, the exact reference
-                 for the rolling cache in `lmdm.cache`.
+                 for the rolling cache in `lmdm.engine.cache`.
 """
 from __future__ import annotations
 

@@ -1,13 +1,9 @@
 """Training: the shared loop (`loop`), stage-1 fine-tuning (`finetune`), LoRA (`lora`),
 autoencoder training (`autoencoder`), the `lmdm train` CLI (`cli`) and `bench_training` (`bench`).
 Public names are imported on first use (PEP 562), so `lmdm train --help` does not import torch."""
-from importlib import import_module
+from .._lazy import lazy_names
 
 _PUBLIC = {"TrainConfig": ".config", "load_config": ".config", "add_lora": ".lora", "merge_lora": ".lora"}
 __all__ = sorted(_PUBLIC)
 
-
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        return getattr(import_module(_PUBLIC[name], __name__), name)
-    raise AttributeError(f"module 'lmdm.train' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _PUBLIC)

@@ -40,13 +40,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..cache import BlockCausalCache, EncDecCache
+from ..engine.cache import BlockCausalCache, EncDecCache
 from ..config import PatternConfig
 from ..errors import ConfigError, DataError, TrainingError
-from ..model import LiveMusicModel
+from ..engine.model import LiveMusicModel
 from ..models.discriminator import Discriminator
 from ..models.dit import Conditioning, DiT
-from ..sampling import sao_schedule, sample
+from ..engine.sampling import sao_schedule, sample
 from .config import TrainConfig
 from .finetune import FinetuneObjective, build_model
 from .loop import Phase, Trainer, init_distributed, item_generator

@@ -10,7 +10,7 @@ import time
 import torch
 
 from ..config import preset as model_preset
-from ..model import LiveMusicModel
+from ..engine.model import LiveMusicModel
 from .config import TrainConfig
 from .finetune import FinetuneObjective
 

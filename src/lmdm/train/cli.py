@@ -82,7 +82,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                        help="stop (and checkpoint) after this optimizer step; the schedule still follows run.steps")
         p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
         p.set_defaults(func=_run)
-    text = ("fit prompt guidance's latent-text model (lmdm.prompt_guidance) on a model's training latents and "
+    text = ("fit prompt guidance's latent-text model (lmdm.engine.prompt_guidance) on a model's training latents and "
             "write the model with it to --out")
     p = kinds.add_parser("prompt-probe", help=text, description=text)
     p.add_argument("--model", required=True, help="lmdm model directory (or 'default')")

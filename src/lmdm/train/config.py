@@ -85,7 +85,7 @@ class FinetuneConfig:
     p_beat: float = 0.0              # per item: give the beat clock at its corpus BPM (needs a "beat" input group
                                      #   and metadata.tempo; pieces start on a beat); else the group is all zero
     add_input_groups: dict[str, int] = field(default_factory=dict)  # new zero-initialised router groups for a
-                                     #   loaded model, e.g. {"beat": 3} (`lmdm.beat`); existing ones are kept
+                                     #   loaded model, e.g. {"beat": 3} (`lmdm.engine.beat`); existing ones are kept
     input_group_lr_mult: float = 1.0  # lr multiplier of the router's input-group projections (dit.input_groups.*)
     group_lr_mults: dict[str, float] = field(default_factory=dict)  # per group, overriding that, e.g. {"beat": 300}:
                                      #   a new group's projection must grow from zero while the rest barely moves

@@ -41,7 +41,7 @@ class ControlProbe(nn.Module):
 def probe_pairs(dataset) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(latents (io, T), targets (2, T)) per clip of a `LatentDataset` built with controls=True."""
     from ..audio.controls import NAMES
-    from ..sketch import sketch_from_controls
+    from ..engine.sketch import sketch_from_controls
     pairs = []
     for r in dataset.records:
         controls = dataset.tensors[r["controls"]].double().numpy()

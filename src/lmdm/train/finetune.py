@@ -9,7 +9,7 @@ zeroed with p_partial (so the model learns to start a stream and to run with a s
 and the caption is replaced by "" (the null condition) with p_text_drop for classifier-free
 guidance. Every draw is a function of (seed, global item index): see `lmdm.train.loop`.
 
-Optional time-aligned input groups (SPEC §4, `lmdm.sketch`), built per item over the whole window
+Optional time-aligned input groups (SPEC §4, `lmdm.engine.sketch`), built per item over the whole window
 and passed only when the model has them; an item that does not use one gets an all-zero group
 (mask 0), which is what the stream feeds when that mode is off:
 - `sketch` (p_sketch): the mix's stored controls, normalised, median-filtered with a random odd
@@ -20,7 +20,7 @@ and passed only when the model has them; an item that does not use one gets an a
   and target) become the pair's `rest` and the group is the `given` stem's latents, with
   `accompaniment_dropout` and every frame at or after (target start − cutoff) zeroed.
 - `beat` (p_beat, items whose record has metadata.tempo): the beat clock at the piece's BPM
-  (`lmdm.beat`), phases counted from the piece's first frame (the corpus starts on a beat).
+  (`lmdm.engine.beat`), phases counted from the piece's first frame (the corpus starts on a beat).
   `add_input_groups` adds zero-initialised groups (e.g. {"beat": 3}) to a loaded model first.
   `beat_loss_weight` > 0 adds the control loss on clock items too: the velocity MSE barely rewards
   following the clock (as for the sketch), the loudness it makes predictable (where the beats fall)
@@ -46,11 +46,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..beat import BEAT_CHANNELS, beat_group, grid_phase
+from ..engine.beat import BEAT_CHANNELS, beat_group, grid_phase
 from ..config import ModelConfig, preset
 from ..errors import ConfigError, DataError
-from ..model import LiveMusicModel
-from ..sketch import (SKETCH_CHANNELS, accompaniment_dropout, accompaniment_group, apply_cutoff,
+from ..engine.model import LiveMusicModel
+from ..engine.sketch import (SKETCH_CHANNELS, accompaniment_dropout, accompaniment_group, apply_cutoff,
                       control_dropout, median_filter, random_kernel, sketch_from_controls, sketch_group)
 from .config import TrainConfig
 from .loop import Objective, Phase, Trainer, init_distributed, item_generator, with_ema

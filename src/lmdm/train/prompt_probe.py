@@ -1,4 +1,4 @@
-"""Fitting prompt guidance's latent-text probe (`lmdm.prompt_guidance.PromptProbe`) on a model's
+"""Fitting prompt guidance's latent-text probe (`lmdm.engine.prompt_guidance.PromptProbe`) on a model's
 training latents and their captions: CLIP's symmetric InfoNCE between latent crops and the pooled
 text tokens of one of their captions, plus instrument-family heads from the corpus metadata.
 `lmdm train prompt-probe` runs it."""
@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..data.labels import INSTRUMENTS, instruments_of
 from ..errors import DataError
-from ..prompt_guidance import PromptProbe, pool_tokens
+from ..engine.prompt_guidance import PromptProbe, pool_tokens
 
 
 def contrastive_loss(probe: PromptProbe, latents: torch.Tensor, pooled: torch.Tensor,

@@ -1,19 +1,18 @@
-"""The built-in music corpus: a procedural composer in many styles, General MIDI rendering to
-stems and a mix, metadata and captions. `lmdm data synth` drives `generate_corpus`.
+"""The built-in music corpus: a procedural composer in many styles, rendering to stems and a mix,
+metadata and captions. `lmdm data synth` drives `generate_corpus`.
+
+Layout: what both corpus versions share at this level (`theory.py`, `compose.py`, the writer
+`corpus.py`), each renderer with its style book and captions in its own subpackage: `v1/` (General
+MIDI soundfonts, 11 styles) and `v2/` (recorded instruments, 24 styles). The names here are v1's.
 The composer is pure Python and imported here; the renderer and the corpus writer (numpy) on first
 use (PEP 562), so `lmdm --help`, which lists the styles, stays light."""
-from importlib import import_module
-
-from .captions import captions
+from ..._lazy import lazy_names
 from .compose import Piece, compose
-from .styles import STYLES, Style
+from .v1.captions import captions
+from .v1.styles import STYLES, Style
 
 _LAZY = {"format_summary": ".corpus", "generate_corpus": ".corpus", "synth_piece": ".corpus",
-         "render_piece": ".render"}
+         "render_piece": ".v1.render"}
 __all__ = sorted(["Piece", "STYLES", "Style", "captions", "compose", *_LAZY])
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'lmdm.data.synth' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

@@ -12,7 +12,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from .styles import DRUMS, KITS, PROGRAMS, REGISTERS, Style, style as get_style
+from .v1.styles import DRUMS, KITS, PROGRAMS, REGISTERS, Style, style as get_style
 from .theory import Grid, Key, chord_name, nearest, voice
 
 STEM_ORDER = ("drums", "bass", "chords", "melody", "pad")
@@ -68,7 +68,7 @@ class Piece:
     def describe(self, program, drum: bool) -> str:
         """Plain name of a stem's instrument: v1 GM tables, or the v2 book's (kits named by string)."""
         if self.style.name in _v2_styles() and _v2_styles()[self.style.name] is self.style:
-            from .styles2 import KITS as KITS2, PROGRAMS as PROGRAMS2
+            from .v2.styles import KITS as KITS2, PROGRAMS as PROGRAMS2
             return KITS2[program].description if drum else PROGRAMS2[program]
         return (KITS if drum else PROGRAMS)[program]
 
@@ -91,7 +91,7 @@ class Piece:
 
 
 def _v2_styles():
-    from .styles2 import STYLES as V2
+    from .v2.styles import STYLES as V2
     return V2
 
 

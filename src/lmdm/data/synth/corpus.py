@@ -12,9 +12,10 @@ Layout under `out/`:
 Piece i has style styles[i % len(styles)] and seed `seed * 1_000_000 + i`, so a corpus is the
 same whatever the number of workers, and a larger corpus with the same seed extends a smaller one.
 
-Two renderers: "v1" (General MIDI soundfonts, the 11 styles of `styles.py`, what the shipped
-default model learned from) and "v2" (recorded instruments from Debian's sample packages, the 24
-styles of `styles2.py`, a mix with EQ, compression and a shared reverb: `render2.py`).
+Two renderers, each a subpackage: "v1" (`v1/`: General MIDI soundfonts, the 11 styles of
+`v1/styles.py`, what the shipped default model learned from) and "v2" (`v2/`: recorded instruments
+from Debian's sample packages, the 24 styles of `v2/styles.py`, a mix with EQ, compression and a
+shared reverb: `v2/render.py`). Both play pieces of the one composer (`compose.py`).
 """
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ from collections import Counter
 from pathlib import Path
 
 from ...errors import DataError
-from .captions import captions as make_captions
+from .v1.captions import captions as make_captions
 from .compose import compose
-from .render import SAMPLE_RATE, render_piece
-from .styles import STYLES, style as get_style
+from .v1.render import SAMPLE_RATE, render_piece
+from .v1.styles import STYLES, style as get_style
 
 
 def synth_piece(style: str, seed: int, seconds: float, backend: str = "tinysoundfont",
@@ -59,8 +60,8 @@ def _job(task: dict) -> dict:
     pid, ext = f"{index:06d}-{style}", task["format"]
     started = time.process_time()
     if task["renderer"] == "v2":
-        from .captions2 import captions as captions_v2
-        from .render2 import synth_piece_v2
+        from .v2.captions import captions as captions_v2
+        from .v2.render import synth_piece_v2
         piece, stems, mix, meta = synth_piece_v2(style, seed, task["seconds"], task["sample_rate"])
         caps = captions_v2(meta)
     else:
@@ -110,9 +111,9 @@ def generate_corpus(out: str | Path, hours: float = 2.0, seed: int = 0, styles: 
     if renderer not in ("v1", "v2"):
         raise DataError(f"unknown renderer {renderer!r}; use v1 or v2")
     if renderer == "v2":
-        from .instruments import melodic_font
-        from .soundfont import playable
-        from .styles2 import STYLES as STYLES2, style as get_style2
+        from .v2.instruments import melodic_font
+        from .v2.soundfont import playable
+        from .v2.styles import STYLES as STYLES2, style as get_style2
         styles = list(styles or STYLES2)
         for s in styles:
             get_style2(s)
@@ -121,7 +122,7 @@ def generate_corpus(out: str | Path, hours: float = 2.0, seed: int = 0, styles: 
         playable(melodic_font())   # decode an SF3 once, here, before the workers fork
         _keep_freed_memory()
         import importlib
-        for module in ("captions2", "mix", "render2"):   # imported once here, inherited by forked workers
+        for module in ("v2.captions", "v2.mix", "v2.render"):   # imported once here, inherited by forked workers
             importlib.import_module(f"{__package__}.{module}")
     else:
         styles = list(styles or STYLES)

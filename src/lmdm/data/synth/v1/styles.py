@@ -173,7 +173,7 @@ STYLES: dict[str, Style] = {s.name: s for s in (
 
 
 def style(name: str) -> Style:
-    from ...errors import ConfigError
+    from ....errors import ConfigError
     if name not in STYLES:
         raise ConfigError(f"unknown style {name!r}; choose from {', '.join(STYLES)}")
     return STYLES[name]

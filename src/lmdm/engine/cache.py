@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import torch
 
-from .errors import StateError
-from .models.dit import DiT, Conditioning
-from .models.patterns import banded, fused_step_mask
-from .nn.attention import KV, apply_rotary
+from ..errors import StateError
+from ..models.dit import DiT, Conditioning
+from ..models.patterns import banded, fused_step_mask
+from ..nn.attention import KV, apply_rotary
 
 
 def _arange(a: int, b: int, device) -> torch.Tensor:

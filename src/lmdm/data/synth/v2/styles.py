@@ -1,6 +1,6 @@
 """The v2 style book: 24 styles played by recorded instruments. Pure data; `compose.py` plays it.
 
-A v2 style is a `Style` (see styles.py for the pattern language) whose "drums" palette names kits
+A v2 style is a `Style` (see v1/styles.py for the pattern language) whose "drums" palette names kits
 of `KITS` (recorded drum kits from Debian's sample packages) instead of GM kit numbers, whose
 melodic palettes are General MIDI programs played from the MuseScore General soundfont, and
 whose keys are major or minor only (so every piece has a key a listener and a key finder can
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .styles import STYLES as V1, Style
+from ..v1.styles import STYLES as V1, Style
 
 # v2 plain names for the GM programs (no style words inside: "rock organ" would read as a style).
 PROGRAMS = {
@@ -284,7 +284,7 @@ TONE = {"lofi": -9.0, "hiphop": -3.0, "ambient": -3.0, "ballad": -2.0, "jazz": -
 
 
 def style(name: str) -> Style:
-    from ...errors import ConfigError
+    from ....errors import ConfigError
     if name not in STYLES:
         raise ConfigError(f"unknown v2 style {name!r}; choose from {', '.join(STYLES)}")
     return STYLES[name]

@@ -12,7 +12,7 @@ call builds on the corrected estimate (the last step's correction is the output)
 DITTO's inference-time optimisation of differentiable musical features (Novack et al. 2024), applied
 to x0 per block so it streams.
 
-Loss, per sketched frame, in the sketch's own normalised units (`lmdm.sketch`):
+Loss, per sketched frame, in the sketch's own normalised units (`lmdm.engine.sketch`):
   (loudness_out - loudness_sketch)^2 + CENTROID_WEIGHT^2 * (centroid_out - centroid_sketch)^2
 where a control row that is all zero over the window (dropped or not drawn) and a centroid frame the
 sketch marks silent (-1) are left out, plus a penalty on samples beyond +-0.95 (`clipping_penalty`):
@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio.controls import a_weighting_db
-from .errors import ConfigError
+from ..audio.controls import a_weighting_db
+from ..errors import ConfigError
 
 SILENT_CENTROID = -1.0      # normalise_centroid of a silent frame (centroid 0 -> clipped to 24)
 PEAK = 0.95                 # samples beyond this are pushed back (a loud sketch must not buy its level by clipping)

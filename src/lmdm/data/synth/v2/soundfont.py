@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DataError
+from ....errors import DataError
 
 _V, _I = ctypes.c_void_p, ctypes.c_int
 

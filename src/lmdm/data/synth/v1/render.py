@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DataError
+from ....errors import DataError
 
 SAMPLE_RATE = 44100
 FLUID_SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/soundfonts/FluidR3_GM.sf2")
@@ -251,7 +251,7 @@ def _blocks(x: np.ndarray, reduce) -> np.ndarray:
     return x.max(axis=1) if reduce == "peak" else x.mean(axis=1)
 
 
-def _smooth(gain_db: np.ndarray, attack: float, release: float, sample_rate: int) -> np.ndarray:
+def smooth_gain(gain_db: np.ndarray, attack: float, release: float, sample_rate: int) -> np.ndarray:
     """One-pole smoothing of a gain-reduction curve (dB <= 0): fast down, slow back up."""
     a = np.exp(-BLOCK / (attack * sample_rate))
     r = np.exp(-BLOCK / (release * sample_rate))
@@ -266,7 +266,7 @@ def _smooth(gain_db: np.ndarray, attack: float, release: float, sample_rate: int
 def _compressor(mix: np.ndarray, sample_rate: int, threshold_db: float = -14.0, ratio: float = 2.0) -> np.ndarray:
     level = 10 * np.log10(_blocks(mix, "rms") + 1e-12)
     reduction = np.minimum(0.0, (threshold_db - level) * (1 - 1 / ratio))
-    return _block_gain_to_samples(_smooth(reduction, 0.01, 0.15, sample_rate), mix.shape[-1])
+    return _block_gain_to_samples(smooth_gain(reduction, 0.01, 0.15, sample_rate), mix.shape[-1])
 
 
 def _limiter(mix: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -275,4 +275,4 @@ def _limiter(mix: np.ndarray, sample_rate: int) -> np.ndarray:
     # look ahead one block each way, so the gain is already down when the peak arrives
     padded = np.pad(need, 1, mode="edge")
     need = np.minimum(need, np.minimum(padded[:-2], padded[2:]))
-    return _block_gain_to_samples(_smooth(need, 1e-4, 0.05, sample_rate), mix.shape[-1])
+    return _block_gain_to_samples(smooth_gain(need, 1e-4, 0.05, sample_rate), mix.shape[-1])

@@ -34,7 +34,7 @@ import math
 
 import torch
 
-from .errors import ConfigError, ShapeError
+from ..errors import ConfigError, ShapeError
 from .stream import Stream
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import DataError
+from ....errors import DataError
+from ..v1.styles import DRUMS
 from .soundfont import libfluidsynth, playable, synth_for
-from .styles import DRUMS
 
 SR = 44100
 

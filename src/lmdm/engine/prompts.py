@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import re
 
-from .config import check_knob
-from .errors import ConfigError, PromptError
-from .models.conditioners import Prompts, check_prompts
+from ..config import check_knob
+from ..errors import ConfigError, PromptError
+from ..models.conditioners import Prompts, check_prompts
 
 # anything Python's float() would read: a sign, an exponent, nan, inf; its range is checked after
 _NUMBER = r"([-+]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|inf(?:inity)?))"

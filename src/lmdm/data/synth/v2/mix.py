@@ -11,7 +11,7 @@ library, is GPL-3: this project keeps copyleft code to optional extras).
   exponential decay (RT60 by style), darker as it decays (the tail is low-passed by a filter
   that closes with time), a pre-delay, and a few early reflections. Each track's send is
   convolved with it (FFT), so a track's reverb stays in its stem.
-- Bus: the v1 bus compressor and limiter (`render.py`) compute one gain curve from the sum and
+- Bus: the v1 bus compressor and limiter (`v1/render.py`) compute one gain curve from the sum and
   apply it to every stem, so `mix == sum(stems)` holds.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy.signal import sosfilt
 
-from .render import BLOCK, CEILING, _smooth
+from ..v1.render import BLOCK, CEILING, smooth_gain
 
 SR = 44100
 # role -> (high-pass Hz, low shelf (Hz, dB), presence (Hz, dB, Q), high shelf (Hz, dB), comp (threshold dB, ratio),
@@ -105,14 +105,14 @@ def _curve(gain_db: np.ndarray, samples: int) -> np.ndarray:
 def _compressor(x: np.ndarray, threshold_db: float = -14.0, ratio: float = 2.0) -> np.ndarray:
     level = 10 * np.log10(_blocks(x, "rms") + 1e-12)
     reduction = np.minimum(0.0, (threshold_db - level) * (1 - 1 / ratio))
-    return _curve(_smooth(reduction, 0.01, 0.15, SR), x.shape[-1])
+    return _curve(smooth_gain(reduction, 0.01, 0.15, SR), x.shape[-1])
 
 
 def _limiter(x: np.ndarray) -> np.ndarray:
     need = 20 * np.log10(np.minimum(1.0, CEILING / np.maximum(_blocks(x, "peak"), 1e-9)))
     padded = np.pad(need, 1, mode="edge")        # look one block ahead and behind
     need = np.minimum(need, np.minimum(padded[:-2], padded[2:]))
-    return _curve(_smooth(need, 1e-4, 0.05, SR), x.shape[-1])
+    return _curve(smooth_gain(need, 1e-4, 0.05, SR), x.shape[-1])
 
 
 def compress(x: np.ndarray, threshold_db: float, ratio: float) -> np.ndarray:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConfigError, DataError
+from ..errors import ConfigError, DataError
 from .generate import block_pattern, generate, require_input_group
 
 ENCODE_CHUNK = 1 << 16  # song samples per streaming-encoder push
@@ -37,7 +37,7 @@ def check_model(model) -> None:
 
 def load_song(model, path) -> torch.Tensor:
     """A song file (any format soundfile reads) -> (channels, samples) float32 at the model's rate."""
-    from .audio.io import load_audio
+    from ..audio.io import load_audio
     check_model(model)
     if not Path(path).is_file():
         raise DataError(f"song file {str(path)!r} does not exist")
@@ -85,7 +85,7 @@ def accompany(model, song: torch.Tensor, prompt, seconds: float | None = None, *
               block_frames: int | None = None, **generate_kwargs) -> torch.Tensor:
     """Generate a part to play with `song` (channels, samples) at the model's rate: audio (channels,
     round(seconds * sample_rate)), sample-aligned with the song (default length: the song's). Past the
-    song's end the stream runs without accompaniment. `prompt` as in `lmdm.generate.generate`;
+    song's end the stream runs without accompaniment. `prompt` as in `lmdm.engine.generate.generate`;
     `cutoff_frames` default `default_cutoff`; other keywords (seed, steps, cfg_scale, progress,
     on_audio, on_change) go to `generate`."""
     check_model(model)

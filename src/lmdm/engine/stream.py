@@ -10,7 +10,7 @@ target follows the new prompt immediately. Block-causal context K/V were compute
 prompt; they are recomputed (re-bootstrap) when the dominant prompt changes, and kept when only
 the blend weights move (SPEC §2), so morphing sliders never stall the stream.
 
-Time-aligned input groups (SPEC §4; `lmdm.sketch`), used only when given, so a stream without them
+Time-aligned input groups (SPEC §4; `lmdm.engine.sketch`), used only when given, so a stream without them
 computes exactly what it did before. Frames are counted on one absolute axis: the next block's
 target starts at frame `frame` (block_index * B while B is unchanged), its context is [frame - C, frame);
 context primed with `set_context` sits at negative frames.
@@ -31,9 +31,9 @@ sketch guidance (`sketch_cfg`, with a sketch set), again without the beat clock 
 (`beat_cfg`, on the first `beat_cfg_steps` denoising steps, while the clock runs: it holds the tempo
 against prompt guidance, which can pull a piece off the clock; default model card, beat guidance); each
 branch keeps its own cache rows.
-Control guidance (`control_guidance`, with a sketch set; `lmdm.control_guidance`) corrects the clean
+Control guidance (`control_guidance`, with a sketch set; `lmdm.engine.control_guidance`) corrects the clean
 estimate of the last denoising steps through the decoder, so what is heard follows the sketch.
-Prompt guidance (`prompt_guidance`, models with a prompt probe; `lmdm.prompt_guidance`) corrects the
+Prompt guidance (`prompt_guidance`, models with a prompt probe; `lmdm.engine.prompt_guidance`) corrects the
 clean estimate of the middle denoising steps towards the prompt's embedding, in latent space.
 Each frame's group values are those visible when its tokens are computed: enc-dec recomputes the
 context every block (so it sees every input frame once older than the cutoff); the block-causal
@@ -53,11 +53,11 @@ import torch
 from .beat import BeatClock, bpm_from_prompts, check_bpm, with_tempo
 from .cache import BlockCausalCache, EncDecCache
 from .control_guidance import ControlGuidance, guide_x0
-from .config import PatternConfig, SamplingConfig, check_knob
-from .errors import ConfigError, ShapeError, StateError
-from .models.conditioners import Prompts, check_prompts, dominant
+from ..config import PatternConfig, SamplingConfig, check_knob
+from ..errors import ConfigError, ShapeError, StateError
+from ..models.conditioners import Prompts, check_prompts, dominant
 from .prompt_guidance import PROBE_FRAMES, PromptGuidance, guide_to_prompt, pool_tokens
-from .nn.fast import pack_linears
+from ..nn.fast import pack_linears
 from .sampling import guide, sample
 from .sketch import median_filter
 
@@ -177,11 +177,11 @@ class Stream:
         self._sync_branches()
 
     def set_control_guidance(self, strength: float) -> None:
-        """Control guidance on the sketch through the decoder (`lmdm.control_guidance`; 0 = off)."""
+        """Control guidance on the sketch through the decoder (`lmdm.engine.control_guidance`; 0 = off)."""
         self.control_guidance = dataclasses.replace(self.control_guidance, strength=float(strength)).validate()
 
     def set_prompt_guidance(self, strength: float) -> None:
-        """Prompt guidance through the model's prompt probe (`lmdm.prompt_guidance`; 0 = off)."""
+        """Prompt guidance through the model's prompt probe (`lmdm.engine.prompt_guidance`; 0 = off)."""
         self.prompt_guidance = self._check_prompt_guidance(
             dataclasses.replace(self.prompt_guidance, strength=float(strength)))
 
@@ -278,7 +278,7 @@ class Stream:
         return x.float().clone()
 
     def set_sketch(self, controls: torch.Tensor | None, start: int | None = None, kernel: int = 1) -> None:
-        """Normalised sketch controls (3, frames) or (batch, 3, frames) (see `lmdm.sketch`) for frames
+        """Normalised sketch controls (3, frames) or (batch, 3, frames) (see `lmdm.engine.sketch`) for frames
         start.. (default: the next block's target), median-filtered with `kernel`; None clears.
         Takes effect from the next block; frames already in a block-causal cache keep their old values."""
         controls = self._group_check("sketch", controls, 3, "sketch controls")

@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ModelConfig
-from .errors import ConfigError
-from .models.conditioners import (ByteTextEncoder, NumberConditioner, PretrainedTextEncoder, Prompts, blend,
+from ..config import ModelConfig
+from ..errors import ConfigError
+from ..models.conditioners import (ByteTextEncoder, NumberConditioner, PretrainedTextEncoder, Prompts, blend,
                                   check_prompts)
-from .models.dit import DiT
+from ..models.dit import DiT
 
 
 class LiveMusicModel(nn.Module):
@@ -25,13 +25,13 @@ class LiveMusicModel(nn.Module):
         self.seconds_total = NumberConditioner(d.cond_token_dim, 0.0, t.seconds_max) if t.seconds_total else None
         self.autoencoder = None
         if config.autoencoder is not None:
-            from .models.codec import build_autoencoder   # Oobleck, or the spectral codec by "kind"
+            from ..models.codec import build_autoencoder   # Oobleck, or the spectral codec by "kind"
             self.autoencoder = build_autoencoder(config.autoencoder)
             if self.autoencoder.latent_dim != d.io_channels:
                 raise ConfigError(f"autoencoder latent_dim {self.autoencoder.latent_dim} != dit.io_channels "
                                   f"{d.io_channels}")
         self.prompt_probe = None
-        if config.prompt_probe is not None:   # prompt guidance's latent-text model (lmdm.prompt_guidance)
+        if config.prompt_probe is not None:   # prompt guidance's latent-text model (lmdm.engine.prompt_guidance)
             from .prompt_guidance import PromptProbe
             self.prompt_probe = PromptProbe(d.io_channels, d.cond_token_dim, **config.prompt_probe).requires_grad_(False)
 
@@ -39,7 +39,7 @@ class LiveMusicModel(nn.Module):
         """int8 weights for the DiT's transformer blocks (nearly all of its arithmetic), in place, for
         CPU inference without native bf16 (`lmdm.nn.quant`). The embeddings, the text encoder, the
         prompt probe (guidance differentiates through it) and the autoencoder stay float."""
-        from .nn.quant import quantize_linears_int8
+        from ..nn.quant import quantize_linears_int8
         quantize_linears_int8(self.dit.transformer.layers)
         return self
 
@@ -88,17 +88,17 @@ class LiveMusicModel(nn.Module):
         """Audio (channels, samples) of exactly `seconds`, float32.
 
         `prompt`: a string, weighted prompts [(text, weight)], or a schedule [(start seconds,
-        prompts)] of timed changes (`lmdm.prompts`). A plain SAO model (bidirectional, no context)
+        prompts)] of timed changes (`lmdm.engine.prompts`). A plain SAO model (bidirectional, no context)
         samples one window offline, as SAO does, with `seconds_total` set to the request. An LMDM
         streams blocks through `Stream` (`block_frames` overrides the block size B).
         `on_audio(chunk)` receives each piece of audio as soon as it is decoded. `sketch`: normalised
-        controls (3, frames) driving the stream from frame 0 (`lmdm.generate.load_sketch` reads a file;
+        controls (3, frames) driving the stream from frame 0 (`lmdm.engine.generate.load_sketch` reads a file;
         needs a model with the "sketch" input group); past its end the stream runs without one.
         `sketch_cfg`: guidance on the sketch (default the model's `sketch_cfg_scale`; 1 = off);
-        `control_guidance`: its strength through the decoder (`lmdm.control_guidance`; 0 = off).
+        `control_guidance`: its strength through the decoder (`lmdm.engine.control_guidance`; 0 = off).
         `bpm`: the beat clock (models with a `beat` group): None follows the prompt's "... N BPM", a number
-        fixes the tempo, 0 lets the model choose (`lmdm.beat`). `prompt_guidance`: the strength of prompt
-        guidance for a model with a prompt probe (`lmdm.prompt_guidance`; default the model's, 0 = off).
+        fixes the tempo, 0 lets the model choose (`lmdm.engine.beat`). `prompt_guidance`: the strength of prompt
+        guidance for a model with a prompt probe (`lmdm.engine.prompt_guidance`; default the model's, 0 = off).
         `beat_cfg`: guidance on the beat clock while it runs (default the model's `beat_cfg_scale`; 1 = off).
         `collect`: return the audio (default: only when there is no `on_audio`; streaming to `on_audio`
         alone returns None and holds flat memory however long the piece)."""
@@ -109,6 +109,6 @@ class LiveMusicModel(nn.Module):
                         prompt_guidance=prompt_guidance, beat_cfg=beat_cfg, collect=collect)
 
     def stream(self, prompt: Prompts | str = "", **kwargs):
-        """A new streaming session; see `lmdm.stream.Stream` for the options."""
+        """A new streaming session; see `lmdm.engine.stream.Stream` for the options."""
         from .stream import Stream
         return Stream(self, prompt, **kwargs)

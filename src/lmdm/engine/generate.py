@@ -1,5 +1,5 @@
 """Rendering a piece of given length: offline SAO windows or an LMDM stream, with progress;
-optionally driven by a sketch (`load_sketch`) or an accompaniment (`lmdm.accompany`)."""
+optionally driven by a sketch (`load_sketch`) or an accompaniment (`lmdm.engine.accompany`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from .config import PatternConfig, SamplingConfig
-from .errors import ConfigError, DataError, LMDMError
+from ..config import PatternConfig, SamplingConfig
+from ..errors import ConfigError, DataError, LMDMError
 from .prompts import as_schedule
 
 
@@ -38,7 +38,7 @@ def require_input_group(model, name: str, what: str) -> None:
 
 def load_sketch(model, path, seconds: float, strength: float = 1.0, max_kernel: int = 31) -> torch.Tensor:
     """A sketch file -> normalised controls (3, frames) at the model's latent frame rate, one per latent
-    frame from frame 0 (`lmdm.sketch`), median-filtered by `strength` via `strength_to_kernel`:
+    frame from frame 0 (`lmdm.engine.sketch`), median-filtered by `strength` via `strength_to_kernel`:
     1 = follow the sketch exactly (kernel 1), 0 = keep only its coarsest shape (kernel `max_kernel`,
     the largest the fine-tuning used by default).
 
@@ -47,7 +47,7 @@ def load_sketch(model, path, seconds: float, strength: float = 1.0, max_kernel: 
     frame i covers the same samples as latent frame i; it covers the audio's length. Curves (.json /
     .csv, `controls_from_curves`): sampled at the frame times of the whole `seconds` (each curve is
     held past its last point)."""
-    from .audio.io import load_audio
+    from ..audio.io import load_audio
     from .sketch import controls_from_audio, controls_from_curves, median_filter, strength_to_kernel
     require_input_group(model, "sketch", "a sketch")
     kernel = strength_to_kernel(strength, max_kernel)
@@ -86,11 +86,11 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
     Time-aligned inputs (LMDMs with those input groups), both from latent frame 0 = sample 0:
     `sketch` normalised controls (3, frames) (`load_sketch`); past its end the stream runs without
     one, with guidance `sketch_cfg` on it and control guidance of strength `control_guidance` through the
-    decoder (`Stream`, `lmdm.control_guidance`; defaults the model's). `accompaniment` latents (io, frames)
-    (`lmdm.accompany`), each block seeing only frames
+    decoder (`Stream`, `lmdm.engine.control_guidance`; defaults the model's). `accompaniment` latents (io, frames)
+    (`lmdm.engine.accompany`), each block seeing only frames
     `cutoff_frames` (default one block) before its start; see `Stream`. `bpm`: the beat clock of a model
-    with a `beat` group (`lmdm.beat`): None follows the prompts' tempo, a number fixes it, 0 = free tempo.
-    `prompt_guidance`: its strength for a model with a prompt probe (`lmdm.prompt_guidance`; default the
+    with a `beat` group (`lmdm.engine.beat`): None follows the prompts' tempo, a number fixes it, 0 = free tempo.
+    `prompt_guidance`: its strength for a model with a prompt probe (`lmdm.engine.prompt_guidance`; default the
     model's, 0 = off). `beat_cfg`: guidance on the beat clock while it runs (`Stream`; default the model's,
     1 = off).
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import random
 import re
 
-from .captions import distinct
-from .styles2 import STYLES
+from ..v1.captions import distinct
+from .styles import STYLES
 
 _PACE = (80, "slow"), (108, "mid-tempo"), (136, "upbeat"), (999, "fast")
 

@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .control_guidance import adam_guidance_steps
-from .errors import ConfigError
+from ..errors import ConfigError
 
 PROBE_FRAMES = 48   # the probe reads a block with clean context before it up to this many frames (~2.2 s)
 INSTRUMENT_MARGIN = 2.0   # instrument guidance stops once a family's logit is this far on the prompt's side

@@ -19,7 +19,7 @@ import re
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 BEAT_CHANNELS = 3
 MIN_BPM, MAX_BPM = 30.0, 300.0

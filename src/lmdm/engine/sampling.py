@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SAMPLERS = ("pingpong", "euler")
 GUIDANCE = ("cfg", "cfg++")

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio.controls import HOP, SAMPLE_RATE, extract_controls, hz_to_midi
-from .errors import ShapeError
+from ..audio.controls import HOP, SAMPLE_RATE, extract_controls, hz_to_midi
+from ..errors import ShapeError
 
 SKETCH_NAMES = ("loudness", "centroid", "pitch")
 SKETCH_CHANNELS = 1 + len(SKETCH_NAMES)  # [mask | controls]

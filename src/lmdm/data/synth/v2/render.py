@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import random
 
-from ...errors import DataError
-from .compose import compose
+from ....errors import DataError
+from ..compose import compose
 from .instruments import SOURCES, SR, HydrogenKit, SampleKit, SoundFontInstrument, SoundFontKit, available, \
     melodic_font, play
 from .mix import mixdown
-from .styles2 import KITS, ROOMS, TONE, style as get_style
+from .styles import KITS, ROOMS, TONE, style as get_style
 
 FALLBACK_KIT = "gm_standard"
 

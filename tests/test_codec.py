@@ -32,7 +32,7 @@ def test_config_round_trip_validation_and_factory():
     big = CodecConfig()
     assert (big.downsampling_ratio, big.decoder_delay_samples, big.decoder_lookahead_frames) == (2048, 1536, 1)
     for bad in ({"hop": 48}, {"n_fft": 63}, {"hop": 64}, {"latent_dim": 0}, {"decoder_frame_blocks": -1},
-                {"kind": "oobleck"}, {"channels": 1.5}, {"whatever": 1}):
+                {"kind": "oobleck"}, {"channels": 1.5}, {"whatever": 1}, {"phase_advance": 1}):
         with pytest.raises(ConfigError):
             CodecConfig.from_dict({**c.to_dict(), **bad})
     assert isinstance(build_autoencoder(c.to_dict()), SpectralCodec)
@@ -73,9 +73,10 @@ def _stream(streamer, x, sizes):
     yield streamer.flush(), None
 
 
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float64, 1e-12)])
-def test_streaming_decoder_equals_offline(dtype, tol):
-    model = tiny(dtype=dtype)
+@pytest.mark.parametrize("dtype, tol, advance", [(torch.float32, 1e-5, False), (torch.float64, 1e-12, False),
+                                                 (torch.float32, 1e-5, True)])
+def test_streaming_decoder_equals_offline(dtype, tol, advance):
+    model = tiny(dtype=dtype, phase_advance=advance)
     z = torch.randn(2, 4, 50, dtype=dtype)
     with torch.no_grad():
         ref = model.decode(z)
@@ -113,7 +114,7 @@ def test_streaming_encoder_equals_offline(dtype, tol):
 
 
 def test_stream_state_round_trip_continues_exactly():
-    model = tiny(seed=2)
+    model = tiny(seed=2, phase_advance=True)
     z, audio = torch.randn(1, 4, 30), torch.randn(1, 2, 700)
     for make, x, cut in ((model.streaming_decoder, z, 11), (model.streaming_encoder, audio, 333)):
         a = make()
@@ -199,10 +200,11 @@ def _train_cfg(out, manifest):
         "run": {"out_dir": str(out), "steps": 4, "batch_size": 2, "progress": False, "log_every": 1,
                 "eval_every": 4, "checkpoint_every": 2, "ema_decay": 0.9},
         "optim": {"lr": 1e-3},
-        "autoencoder": {"model": {**CodecConfig(**TINY).to_dict(), "sample_rate": 8000},
+        "autoencoder": {"model": {**CodecConfig(**TINY, phase_advance=True).to_dict(), "sample_rate": 8000},
                         "manifest": str(manifest), "heldout_clips": 1, "crop_seconds": 0.2, "adv_start": 2,
                         "disc_channels": 4, "disc_fft_sizes": [128, 64], "disc_crop_seconds": 0.1,
-                        "fft_sizes": [512, 256, 128, 64], "mel_weight": 1.0, "unit_latents": True}})
+                        "fft_sizes": [512, 256, 128, 64], "mel_weight": 1.0, "spectral_weight": 1.0,
+                        "phase_weight": 1.0, "unit_latents": True}})
 
 
 def test_training_gan_steps_export_and_exact_resume(tmp_path):
@@ -211,7 +213,7 @@ def test_training_gan_steps_export_and_exact_resume(tmp_path):
     from lmdm.train.loop import list_checkpoints, read_checkpoint
     manifest = _sine_manifest(tmp_path / "audio")
     last = train_codec(_train_cfg(tmp_path / "a", manifest))
-    assert last["step"] == 4 and {"stft", "mel", "kl", "adv", "fm"} <= last.keys()
+    assert last["step"] == 4 and {"stft", "mel", "spectral", "phase", "kl", "adv", "fm"} <= last.keys()
     metrics = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     steps = [m for m in metrics if "generator_loss" in m]
     assert "adv" not in steps[0] and "adv" in steps[-1]                       # the GAN starts at adv_start
@@ -237,3 +239,11 @@ def test_synthesis_inverts_the_codec_stft():
     x = torch.randn(2, 2, 640, dtype=torch.float64)
     y = model.decoder[-1].synthesize(stft(x, 64, 16))
     torch.testing.assert_close(y[..., :640 - 48], x[..., :640 - 48], atol=1e-10, rtol=1e-10)
+
+
+def test_phase_losses_vanish_on_the_target_and_see_a_shift():
+    from lmdm.train.codec import phase_losses
+    x = torch.randn(1, 2, 20, 33, dtype=torch.complex64)
+    assert phase_losses(x, x).item() < 1e-5
+    assert phase_losses(x * torch.exp(torch.tensor(2j * 3.14159)), x).item() < 1e-3   # a whole turn: no loss
+    assert phase_losses(x * 1j, x).item() > 1.0                                        # a quarter turn: the IP term

@@ -59,6 +59,10 @@ class CodecConfig:
     encoder_latent_blocks: int = 2
     decoder_latent_blocks: int = 2   # at the latent rate, then (after the upsample) at the STFT frame rate
     decoder_frame_blocks: int = 4
+    # the head's phases are offsets from each bin's centre-frequency advance, 2 pi k j hop / n_fft at
+    # frame j: a steady partial then needs a steady prediction (absolute phases that do not advance
+    # make the overlap-add periodic in the hop: a fixed comb of sr / hop = 86 Hz harmonics)
+    phase_advance: bool = False
 
     @property
     def downsampling_ratio(self) -> int:
@@ -108,7 +112,10 @@ class CodecConfig:
         if unknown:
             raise ConfigError(f"unknown spectral codec config field(s): {unknown}")
         for name, value in data.items():
-            if name != "kind" and not (isinstance(value, int) and not isinstance(value, bool)):
+            if name == "phase_advance":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"autoencoder.phase_advance must be true or false, got {value!r}")
+            elif name != "kind" and not (isinstance(value, int) and not isinstance(value, bool)):
                 raise ConfigError(f"autoencoder.{name} has the wrong type: {value!r}")
         return cls(**data).validate()
 
@@ -257,22 +264,28 @@ class ISTFTHead(nn.Module):
     channel, an inverse real FFT, a Hann window, overlap-add (Vocos' head, with our causal alignment).
     The spectral arithmetic runs in fp32 (fp64 for an fp64 model)."""
 
-    def __init__(self, channels: int, audio_channels: int, n_fft: int, hop: int):
+    def __init__(self, channels: int, audio_channels: int, n_fft: int, hop: int, phase_advance: bool = False):
         super().__init__()
-        self.audio_channels, self.n_fft, self.hop = audio_channels, n_fft, hop
+        self.audio_channels, self.n_fft, self.hop, self.phase_advance = audio_channels, n_fft, hop, phase_advance
         self.bins = n_fft // 2 + 1
         self.proj = nn.Linear(channels, audio_channels * 2 * self.bins)
         # analysis and synthesis windows: the squared Hann's shifts sum to 3 n_fft / (8 hop); dividing
         # by it, the spectra of `stft` come back as the audio they were taken from
         self.gain = 8 * hop / (3 * n_fft)
 
-    def spectra(self, h: Tensor) -> Tensor:
-        """(B, C, T) -> complex spectra (B, Ca, T, bins), fp32 at least (bf16 has no FFT)."""
+    def spectra(self, h: Tensor, start: int = 0) -> Tensor:
+        """(B, C, T) -> complex spectra (B, Ca, T, bins), fp32 at least (bf16 has no FFT); `start`:
+        the stream's index of frame 0 (for `phase_advance`)."""
         b, _, t = h.shape
         work = torch.promote_types(h.dtype, torch.float32)
         p = self.proj(h.transpose(1, 2)).to(work).view(b, t, self.audio_channels, 2, self.bins)
         mag = torch.exp(p[..., 0, :].clamp(max=12.0))   # exp(12) ~ 1.6e5: far above full scale
-        return torch.polar(mag, p[..., 1, :]).transpose(1, 2)
+        phase = p[..., 1, :]
+        if self.phase_advance:   # in integers modulo n_fft, so it is exact at any stream position
+            j = torch.arange(start, start + t, device=h.device)[:, None]
+            k = torch.arange(self.bins, device=h.device)[None]
+            phase = phase + ((k * j * self.hop) % self.n_fft).to(work)[:, None] * (2 * math.pi / self.n_fft)
+        return torch.polar(mag, phase).transpose(1, 2)
 
     def frames(self, spec: Tensor) -> Tensor:
         """complex spectra (B, Ca, T, bins) -> windowed time frames (B * Ca, n_fft, T)."""
@@ -327,7 +340,7 @@ class SpectralCodec(nn.Module):
             ChannelNorm(w), ChannelLinear(w, 2 * c.latent_dim))
         self.decoder = _Stack(
             ChannelLinear(c.latent_dim, w), *blocks(c.decoder_latent_blocks), FrameUpsample(w, f),
-            *blocks(c.decoder_frame_blocks), ChannelNorm(w), ISTFTHead(w, c.audio_channels, c.n_fft, c.hop))
+            *blocks(c.decoder_frame_blocks), ChannelNorm(w), ISTFTHead(w, c.audio_channels, c.n_fft, c.hop, c.phase_advance))
 
     @property
     def downsampling_ratio(self) -> int:

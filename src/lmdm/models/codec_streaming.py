@@ -144,14 +144,16 @@ class OverlapAddTwin:
     def reset(self) -> None:
         self.tail: Tensor | None = None
         self.to_skip = self.head.n_fft - self.head.hop   # frame 0 starts this early: the offline crop
+        self.frames = 0                                  # frames synthesised so far (the phase advance)
 
     def state(self, prefix: str) -> dict[str, Tensor]:
-        out = {prefix + "to_skip": torch.tensor(self.to_skip)}
+        out = {prefix + "to_skip": torch.tensor(self.to_skip), prefix + "frames": torch.tensor(self.frames)}
         return out if self.tail is None else {**out, prefix + "tail": self.tail}
 
     def load_state(self, state: dict[str, Tensor], prefix: str) -> None:
         self.tail = _clone(state.get(prefix + "tail"))
         self.to_skip = int(state[prefix + "to_skip"])
+        self.frames = int(state[prefix + "frames"])
 
     def _emit(self, y: Tensor) -> Tensor | None:
         skip = min(self.to_skip, y.shape[-1])
@@ -165,7 +167,8 @@ class OverlapAddTwin:
         t = h.shape[-1]
         if t == 0:
             return None
-        y = self.head.overlap_add(self.head.frames(self.head.spectra(h)))
+        y = self.head.overlap_add(self.head.frames(self.head.spectra(h, self.frames)))
+        self.frames += t
         if self.tail is not None:
             y[:, :self.tail.shape[-1]] += self.tail
         self.tail = y[:, t * self.head.hop:].clone()

@@ -11,7 +11,13 @@ loss differs:
   still add to (`SpectralCodec.tail_samples`);
 - L1 of the decoder's predicted log magnitudes against the input's STFT in the codec's own framing
   (`spectral_weight`): frame by frame and bin by bin, the most direct signal for pitch, independent
-  of the phases (which the waveform losses and the discriminator shape).
+  of the phases;
+- with `phase_weight`, the anti-wrapped phase losses of APNet (Ai & Ling 2023) against the same STFT:
+  instantaneous phase, group delay (difference across bins) and instantaneous frequency (difference
+  across frames), each weighted by the input's magnitude (a silent bin's phase means nothing).
+  Measured on held-out pieces, resynthesising the *true* magnitudes: zero phases give chroma 0.64 /
+  0.29 / -0.28 on three pieces, bin-centre phase advance 0.87 / 0.61 / 0.04, the true phases 1.0:
+  for the judge's pitch figures the phases matter as much as the magnitudes.
 The adversarial part (multi-scale STFT discriminator, hinge + feature matching, on from `adv_start`)
 is the Oobleck trainer's; `disc_fft_sizes` picks its scales.
 """
@@ -52,6 +58,23 @@ def mel_loss(fake: torch.Tensor, real: torch.Tensor, fft_sizes: list[int], banks
     return total / len(fft_sizes)
 
 
+def _anti_wrap(x: torch.Tensor) -> torch.Tensor:
+    """|x| after wrapping into [-pi, pi]: the distance between two angles."""
+    return (x - 2 * math.pi * torch.round(x / (2 * math.pi))).abs()
+
+
+def phase_losses(spec: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Instantaneous phase + group delay + instantaneous frequency distances (APNet's anti-wrapped
+    losses) between complex spectra (B, Ca, T, bins), weighted by the target's relative magnitude."""
+    p, q = torch.angle(spec), torch.angle(target)
+    w = target.abs()
+    w = w / w.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-8)
+    ip = (w * _anti_wrap(p - q)).mean()
+    gd = (w[..., 1:] * _anti_wrap(p.diff(dim=-1) - q.diff(dim=-1))).mean()
+    iaf = (w[..., 1:, :] * _anti_wrap(p.diff(dim=-2) - q.diff(dim=-2))).mean()
+    return ip + gd + iaf
+
+
 class CodecObjective(AutoencoderObjective):
     def __init__(self, ae: SpectralCodec, clips: list, heldout: list, cfg: TrainConfig):
         super().__init__(ae, clips, heldout, cfg)
@@ -61,7 +84,7 @@ class CodecObjective(AutoencoderObjective):
         self.mel_banks = {n: mel_filterbank(n, min(160, max(40, n // 16)), sr) for n in self.mel_sizes}
 
     def forward_train(self, real: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.a.spectral_weight:
+        if not (self.a.spectral_weight or self.a.phase_weight):
             return super().forward_train(real, gen)
         fake, kl, self._spectra = self.ae(real, generator=gen, noise_scale=self.a.noise_scale, spectra=True)
         return fake, kl
@@ -73,10 +96,14 @@ class CodecObjective(AutoencoderObjective):
         if spec is not None:   # frame by frame against the input's own STFT: the densest signal for magnitudes
             c = self.ae.config
             with torch.autocast(real.device.type, enabled=False):
-                target = stft(real, c.n_fft, c.hop).abs()
-                direct = (torch.log(spec.abs() + 1e-4) - torch.log(target + 1e-4)).abs().mean()
+                target = stft(real, c.n_fft, c.hop)
+                direct = (torch.log(spec.abs() + 1e-4) - torch.log(target.abs() + 1e-4)).abs().mean()
+                phase = phase_losses(spec, target) if self.a.phase_weight else None
             loss = loss + self.a.spectral_weight * direct
             metrics["spectral"] = float(direct.detach())
+            if phase is not None:
+                loss = loss + self.a.phase_weight * phase
+                metrics["phase"] = float(phase.detach())
         fake, real = fake[..., :keep], real[..., :keep]
         if self.a.mel_weight and self.mel_sizes:
             mel = mel_loss(fake, real, self.mel_sizes, self.mel_banks)

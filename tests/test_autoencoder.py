@@ -396,7 +396,7 @@ def test_offline_bad_input():
 def test_bench_smoke():
     import json
 
-    from lmdm.bench_autoencoder import bench_autoencoder
+    from lmdm.bench.autoencoder import bench_autoencoder
     out = bench_autoencoder(AutoencoderConfig(**TINY), seconds=0.02, block_frames=5, repeats=1)
     json.dumps(out, allow_nan=False)
     for row in out["dtypes"].values():

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lmdm.machine import isa_name
+from lmdm.bench.machine import isa_name
 
 BENCH = [sys.executable, "-m", "lmdm", "bench", "--preset", "tiny", "--patterns", "block-causal"]
 
@@ -68,7 +68,7 @@ def test_a_killed_run_leaves_the_machine_line_and_running_figures():
 
 
 def test_kernel_isa_overrides_are_named_in_the_first_line(monkeypatch):
-    from lmdm.machine import describe, headline
+    from lmdm.bench.machine import describe, headline
     monkeypatch.setenv("FBGEMM_ENABLE_INSTRUCTIONS", "AVX2")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     line = headline(describe(["int8"], [1])).splitlines()[0]

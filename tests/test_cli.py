@@ -58,7 +58,7 @@ def test_bench_end_to_end_batch_and_compare(tmp_path):
 
 def test_flops_counts_are_consistent():
     from lmdm.config import preset
-    from lmdm.flops import MagentaRT, dit_flops_per_block
+    from lmdm.bench.flops import MagentaRT, dit_flops_per_block
     cfg = preset("sao-small").dit
     bidi = dit_flops_per_block(cfg, "bidirectional", 192, 48, 8)
     bc = dit_flops_per_block(cfg, "block-causal", 192, 48, 8)

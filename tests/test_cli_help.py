@@ -49,6 +49,18 @@ def test_lazy_public_names_still_resolve():
     assert Engine.__name__ == "Engine" and callable(add_lora)
 
 
+def test_module_entry_points_print_help_without_torch():
+    """`python -m lmdm`, `python -m lmdm.data` and `python -m lmdm.train` are the same command line."""
+    for module, usage in (("lmdm", "usage: lmdm [-h]"), ("lmdm.data", "usage: lmdm data [-h]"),
+                          ("lmdm.train", "usage: lmdm train [-h]")):
+        code = (f"import runpy, sys; sys.argv = ['x', '--help']\ntry:\n    runpy.run_module({module!r}, "
+                "run_name='__main__', alter_sys=True)\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+                "print('TORCH' if any(m == 'torch' or m.startswith('torch.') for m in sys.modules) else 'NO-TORCH')")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert usage in result.stdout and result.stdout.split()[-1] == "NO-TORCH", (module, result.stdout)
+
+
 def test_lazy_names_raise_attribute_error_for_anything_else():
     """One helper (`lmdm._lazy.lazy_names`) serves every lazy package: unknown names are still an
     AttributeError naming the package (so hasattr and `from x import y` behave as usual)."""

@@ -208,7 +208,7 @@ def _train_cfg(out, manifest):
 
 
 def test_training_gan_steps_export_and_exact_resume(tmp_path):
-    from lmdm.data.cli import load_autoencoder_dir
+    from lmdm.checkpoints import load_autoencoder_dir
     from lmdm.train.codec import train_codec
     from lmdm.train.loop import list_checkpoints, read_checkpoint
     manifest = _sine_manifest(tmp_path / "audio")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lmdm.engine.control_guidance import (PEAK, ControlGuidance, clipping_penalty, guide_x0, sketch_loss,
+from lmdm.engine.guidance.control import ControlGuidance
+from lmdm.engine.control_guidance import (PEAK, clipping_penalty, guide_x0, sketch_loss,
                                    torch_loudness_and_centroid)
 from lmdm.audio.controls import SILENCE_DB, loudness_and_centroid
 from lmdm.errors import ConfigError

@@ -174,6 +174,19 @@ def test_eval_cli_has_the_controls_switches():
     assert args.controls is False and args.stems_reference == "s.jsonl"
 
 
+def test_eval_cli_sampling_flags_override_the_models_config_fields():
+    import dataclasses
+
+    from lmdm.cli.eval import CONFIG_OVERRIDES
+    from lmdm.config import ModelConfig
+    argv = ["eval", "--reference", "m.jsonl", "--steps", "3", "--cfg", "2", "--sketch-cfg", "1.5",
+            "--control-guidance", "0.2", "--prompt-guidance", "0.4", "--beat-cfg", "1.25"]
+    args = build_parser().parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    assert {field for _, field in CONFIG_OVERRIDES} <= fields
+    assert [getattr(args, flag) for flag, _ in CONFIG_OVERRIDES] == [3, 2.0, 1.5, 0.2, 0.4, 1.25]
+
+
 def test_requests_longer_than_the_pieces_are_capped_not_padded(manifest):
     """2.5-s pieces, 6-s requests: every comparison covers the piece, never a padded silent tail."""
     r = evaluate_controls(grouped(), manifest / "manifest.jsonl",

@@ -13,7 +13,7 @@ import soundfile as sf
 pytest.importorskip("fastapi")
 
 from lmdm.errors import ConfigError  # noqa: E402
-from lmdm.live.cli import add_live_parser  # noqa: E402
+from lmdm.cli.live import register as add_live_parser  # noqa: E402
 from lmdm.live.client import SyncClient  # noqa: E402
 from lmdm.live.testmodel import save_tiny_live_model  # noqa: E402
 
@@ -39,7 +39,7 @@ def test_server_subprocess_serves_a_model_directory(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = ("import sys, argparse; from lmdm.live.cli import add_live_parser; p = argparse.ArgumentParser(); "
+    code = ("import sys, argparse; from lmdm.cli.live import register as add_live_parser; p = argparse.ArgumentParser(); "
             "add_live_parser(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
     proc = subprocess.Popen([sys.executable, "-c", code, "live", "--model", str(model_dir), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -14,7 +14,8 @@ from lmdm.engine.control_guidance import adam_guidance_steps
 from lmdm.errors import CheckpointError, ConfigError, DataError
 from lmdm.data.labels import INSTRUMENTS
 from lmdm.live.testmodel import tiny_live_model
-from lmdm.engine.prompt_guidance import PromptGuidance, guide_to_prompt, pool_tokens
+from lmdm.engine.guidance.prompt import PromptGuidance
+from lmdm.engine.prompt_guidance import guide_to_prompt, pool_tokens
 from lmdm.train.prompt_probe import fit_prompt_probe
 
 IO, TEXT = 8, 16

@@ -8,6 +8,7 @@ import torch
 import lmdm
 from conftest import banded_reference_error, randomized
 from lmdm.engine import sketch as sk
+from lmdm.train import group_dropout
 from lmdm.audio.controls import extract_controls
 from lmdm.engine.delay import DelayStream
 
@@ -65,24 +66,24 @@ def test_median_filter_removes_spikes_keeps_steps_and_kernel_one_is_identity():
         sk.median_filter(x, 4)
     assert sk.strength_to_kernel(1.0) == 1 and sk.strength_to_kernel(0.0, 31) == 31
     gen = torch.Generator().manual_seed(0)
-    ks = {sk.random_kernel(9, gen) for _ in range(200)}
+    ks = {group_dropout.random_kernel(9, gen) for _ in range(200)}
     assert ks == {1, 3, 5, 7, 9}
 
 
 def test_control_and_accompaniment_dropout():
     gen = torch.Generator().manual_seed(0)
     g = sk.sketch_group(torch.randn(4000, 3, 6))
-    out = sk.control_dropout(g, p_all=0.25, p_each=0.5, generator=gen)
+    out = group_dropout.control_dropout(g, p_all=0.25, p_each=0.5, generator=gen)
     dropped_all = (out == 0).flatten(1).all(1)
     assert abs(dropped_all.float().mean() - 0.25) < 0.03
     kept = out[~dropped_all]
     assert torch.equal(kept[:, 0], torch.ones_like(kept[:, 0]))      # mask survives per-control dropout
     per_channel = (kept[:, 1:] == 0).all(-1).float().mean(0)
     assert torch.all((per_channel - 0.5).abs() < 0.03)
-    assert torch.equal(sk.control_dropout(g, 0.0, 0.0), g)
+    assert torch.equal(group_dropout.control_dropout(g, 0.0, 0.0), g)
 
     acc = sk.accompaniment_group(torch.randn(4000, 8, 10))
-    out = sk.accompaniment_dropout(acc, p_all=0.2, p_prefix=0.3, generator=gen)
+    out = group_dropout.accompaniment_dropout(acc, p_all=0.2, p_prefix=0.3, generator=gen)
     zero = (out[:, 0] == 0)                                         # frames dropped per item
     assert torch.all(zero[:, 1:] <= zero[:, :-1])                   # always an old prefix
     assert abs(zero.all(1).float().mean() - (0.2 + 0.3 / 10)) < 0.03

@@ -68,7 +68,7 @@ def test_bad_manifests(tmp_path):
 
 def test_unit_latents_export_and_loading_it_into_a_model(tmp_path):
     from lmdm.config import ModelConfig, preset
-    from lmdm.data.cli import load_autoencoder_dir
+    from lmdm.checkpoints import load_autoencoder_dir
     from lmdm.errors import ConfigError
     from lmdm.engine.model import LiveMusicModel
     from lmdm.train.autoencoder import latent_std

@@ -38,7 +38,7 @@ def load_codec(source: str, raw: bool = False):
                     ae.get_parameter(name).copy_(value)
         return ae.eval(), f"{path} (step {ck['step']}, {'raw' if raw or ck['ema'] is None else 'EMA'} weights)"
     if (path / "autoencoder.json").is_file():
-        from lmdm.data.cli import load_autoencoder_dir
+        from lmdm.checkpoints import load_autoencoder_dir
         return load_autoencoder_dir(path), str(path)
     import lmdm
     return lmdm.load(source, dtype=torch.float32).autoencoder.eval(), source

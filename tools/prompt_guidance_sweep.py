@@ -22,7 +22,7 @@ from lmdm.data.dataset import read_manifest
 from lmdm.engine.beat import bpm_from_text
 from lmdm.eval.suite import _adherence, _median_tempo_error
 from lmdm.eval.tagger import Tagger
-from lmdm.engine.prompt_guidance import PromptGuidance
+from lmdm.engine.guidance.prompt import PromptGuidance
 
 
 def main(model_dir: str, heldout: str, *settings: str) -> None:

@@ -85,6 +85,18 @@ def save_pretrained(model: LiveMusicModel, folder: str | Path) -> Path:
                                  (CONFIG, lambda p: model.config.save(p))))
 
 
+def directory_layout(folder: str | Path) -> str | None:
+    """Which model directory `folder` is: "lmdm" (config.json), "authors" (the paper authors'
+    model_config.json) or "sao" (Stable Audio Open's); None when it holds neither config."""
+    folder = Path(folder)
+    if (folder / CONFIG).is_file():
+        return "lmdm"
+    if (folder / SAO_CONFIG).is_file():
+        from .authors import is_authors_config
+        return "authors" if is_authors_config(_read_json(folder / SAO_CONFIG)) else "sao"
+    return None
+
+
 def from_pretrained(folder: str | Path, dtype: torch.dtype | str | None = None, t5_path: str | None = None
                     ) -> LiveMusicModel:
     """Load an lmdm directory (config.json), an official SAO directory or one written by the paper
@@ -125,6 +137,18 @@ def from_pretrained(folder: str | Path, dtype: torch.dtype | str | None = None, 
 
 
 # -- Stable Audio Open ----------------------------------------------------------------------
+
+def load_autoencoder_dir(folder: str | Path):
+    """An autoencoder export folder of `lmdm train autoencoder` (autoencoder.json +
+    autoencoder.safetensors), loaded strictly, in eval mode."""
+    from safetensors.torch import load_file
+
+    from .models.codec import build_autoencoder   # Oobleck, or the spectral codec by "kind"
+    folder = Path(folder)
+    ae = build_autoencoder(json.loads((folder / "autoencoder.json").read_text()))
+    load_strict(ae, load_file(str(folder / "autoencoder.safetensors")), str(folder))
+    return ae.eval()
+
 
 def export(model: LiveMusicModel, folder: str | Path, to: str) -> Path:
     """Write `model` as the authors' code ("authors") or stable-audio-tools ("sao") reads it:

@@ -81,31 +81,79 @@ def check_knob(name: str, value, label: str | None = None):
     return int(value) if r.integer else float(value)
 
 
-@dataclass
+# the knobs that are a guidance's strength (`lmdm.engine.guidance`; registering a new one adds its name)
+GUIDANCE_KNOBS: list[str] = ["cfg_scale", "sketch_cfg", "beat_cfg", "control_guidance", "prompt_guidance"]
+_SAMPLING_FIELDS = ("seconds", "seed", "steps", "block_frames", "sketch_strength", "bpm", "cutoff_frames")
+
+
+@dataclass(init=False)
 class SamplingConfig:
-    """How one piece or stream is sampled: every knob a user sets per request. None = the model's
-    default (or, for `seconds`, no length). `validate` checks each set field through `check_knob`;
-    `labels` maps a field to the name the user typed (e.g. {"cfg_scale": "--cfg"})."""
+    """How one piece or stream is sampled: every knob a user sets per request, the one object the
+    CLI, `generate`, `Stream` and the bench pass on. None (or absent) = the model's default from its
+    config.json (or, for `seconds`, no length). Guidance strengths are keyed by the guidance's name in
+    `guidance` and read as attributes: `SamplingConfig(cfg_scale=3.0).cfg_scale`, so a guidance added in
+    `lmdm.engine.guidance` needs no field here; `guidance_steps` holds the denoising steps of those that
+    have them ({"beat_cfg": 2}: the first two). `validate` checks each set value through `check_knob`;
+    `labels` maps a name to the one the user typed (e.g. {"cfg_scale": "--cfg"})."""
 
     seconds: float | None = None
     seed: int | None = None
     steps: int | None = None
-    cfg_scale: float | None = None
     block_frames: int | None = None
-    sketch_cfg: float | None = None
     sketch_strength: float | None = None
-    control_guidance: float | None = None
-    prompt_guidance: float | None = None
-    beat_cfg: float | None = None
     bpm: float | None = None
     cutoff_frames: int | None = None
+    guidance: dict[str, float] = field(default_factory=dict)
+    guidance_steps: dict[str, int] = field(default_factory=dict)
+
+    def __init__(self, *, seconds=None, seed=None, steps=None, block_frames=None, sketch_strength=None, bpm=None,
+                 cutoff_frames=None, guidance: dict | None = None, guidance_steps: dict | None = None, **strengths):
+        unknown = sorted(set(strengths) - set(GUIDANCE_KNOBS))
+        if unknown:
+            raise ConfigError(f"unknown sampling option(s) {unknown}; the guidance knobs are {GUIDANCE_KNOBS}")
+        self.seconds, self.seed, self.steps, self.block_frames = seconds, seed, steps, block_frames
+        self.sketch_strength, self.bpm, self.cutoff_frames = sketch_strength, bpm, cutoff_frames
+        self.guidance = {k: v for k, v in {**(guidance or {}), **strengths}.items() if v is not None}
+        self.guidance_steps = {k: v for k, v in (guidance_steps or {}).items() if v is not None}
+
+    def __getattr__(self, name: str):   # only asked for names that are not fields: a guidance's strength
+        if name in GUIDANCE_KNOBS:
+            return self.__dict__.get("guidance", {}).get(name)
+        raise AttributeError(f"SamplingConfig has no field {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in GUIDANCE_KNOBS:
+            self.guidance.pop(name, None) if value is None else self.guidance.__setitem__(name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    def merged(self, **values) -> "SamplingConfig":
+        """A copy with every value given that is not None set (old keyword arguments fold in here)."""
+        out = dataclasses.replace(self, guidance=dict(self.guidance), guidance_steps=dict(self.guidance_steps))
+        for name, value in values.items():
+            if value is not None:
+                if name.endswith("_steps") and name[:-len("_steps")] in GUIDANCE_KNOBS:
+                    out.guidance_steps[name[:-len("_steps")]] = value
+                elif name in _SAMPLING_FIELDS or name in GUIDANCE_KNOBS:
+                    setattr(out, name, value)
+                else:
+                    raise ConfigError(f"unknown sampling option {name!r}")
+        return out
 
     def validate(self, labels: dict[str, str] | None = None) -> "SamplingConfig":
         labels = labels or {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+        for name in _SAMPLING_FIELDS:
+            value = getattr(self, name)
             if value is not None:
-                setattr(self, f.name, check_knob(f.name, value, labels.get(f.name)))
+                setattr(self, name, check_knob(name, value, labels.get(name)))
+        for name, value in self.guidance.items():
+            if name not in GUIDANCE_KNOBS:
+                raise ConfigError(f"unknown guidance {name!r}; the guidance knobs are {GUIDANCE_KNOBS}")
+            self.guidance[name] = check_knob(name, value, labels.get(name))
+        for name, value in self.guidance_steps.items():
+            if name not in GUIDANCE_KNOBS or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"guidance_steps[{name!r}] must be an integer >= 0 (0 = every step) of a "
+                                  f"guidance knob, got {value!r}")
         return self
 
     def samples(self, sample_rate: int, label: str = "seconds") -> int:

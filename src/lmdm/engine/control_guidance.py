@@ -28,14 +28,11 @@ against 0.85); weighting the centroid 1.5x and a fifth iteration bring both abov
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..audio.controls import a_weighting_db
-from ..errors import ConfigError
 
 SILENT_CENTROID = -1.0      # normalise_centroid of a silent frame (centroid 0 -> clipped to 24)
 PEAK = 0.95                 # samples beyond this are pushed back (a loud sketch must not buy its level by clipping)
@@ -67,28 +64,6 @@ def torch_loudness_and_centroid(audio: torch.Tensor, sample_rate: int, hop: int)
     return loud, centroid
 
 
-@dataclass
-class ControlGuidance:
-    """`strength`: RMS distance (in unit-variance latent units) x0 moves per iteration; 0 = off.
-    `last_steps`: it runs at the last this many denoising steps (earlier estimates are too blurry
-    to be worth the decoder). `iterations`: gradient steps per denoising step."""
-    strength: float = 0.0
-    iterations: int = 5
-    last_steps: int = 2
-
-    def validate(self) -> "ControlGuidance":
-        if not 0.0 <= self.strength <= 2.0:
-            raise ConfigError(f"control guidance strength must be in [0, 2], got {self.strength}")
-        if self.iterations < 1 or self.last_steps < 1:
-            raise ConfigError(f"control guidance needs iterations >= 1 and last_steps >= 1, "
-                              f"got {self.iterations} and {self.last_steps}")
-        return self
-
-    @property
-    def active(self) -> bool:
-        return self.strength > 0
-
-
 def sketch_loss(audio: torch.Tensor, sketch: torch.Tensor, first: int, sample_rate: int, hop: int) -> torch.Tensor:
     """Mean squared distance between the controls of `audio` (batch, samples) for frames first..first + n
     and the sketch group `sketch` (batch, 4, n) = [mask | loudness | centroid | pitch] (normalised), the
@@ -111,7 +86,7 @@ def clipping_penalty(audio: torch.Tensor) -> torch.Tensor:
 
 
 def guide_x0(x0: torch.Tensor, context: torch.Tensor, sketch: torch.Tensor, autoencoder, hop: int,
-             guidance: ControlGuidance) -> torch.Tensor:
+             guidance) -> torch.Tensor:
     """x0 (batch, io, B) after `guidance.iterations` Adam-style steps of RMS `guidance.strength` on
     `sketch_loss` of decode([context | x0]); `context` (batch, io, k) are the clean frames before the
     block and the sketch group covers the last sketch.shape[-1] frames of [context | x0] (the block's

@@ -72,14 +72,18 @@ def load_sketch(model, path, seconds: float, strength: float = 1.0, max_kernel: 
     return median_filter(controls, kernel)
 
 
-def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None = None,
-             cfg_scale: float | None = None, progress: bool = False, on_audio=None, block_frames: int | None = None,
-             on_change=None, sketch: torch.Tensor | None = None, accompaniment: torch.Tensor | None = None,
-             cutoff_frames: int | None = None, sketch_cfg: float | None = None,
-             control_guidance: float | None = None, bpm: float | None = None,
-             prompt_guidance: float | None = None, beat_cfg: float | None = None,
-             collect: bool | None = None) -> torch.Tensor | None:
-    """`prompt`: a string, weighted prompts, or a schedule [(start seconds, prompts)] whose changes
+def generate(model, prompt, seconds: float | None = None, *, sampling: SamplingConfig | None = None,
+             seed: int | None = None, steps: int | None = None, cfg_scale: float | None = None, progress: bool = False,
+             on_audio=None, block_frames: int | None = None, on_change=None, sketch: torch.Tensor | None = None,
+             accompaniment: torch.Tensor | None = None, cutoff_frames: int | None = None,
+             sketch_cfg: float | None = None, control_guidance: float | None = None, bpm: float | None = None,
+             prompt_guidance: float | None = None, beat_cfg: float | None = None, collect: bool | None = None,
+             **more_guidance) -> torch.Tensor | None:
+    """Audio (channels, samples) of exactly `seconds`. The knobs come in `sampling` (a `SamplingConfig`,
+    `seconds` included); a keyword argument of the same name that is not None overrides it, and any
+    left unset take the model's defaults (`Stream`); a registered guidance takes its strength by name.
+
+    `prompt`: a string, weighted prompts, or a schedule [(start seconds, prompts)] whose changes
     are applied at the first block boundary at or after their time; `on_change(seconds, prompts)`
     is told where each landed.
 
@@ -100,9 +104,12 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
     anything runs."""
     if model.autoencoder is None:
         raise ConfigError("this model has no autoencoder, so it cannot make audio")
-    knobs = SamplingConfig(seconds=seconds, seed=seed, steps=steps, cfg_scale=cfg_scale, block_frames=block_frames,
-                           sketch_cfg=sketch_cfg, control_guidance=control_guidance, prompt_guidance=prompt_guidance,
-                           beat_cfg=beat_cfg, bpm=bpm, cutoff_frames=cutoff_frames).validate()
+    knobs = (sampling or SamplingConfig()).merged(
+        seconds=seconds, seed=seed, steps=steps, cfg_scale=cfg_scale, block_frames=block_frames, sketch_cfg=sketch_cfg,
+        control_guidance=control_guidance, prompt_guidance=prompt_guidance, beat_cfg=beat_cfg, bpm=bpm,
+        cutoff_frames=cutoff_frames, **more_guidance).validate()
+    if knobs.seconds is None:
+        raise ConfigError("generate needs a length: seconds (or SamplingConfig.seconds)")
     collect = on_audio is None if collect is None else collect
     if sketch is not None:
         require_input_group(model, "sketch", "a sketch")
@@ -112,16 +119,13 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
     total = knobs.samples(model.sample_rate)
     p = model.config.pattern
     if p.pattern == "bidirectional" and p.context_frames == 0:
-        if len(schedule) > 1 or block_frames is not None:
+        if len(schedule) > 1 or knobs.block_frames is not None:
             raise ConfigError("a plain Stable Audio Open model samples one window offline: timed prompt changes "
                               "and --block need an LMDM (lmdm convert)")
-        audio = _offline_window(model, schedule[0][1], seconds, total, seed, steps, cfg_scale, on_audio)
+        audio = _offline_window(model, schedule[0][1], knobs, total, on_audio)
         return audio if collect else None
-    pattern = block_pattern(model, block_frames)
-    stream = model.stream(schedule[0][1], seed=seed, steps=steps, cfg_scale=cfg_scale, pattern=pattern,
-                          sketch=sketch, accompaniment=accompaniment, cutoff_frames=cutoff_frames,
-                          sketch_cfg=sketch_cfg, control_guidance=control_guidance, bpm=bpm,
-                          prompt_guidance=prompt_guidance, beat_cfg=beat_cfg)
+    pattern = block_pattern(model, knobs.block_frames)
+    stream = model.stream(schedule[0][1], sampling=knobs, pattern=pattern, sketch=sketch, accompaniment=accompaniment)
     block_seconds = pattern.block_frames * model.config.frame_seconds
     pending = schedule[1:]
     pieces, have = [], 0
@@ -151,13 +155,14 @@ def generate(model, prompt, seconds: float, *, seed: int = 0, steps: int | None 
     return torch.cat(pieces, -1) if collect else None
 
 
-def _offline_window(model, prompt, seconds, total, seed, steps, cfg_scale, on_audio) -> torch.Tensor:
+def _offline_window(model, prompt, knobs: SamplingConfig, total: int, on_audio) -> torch.Tensor:
     p = model.config.pattern
     frames = math.ceil(total / model.config.downsampling_ratio)
     if frames > p.block_frames:
         raise ConfigError(f"this model generates one window of at most {p.block_frames * model.config.frame_seconds:.2f} s"
-                          f" offline; asked for {seconds} s (convert it to an LMDM to stream longer pieces)")
-    stream = model.stream(prompt, seed=seed, steps=steps, cfg_scale=cfg_scale, seconds_total=seconds)
+                          f" offline; asked for {knobs.seconds:g} s (convert it to an LMDM to stream longer pieces)")
+    stream = model.stream(prompt, seed=knobs.seed, steps=knobs.steps, cfg_scale=knobs.cfg_scale,
+                          seconds_total=knobs.seconds)
     latents = stream.next_latents()
     with torch.no_grad():
         audio = model.autoencoder.decode(latents.to(model.autoencoder.dtype)).float()[0, :, :total]

@@ -79,13 +79,12 @@ class LiveMusicModel(nn.Module):
             return blended, None
         return torch.cat((blended, tokens[:1, n_text:]), 1), glob[:1]
 
-    def generate(self, prompt, seconds: float, *, seed: int = 0, steps: int | None = None,
-                 cfg_scale: float | None = None, progress: bool = False, on_audio=None, block_frames: int | None = None,
-                 on_change=None, sketch: torch.Tensor | None = None, sketch_cfg: float | None = None,
-                 control_guidance: float | None = None, bpm: float | None = None,
-                 prompt_guidance: float | None = None, beat_cfg: float | None = None,
-                 collect: bool | None = None) -> torch.Tensor | None:
-        """Audio (channels, samples) of exactly `seconds`, float32.
+    def generate(self, prompt, seconds: float | None = None, *, sampling=None, **options) -> torch.Tensor | None:
+        """Audio (channels, samples) of exactly `seconds`, float32 (`lmdm.engine.generate.generate`).
+
+        `sampling`: a `lmdm.config.SamplingConfig` with the knobs (seconds, seed, steps, cfg_scale, each
+        guidance's strength, ...); the keyword options below override it, unset knobs take the model's
+        defaults.
 
         `prompt`: a string, weighted prompts [(text, weight)], or a schedule [(start seconds,
         prompts)] of timed changes (`lmdm.engine.prompts`). A plain SAO model (bidirectional, no context)
@@ -103,12 +102,10 @@ class LiveMusicModel(nn.Module):
         `collect`: return the audio (default: only when there is no `on_audio`; streaming to `on_audio`
         alone returns None and holds flat memory however long the piece)."""
         from .generate import generate
-        return generate(self, prompt, seconds, seed=seed, steps=steps, cfg_scale=cfg_scale, progress=progress,
-                        on_audio=on_audio, block_frames=block_frames, on_change=on_change, sketch=sketch,
-                        sketch_cfg=sketch_cfg, control_guidance=control_guidance, bpm=bpm,
-                        prompt_guidance=prompt_guidance, beat_cfg=beat_cfg, collect=collect)
+        return generate(self, prompt, seconds, sampling=sampling, **options)
 
     def stream(self, prompt: Prompts | str = "", **kwargs):
-        """A new streaming session; see `lmdm.engine.stream.Stream` for the options."""
+        """A new streaming session; see `lmdm.engine.stream.Stream` for the options (`sampling=` a
+        `SamplingConfig`, or its knobs as keywords)."""
         from .stream import Stream
         return Stream(self, prompt, **kwargs)

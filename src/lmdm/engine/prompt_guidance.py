@@ -29,14 +29,12 @@ heard right are left alone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .control_guidance import adam_guidance_steps
-from ..errors import ConfigError
 
 PROBE_FRAMES = 48   # the probe reads a block with clean context before it up to this many frames (~2.2 s)
 INSTRUMENT_MARGIN = 2.0   # instrument guidance stops once a family's logit is this far on the prompt's side
@@ -86,38 +84,8 @@ class PromptProbe(nn.Module):
         return torch.cat((emb, self.text_instruments(pooled).sigmoid()), -1) if self.instruments else emb
 
 
-@dataclass
-class PromptGuidance:
-    """`strength`: RMS distance (unit-variance latent units) x0 moves per iteration; 0 = off.
-    `iterations`: gradient steps per guided denoising step. `first_step` / `last_step`: the guided
-    denoising steps (0-based, inclusive; negative counts from the end). `instrument_weight`: the
-    instrument term's weight against the similarity term (probes with instrument heads only)."""
-    strength: float = 0.0
-    iterations: int = 4
-    first_step: int = 1
-    last_step: int = -2
-    instrument_weight: float = 0.5
-
-    def validate(self) -> "PromptGuidance":
-        if not 0.0 <= self.strength <= 2.0:
-            raise ConfigError(f"prompt guidance strength must be in [0, 2], got {self.strength}")
-        if self.instrument_weight < 0:
-            raise ConfigError(f"prompt guidance needs instrument_weight >= 0, got {self.instrument_weight}")
-        if self.iterations < 1:
-            raise ConfigError(f"prompt guidance needs iterations >= 1, got {self.iterations}")
-        return self
-
-    @property
-    def active(self) -> bool:
-        return self.strength > 0
-
-    def guides(self, step: int, steps: int) -> bool:
-        first, last = (s % steps if s < 0 else s for s in (self.first_step, self.last_step))
-        return first <= step <= last
-
-
 def guide_to_prompt(x0: torch.Tensor, context: torch.Tensor, probe: PromptProbe, target: torch.Tensor,
-                    guidance: PromptGuidance) -> torch.Tensor:
+                    guidance) -> torch.Tensor:
     """x0 (batch, io, B) after `guidance.iterations` Adam-style steps that raise the cosine similarity
     between `probe.embed_latents([context | x0])` and the prompt's `probe.text_target` (batch, dim [+
     instruments]) up to the probe's target similarity and, with instrument heads, move each family's

@@ -11,9 +11,10 @@ through its own zero-initialised bias-free projection (so a model without them t
 - `accompaniment` = [mask | accompaniment latents] (io_channels + 1), time-aligned with the window.
   The stream zeroes every frame at or after `target start - cutoff_frames` (see `Stream`).
 
-Utilities used by training and inference: `median_filter` (random kernel in training, a kernel from
-`--sketch-strength` at inference), `control_dropout`, `accompaniment_dropout`, and controls from
+Utilities used by training and inference: `median_filter` (a random kernel in training, a kernel from
+`--sketch-strength` at inference), the groups (`sketch_group`, `accompaniment_group`), and controls from
 audio (`controls_from_audio`, at the latent frame rate) or from curve files (`controls_from_curves`).
+The training-time dropouts live in `lmdm.train.group_dropout`.
 """
 from __future__ import annotations
 
@@ -136,12 +137,6 @@ def median_filter(controls: torch.Tensor, kernel: int) -> torch.Tensor:
     return padded.unfold(-1, kernel, 1).median(dim=-1).values
 
 
-def random_kernel(max_kernel: int, generator: torch.Generator | None = None) -> int:
-    """Training: an odd kernel drawn uniformly from 1, 3, ..., max_kernel."""
-    choices = max(1, (int(max_kernel) + 1) // 2)
-    return 2 * int(torch.randint(choices, (1,), generator=generator)) + 1
-
-
 def strength_to_kernel(strength: float, max_kernel: int = 31) -> int:
     """Inference `--sketch-strength` in [0, 1]: 1 follows the sketch exactly (kernel 1), 0 keeps only
     its coarsest shape (max_kernel); odd kernels in between, linear in (1 - strength)."""
@@ -160,39 +155,8 @@ def sketch_group(controls: torch.Tensor, mask: torch.Tensor | None = None) -> to
     return torch.cat((mask, controls * mask), 1)
 
 
-def control_dropout(group: torch.Tensor, p_all: float = 0.1, p_each: float = 0.2,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """Training dropout of a sketch group (batch, 1 + k, frames): per item, everything (mask
-    included) is zeroed with p_all; otherwise each control channel is zeroed with p_each."""
-    b, ch = group.shape[:2]
-    keep_all = (torch.rand(b, 1, 1, generator=generator) >= p_all).to(group.dtype)
-    keep_each = (torch.rand(b, ch - 1, 1, generator=generator) >= p_each).to(group.dtype)
-    keep = torch.cat((torch.ones(b, 1, 1, dtype=group.dtype), keep_each), 1)
-    return group * keep * keep_all
-
-
 def accompaniment_group(latents: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Accompaniment latents (batch, io, frames) -> the `accompaniment` group [mask | latents * mask]."""
     if mask is None:
         mask = torch.ones(latents.shape[0], 1, latents.shape[-1], dtype=latents.dtype)
     return torch.cat((mask, latents * mask), 1)
-
-
-def apply_cutoff(group: torch.Tensor, cutoff: int) -> torch.Tensor:
-    """Zero frames >= cutoff (window-relative index) of a [mask | values] group."""
-    out = group.clone()
-    out[..., max(cutoff, 0):] = 0
-    return out
-
-
-def accompaniment_dropout(group: torch.Tensor, p_all: float = 0.2, p_prefix: float = 0.3,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """Training dropout of an accompaniment group (batch, 1 + io, frames): per item, all of it is
-    zeroed with p_all, otherwise an old prefix of uniformly random length (1 .. frames) with p_prefix."""
-    b, _, n = group.shape
-    u = torch.rand(b, generator=generator)
-    lengths = torch.randint(1, n + 1, (b,), generator=generator)
-    cut = torch.where(u < p_all, torch.full_like(lengths, n),
-                      torch.where(u < p_all + p_prefix, lengths, torch.zeros_like(lengths)))
-    keep = (torch.arange(n)[None] >= cut[:, None]).to(group.dtype)[:, None]
-    return group * keep

@@ -312,24 +312,3 @@ def judge_table(reports: dict[str, dict]) -> list[str]:
             lines.append(f"| {c['prompt']} | {tags} | {c['key']} | {c['bpm']:.0f} | {c['centroid_hz']:.0f} | "
                          f"{c['rolloff95_hz']:.0f} | {ta} | {te} |")
     return lines + [""]
-
-
-def run_judge_only(args) -> int:
-    """`lmdm eval --suite judge`: the judge section alone (full size) for --model and --compare models."""
-    from ..checkpoints import load
-    reports = {}
-    for path in [args.model, *(args.compare or [])]:
-        model = load(path, dtype=args.dtype, t5_path=args.t5)
-        say = None if args.quiet else (lambda msg, p=path: print(f"lmdm eval [{p}]: {msg}", flush=True,
-                                                                 file=__import__("sys").stderr))
-        spec = JUDGE_SUITES["full"] if args.seconds is None else JudgeSuite(seconds=args.seconds)
-        reports[str(path)] = {"judge": evaluate_judge(model, args.reference, spec, args.seed, say)}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(reports, indent=2, default=float))
-    (out / "report.md").write_text("\n".join(["# lmdm eval report (judge)", "", *judge_table(reports)]))
-    for name, r in reports.items():
-        print(f"{name}: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                      for k, v in r["judge"]["summary"].items() if v is not None))
-    print(f"wrote {out}/report.json, report.md")
-    return 0

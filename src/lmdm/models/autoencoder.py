@@ -10,7 +10,7 @@ Shapes: audio (batch, audio_channels, samples), latents (batch, latent_dim, fram
 
 Precision: every op runs in the parameters' dtype (`.to(torch.bfloat16)` is supported and is the
 fast path on CPUs with AVX-512 BF16), except the weight-norm fold, done in fp32 and cached at
-inference. SnakeBeta runs in the input dtype; `lmdm.bench_autoencoder` measures the bf16-vs-fp32
+inference. SnakeBeta runs in the input dtype; `lmdm.bench.autoencoder` measures the bf16-vs-fp32
 signal-to-noise ratio of the decoder. `encode`/`decode` return their input's dtype.
 
 The parts: `autoencoder_config.py` (the shape and its checks), `oobleck.py` (the encoder and decoder

@@ -1,5 +1,6 @@
 """Training: the shared loop (`loop`), stage-1 fine-tuning (`finetune`), LoRA (`lora`),
-autoencoder training (`autoencoder`), the `lmdm train` CLI (`cli`) and `bench_training` (`bench`).
+autoencoder training (`autoencoder`) and `bench_training` (`bench`); the `lmdm train` command is
+`lmdm.cli.train`.
 Public names are imported on first use (PEP 562), so `lmdm train --help` does not import torch."""
 from .._lazy import lazy_names
 

@@ -50,8 +50,8 @@ from ..engine.beat import BEAT_CHANNELS, beat_group, grid_phase
 from ..config import ModelConfig, preset
 from ..errors import ConfigError, DataError
 from ..engine.model import LiveMusicModel
-from ..engine.sketch import (SKETCH_CHANNELS, accompaniment_dropout, accompaniment_group, apply_cutoff,
-                      control_dropout, median_filter, random_kernel, sketch_from_controls, sketch_group)
+from ..engine.sketch import SKETCH_CHANNELS, accompaniment_group, median_filter, sketch_from_controls, sketch_group
+from .group_dropout import accompaniment_dropout, apply_cutoff, control_dropout, random_kernel
 from .config import TrainConfig
 from .loop import Objective, Phase, Trainer, init_distributed, item_generator, with_ema
 from .lora import add_lora, merge_lora

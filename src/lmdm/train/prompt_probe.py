@@ -1,7 +1,7 @@
 """Fitting prompt guidance's latent-text probe (`lmdm.engine.prompt_guidance.PromptProbe`) on a model's
 training latents and their captions: CLIP's symmetric InfoNCE between latent crops and the pooled
 text tokens of one of their captions, plus instrument-family heads from the corpus metadata.
-`lmdm train prompt-probe` runs it."""
+`add_prompt_probe` writes a model with one (`lmdm train prompt-probe`)."""
 from __future__ import annotations
 
 import random
@@ -91,6 +91,35 @@ def fit_prompt_probe(records: list[dict], tensors: dict[str, torch.Tensor], enco
         t = probe.embed_text(pooled[[text_index[rng.choice(caps)] for _, caps, *_ in chosen]])
         probe.target_similarity.fill_(float((probe.embed_latents(x) * t).sum(-1).median()))
     return probe, _heldout_scores(probe, held, pooled, text_index, crop_of)
+
+
+def add_prompt_probe(model_dir, latents, out, strength: float = 0.0, steps: int = 2000, crop: int = 48,
+                     instruments: bool | None = None, seed: int = 0, progress: bool = True, width: int = 128,
+                     dim: int = 128) -> dict:
+    """Fit a probe on `latents` (a `lmdm data encode` folder with captions) for the model in
+    `model_dir` ("default": the embedded one) and write the model with it, and `strength` as its
+    default prompt guidance, to `out`. `instruments` None = on where the corpus metadata lists stems.
+    Returns the held-out retrieval scores."""
+    from ..checkpoints import DEFAULT_MODEL_DIR, from_pretrained, save_pretrained
+    from ..data.dataset import LatentDataset
+    from ..errors import ConfigError
+    if not 0 <= strength <= 2:
+        raise ConfigError(f"--strength must be in [0, 2], got {strength}")
+    model = from_pretrained(DEFAULT_MODEL_DIR if model_dir == "default" else model_dir)   # in its stored dtype
+    stored = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    model.float()   # the probe is fitted in fp32 and written in the model's stored dtype
+    data = LatentDataset(latents, crop_frames=crop)
+    if instruments is None:   # on where the corpus metadata says which instruments play
+        instruments = any((r.get("metadata") or {}).get("stems") for r in data.records)
+    probe, heldout = fit_prompt_probe(data.records, data.tensors, model.text, model.config.dit.io_channels,
+                                      model.config.dit.cond_token_dim, steps=steps, crop=crop,
+                                      seed=seed, instruments=instruments, progress=progress)
+    model.config.prompt_probe = {"width": width, "dim": dim,
+                                 **({"instruments": probe.instruments} if probe.instruments else {})}
+    model.config.prompt_guidance = strength
+    model.prompt_probe = probe
+    save_pretrained(model.to(stored), out)
+    return heldout
 
 
 def _jaccard(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -92,7 +92,7 @@ def matmul_peak_gflops(dtype: str, threads: int, seconds: float = 0.4, n: int = 
         gen = torch.Generator().manual_seed(0)
         a = torch.randn(n, n, generator=gen)
         if dtype == "int8":
-            from .nn.quant import quantize_linears_int8
+            from ..nn.quant import quantize_linears_int8
             layer = quantize_linears_int8(torch.nn.Sequential(torch.nn.Linear(n, n, bias=False)))
             fn = lambda: layer(a)  # noqa: E731
         else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import DiTConfig
+from ..config import DiTConfig
 
 
 def _dit_layer_flops(cfg: DiTConfig, queries: int, keys: int, cond_tokens: int) -> float:

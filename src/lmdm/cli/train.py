@@ -11,22 +11,22 @@ import json
 
 
 def _run(args) -> int:
-    from .config import load_config
+    from ..train.config import load_config
     cfg = load_config(args.config, args.set or [])
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
     if args.objective == "finetune":
-        from .finetune import finetune
+        from ..train.finetune import finetune
         last = finetune(cfg, resume=args.resume, stop_at=args.stop_at)
     elif args.objective == "arc-forcing":
-        from .arc_forcing import arc_forcing
+        from ..train.arc_forcing import arc_forcing
         last = arc_forcing(cfg, resume=args.resume, stop_at=args.stop_at)
     elif cfg.autoencoder.model.get("kind") == "spectral":   # the spectral codec (lmdm.train.codec)
         from .codec import train_codec
         last = train_codec(cfg, resume=args.resume, stop_at=args.stop_at)
     else:
-        from .autoencoder import train_autoencoder
+        from ..train.autoencoder import train_autoencoder
         last = train_autoencoder(cfg, resume=args.resume, stop_at=args.stop_at)
     import torch.distributed as dist
     if not dist.is_initialized() or dist.get_rank() == 0:
@@ -35,34 +35,16 @@ def _run(args) -> int:
 
 
 def _prompt_probe(args) -> int:
-    from ..checkpoints import DEFAULT_MODEL_DIR, from_pretrained, save_pretrained
-    from ..data.dataset import LatentDataset
-    from ..errors import ConfigError
-    from .prompt_probe import fit_prompt_probe
-    if not 0 <= args.strength <= 2:
-        raise ConfigError(f"--strength must be in [0, 2], got {args.strength}")
-    model = from_pretrained(DEFAULT_MODEL_DIR if args.model == "default" else args.model)   # in its stored dtype
-    stored = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    model.float()   # the probe is fitted in fp32 and written in the model's stored dtype
-    data = LatentDataset(args.latents, crop_frames=args.crop)
-    instruments = args.instruments
-    if instruments is None:   # on where the corpus metadata says which instruments play
-        instruments = any((r.get("metadata") or {}).get("stems") for r in data.records)
-    probe, heldout = fit_prompt_probe(data.records, data.tensors, model.text, model.config.dit.io_channels,
-                                      model.config.dit.cond_token_dim, steps=args.steps, crop=args.crop,
-                                      seed=args.seed, instruments=instruments, progress=not args.quiet)
-    model.config.prompt_probe = {"width": args.width, "dim": args.dim,
-                                 **({"instruments": probe.instruments} if probe.instruments else {})}
-    model.config.prompt_guidance = args.strength
-    model.prompt_probe = probe
-    save_pretrained(model.to(stored), args.out)
+    from ..train.prompt_probe import add_prompt_probe
+    heldout = add_prompt_probe(args.model, args.latents, args.out, strength=args.strength, steps=args.steps,
+                               crop=args.crop, instruments=args.instruments, seed=args.seed,
+                               progress=not args.quiet, width=args.width, dim=args.dim)
     print(json.dumps({"out_dir": args.out, "heldout_retrieval": heldout, "prompt_guidance": args.strength}))
     return 0
 
 
-def add_train_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `train` with its `finetune`, `arc-forcing` and `autoencoder` subcommands on an argparse
-    subparsers object."""
+def register(subparsers) -> None:
+    """`train` with its `finetune`, `arc-forcing`, `autoencoder` and `prompt-probe` subcommands."""
     train = subparsers.add_parser("train",
                                   help="train: stage-1 LMDM fine-tuning, stage-2 ARC-Forcing or an autoencoder")
     kinds = train.add_subparsers(dest="objective", required=True)
@@ -98,4 +80,3 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_prompt_probe, width=128, dim=128)
-    return train

@@ -1,7 +1,7 @@
 """Render the corpus card's listening examples: four v2 styles, an 8-s excerpt of each (from the
 first full groove) as FLAC, and a spectrogram PNG of each, into docs/corpus/.
 
-    python scripts/corpus_examples.py            # needs the Debian sample packages and matplotlib
+    python tools/corpus_examples.py            # needs the Debian sample packages and matplotlib
 """
 from __future__ import annotations
 

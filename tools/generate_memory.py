@@ -9,7 +9,7 @@ concatenates them at the end: what `lmdm generate` did before issue 34), so the 
 measured side by side in one run. Prints warm RSS, growth after warm-up, the least-squares slope
 and that slope extrapolated to one hour of audio.
 
-    python scripts/generate_memory.py 600          # 10 minutes of audio each way
+    python tools/generate_memory.py 600          # 10 minutes of audio each way
 """
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import ConfigError
-from .models.autoencoder import AutoencoderConfig
-from .models.codec import build_autoencoder
+from ..errors import ConfigError
+from ..models.autoencoder import AutoencoderConfig
+from ..models.codec import build_autoencoder
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -103,3 +103,14 @@ def bench_autoencoder(config: AutoencoderConfig | None = None, seconds: float = 
                 row["encode_snr_db"] = _snr_db(reference_latents, model.encode(reference_audio))
         result["dtypes"][name] = row
     return result
+
+
+def preset_autoencoder(preset: str):
+    """The autoencoder config `lmdm bench --autoencoder` times for a model preset: the embedded default
+    model's own (Oobleck or spectral codec), a toy one for `tiny`, SAO-small's shape for the others."""
+    if preset == "default":
+        from ..checkpoints import default_config
+        return build_autoencoder(default_config().autoencoder).config
+    if preset == "tiny":
+        return AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[2, 4], latent_dim=8)
+    return AutoencoderConfig()

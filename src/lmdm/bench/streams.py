@@ -10,7 +10,7 @@ random curves; models with the `sketch` input group), so `sketch_cfg` and `contr
 what a sketched stream costs (control guidance decodes, so it needs `end_to_end`).
 Several dtypes (fp32 / bf16 / int8, `lmdm.nn.quant`) and thread counts run as more side-by-side
 rows, each with its own copy of the same random weights. The report starts with the machine
-(`lmdm.machine`: CPU, ISA, bf16 native or emulated) and the measured matmul peak of each dtype and
+(`lmdm.bench.machine`: CPU, ISA, bf16 native or emulated) and the measured matmul peak of each dtype and
 thread count, which the rows' achieved GFLOP/s are read against. Every round reports the running
 medians through `progress`, so a killed run still leaves figures.
 """
@@ -26,11 +26,12 @@ from functools import wraps
 
 import torch
 
-from .config import PATTERNS, PatternConfig, preset
-from .errors import ConfigError
+from ..config import PATTERNS, PatternConfig, SamplingConfig, preset
+from ..engine import guidance
+from ..engine.model import LiveMusicModel
+from ..errors import ConfigError
 from .flops import comparison, dit_flops_per_block
 from .machine import bf16_native, describe, headline, matmul_peak_gflops
-from .engine.model import LiveMusicModel
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
 
@@ -92,25 +93,21 @@ NO_BEAT_GUIDANCE = "(beat guidance off)"
 class _PatternRun:
     """One pattern's stream with timers around its cache phases."""
 
-    def __init__(self, variant: Variant, pattern: PatternConfig, steps: int, end_to_end: bool, batch: int,
-                 cfg_scale: float = 1.0, sketch: dict | None = None, prompt_guidance: float | None = None,
-                 beat_cfg: float | None = None):
+    def __init__(self, variant: Variant, pattern: PatternConfig, end_to_end: bool, batch: int,
+                 sampling: SamplingConfig, sketched: bool = False, off: str = ""):
+        """`off`: the label suffix of a run with one guidance turned off (NO_PROMPT_GUIDANCE, ...)."""
         model = variant.model
-        self.model, self.pattern, self.steps, self.batch, self.variant = model, pattern, steps, batch, variant
-        self.base_label = pattern.pattern + (f" {NO_PROMPT_GUIDANCE}" if prompt_guidance is not None else "") \
-            + (f" {NO_BEAT_GUIDANCE}" if beat_cfg is not None else "")
+        self.model, self.pattern, self.batch, self.variant = model, pattern, batch, variant
+        self.base_label = pattern.pattern + (f" {off}" if off else "")
         self.label = self.base_label + variant.suffix
-        sketch = sketch or {}
         # a prompt that names a tempo, as the main job's does: a model with a beat clock runs it
-        self.stream = model.stream("bench, 120 BPM", seed=0, steps=steps, pattern=pattern, batch=batch, cfg_scale=cfg_scale,
-                                   sketch_cfg=sketch.get("sketch_cfg", 1.0),
-                                   control_guidance=sketch.get("control_guidance", 0.0), prompt_guidance=prompt_guidance,
-                                   beat_cfg=beat_cfg)
-        if sketch:
+        self.stream = model.stream("bench, 120 BPM", sampling=sampling, pattern=pattern, batch=batch)
+        self.steps = self.stream.steps
+        if sketched:
             self.stream.set_sketch(_bench_sketch(100_000))
         # guidance runs the model once per branch (beat guidance only on its steps): mean rows per step
         n = len(self.stream.branches)
-        self.model_batch = sum(self.stream.active_rows(i) or batch * n for i in range(steps)) / steps
+        self.model_batch = sum(self.stream.active_rows(i) or batch * n for i in range(self.steps)) / self.steps
         self.generate = self.stream.next_block if end_to_end else self.stream.next_latents
         self.phases: dict[str, list[float]] = {}
         cache = self.stream.cache
@@ -159,9 +156,9 @@ def _bench_sketch(frames: int) -> torch.Tensor:
     return torch.cat((curves, torch.zeros(1, frames)))
 
 
-def bench_patterns(variants: list[Variant], patterns: list[PatternConfig], steps: int, blocks: int,
+def bench_patterns(variants: list[Variant], patterns: list[PatternConfig], sampling: SamplingConfig, blocks: int,
                    warmup: int, progress=None, end_to_end: bool = False, batch: int = 1,
-                   cfg_scale: float = 1.0, sketch: dict | None = None) -> dict[str, dict]:
+                   sketched: bool = False) -> dict[str, dict]:
     """Round-robin: each round runs one block of every pattern, so slow drifts of the machine
     (thermal, other load) hit all patterns alike and the speedups stay honest. A model whose streams
     use prompt guidance also runs each pattern without it (rows "<pattern> (prompt guidance off)"), and one
@@ -169,16 +166,18 @@ def bench_patterns(variants: list[Variant], patterns: list[PatternConfig], steps
     so the clock runs), so each guidance's cost is a side-by-side ratio too (`prompt_guidance_cost`,
     `beat_guidance_cost` on the guided rows). Each variant (dtype, threads) runs every row again, and
     rows of later variants get `variant_speedup`, the first variant's block time over theirs. Ratios are
-    medians of per-round ratios (`_paired`)."""
+    medians of per-round ratios (`_paired`). Every stream samples with `sampling` (its knobs set, the
+    rest the model's defaults)."""
     runs = []
     for v in variants:
         model = v.model
-        runs += [_PatternRun(v, p, steps, end_to_end, batch, cfg_scale, sketch) for p in patterns]
-        if model.prompt_probe is not None and model.config.prompt_guidance > 0:
-            runs += [_PatternRun(v, p, steps, end_to_end, batch, cfg_scale, sketch, prompt_guidance=0.0)
-                     for p in patterns]
-        if model.config.beat_cfg_scale != 1.0 and "beat" in model.config.dit.input_groups:
-            runs += [_PatternRun(v, p, steps, end_to_end, batch, cfg_scale, sketch, beat_cfg=1.0) for p in patterns]
+        runs += [_PatternRun(v, p, end_to_end, batch, sampling, sketched) for p in patterns]
+        if model.prompt_probe is not None and _strength(sampling, model, "prompt_guidance") > 0:
+            off = sampling.merged(prompt_guidance=0.0)
+            runs += [_PatternRun(v, p, end_to_end, batch, off, sketched, NO_PROMPT_GUIDANCE) for p in patterns]
+        if _strength(sampling, model, "beat_cfg") != 1.0 and "beat" in model.config.dit.input_groups:
+            off = sampling.merged(beat_cfg=1.0)
+            runs += [_PatternRun(v, p, end_to_end, batch, off, sketched, NO_BEAT_GUIDANCE) for p in patterns]
     first = [run.block() for run in runs]  # includes the block-causal bootstrap
     for run in runs:
         for name, times in run.phases.items():
@@ -208,6 +207,12 @@ def bench_patterns(variants: list[Variant], patterns: list[PatternConfig], steps
         if run.variant is not variants[0]:
             row["variant_speedup"] = _paired(by_label[run.base_label + variants[0].suffix].blocks, run.blocks)
     return rows
+
+
+def _strength(sampling: SamplingConfig, model, name: str) -> float:
+    """A guidance's strength in the streams: the one `sampling` sets, else the model's default."""
+    value = sampling.guidance.get(name)
+    return guidance.get(name).default(model.config) if value is None else value
 
 
 def _paired(a: list[float], b: list[float]) -> float:
@@ -278,17 +283,17 @@ def run_bench(preset_name: str = "tiny", dtype: str | list[str] = "fp32", steps:
     if emit and peaks:
         emit(peak_line(peaks))
     if preset_name == "default":  # the embedded default model's shape, with its own autoencoder
-        from .checkpoints import default_config
+        from ..checkpoints import default_config
         cfg = default_config()
     else:
         cfg = preset(preset_name)
-    if prompt_guidance is not None:
-        cfg.prompt_guidance = prompt_guidance
-    if beat_cfg is not None:
-        cfg.beat_cfg_scale = beat_cfg
     cfg.validate()
+    sketch_knobs = sketch or {"sketch_cfg": 1.0, "control_guidance": 0.0}   # off without a sketch, whatever the model's
+    sampling = SamplingConfig(seed=0, steps=steps, cfg_scale=cfg_scale, sketch_cfg=sketch_knobs.get("sketch_cfg", 1.0),
+                              control_guidance=sketch_knobs.get("control_guidance", 0.0),
+                              prompt_guidance=prompt_guidance, beat_cfg=beat_cfg).validate()
     if end_to_end and cfg.autoencoder is None:  # SAO-small's for the SAO shape, a toy one for tiny
-        from .models.autoencoder import AutoencoderConfig
+        from ..models.autoencoder import AutoencoderConfig
         ae = AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[4, 8], latent_dim=cfg.dit.io_channels) \
             if preset_name == "tiny" else AutoencoderConfig(latent_dim=cfg.dit.io_channels)
         cfg.autoencoder, cfg.downsampling_ratio = ae.to_dict(), ae.downsampling_ratio
@@ -302,16 +307,17 @@ def run_bench(preset_name: str = "tiny", dtype: str | list[str] = "fp32", steps:
                          "threads": "/".join(map(str, threads)), "torch": torch.__version__, "device": str(dev),
                          "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                          "dit": dataclasses.asdict(cfg.dit), "end_to_end": end_to_end, "batch": batch,
-                         "cfg_scale": cfg_scale, "sketch": sketch, "prompt_guidance": cfg.prompt_guidance,
-                         "beat_cfg": cfg.beat_cfg_scale,
+                         "cfg_scale": cfg_scale, "sketch": sketch,
+                         "prompt_guidance": _strength(sampling, model, "prompt_guidance"),
+                         "beat_cfg": _strength(sampling, model, "beat_cfg"),
                          "dit_parameters": sum(p.numel() for p in model.dit.parameters())},
               "patterns": {}}
     pcfgs = [PatternConfig(name, B, C) for name in patterns]
     for p in pcfgs:
         p.validate()
     variants = _variants(model, dtypes, threads, dev)
-    report["patterns"] = bench_patterns(variants, pcfgs, steps, blocks, max(warmup, 1), progress, end_to_end, batch,
-                                        cfg_scale, sketch)
+    report["patterns"] = bench_patterns(variants, pcfgs, sampling, blocks, max(warmup, 1), progress, end_to_end, batch,
+                                        bool(sketch))
     torch.set_num_threads(threads[0])
     if end_to_end:
         report["prompt_change_ms"] = _prompt_change_ms(variants[0].model)
@@ -346,7 +352,7 @@ def _cell(value, width: int) -> str:
 
 
 def format_table(report: dict, preamble: bool = True) -> str:
-    """The report as text. Its first lines are the machine (`lmdm.machine.headline`) and the matmul
+    """The report as text. Its first lines are the machine (`lmdm.bench.machine.headline`) and the matmul
     peaks, unless the caller printed them already (`preamble=False`)."""
     c = report["config"]
     what = "end to end (DiT + streaming decode)" if c.get("end_to_end") else "DiT only"

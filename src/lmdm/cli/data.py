@@ -1,19 +1,15 @@
 """`lmdm data …`: synth (built-in corpus), manifest (index a folder of audio), encode (latents).
-
-`add_data_parser(subparsers)` registers the commands on the main `lmdm` parser; each sets
-`func(args) -> exit code`. Nothing heavy is imported until a command runs. Also runnable alone:
-`python -m lmdm.data synth --hours 0.05 --out /tmp/synth`.
-"""
+Also runnable as `python -m lmdm.data synth --hours 0.05 --out /tmp/synth`."""
 from __future__ import annotations
 
 import argparse
 
 
 def _synth(args) -> int:
-    from .synth import format_summary, generate_corpus
+    from ..data.synth import format_summary, generate_corpus
     from ..errors import ConfigError
-    from .synth.v1.styles import STYLES as V1
-    from .synth.v2.styles import STYLES as V2
+    from ..data.synth.v1.styles import STYLES as V1
+    from ..data.synth.v2.styles import STYLES as V2
     book = V2 if args.renderer == "v2" else V1
     unknown = [s for s in args.styles or [] if s not in book]
     if unknown:
@@ -27,7 +23,7 @@ def _synth(args) -> int:
 
 
 def _manifest(args) -> int:
-    from .dataset import build_manifest
+    from ..data.dataset import build_manifest
     report = build_manifest(args.dir, args.out, progress=not args.quiet)
     hours = sum(e["duration"] for e in report.entries) / 3600
     captioned = sum(bool(e["captions"]) for e in report.entries)
@@ -42,9 +38,9 @@ def _manifest(args) -> int:
 def _encode(args) -> int:
     from pathlib import Path
 
-    from ..checkpoints import from_pretrained
+    from ..checkpoints import from_pretrained, load_autoencoder_dir
     from ..errors import DataError
-    from .dataset import encode_dataset
+    from ..data.dataset import encode_dataset
     if (Path(args.model) / "autoencoder.json").is_file():   # an export of `lmdm train autoencoder`
         ae = load_autoencoder_dir(args.model)
     else:
@@ -62,22 +58,7 @@ def _encode(args) -> int:
     return 0
 
 
-def load_autoencoder_dir(folder):
-    """An autoencoder export folder (autoencoder.json + autoencoder.safetensors), loaded strictly."""
-    import json
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    from ..checkpoints import load_strict
-    from ..models.codec import build_autoencoder
-    folder = Path(folder)
-    ae = build_autoencoder(json.loads((folder / "autoencoder.json").read_text()))
-    load_strict(ae, load_file(str(folder / "autoencoder.safetensors")), str(folder))
-    return ae.eval()
-
-
-def add_data_parser(subparsers) -> argparse.ArgumentParser:
+def register(subparsers) -> None:
     d = subparsers.add_parser("data", help="build, index and encode training data",
                               description="Training data: the built-in synthetic corpus, manifests for your own "
                               "audio, and pre-encoding to latents.")

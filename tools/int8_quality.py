@@ -4,7 +4,7 @@ float model with another seed. Signal-level figures per render (loudness, spectr
 steadiness at the asked tempo, the project's tagger's style) and how far int8 moves each one,
 next to how far a change of seed moves it. Also times the first audio of `generate` per dtype.
 
-    PYTHONPATH=src python scripts/int8_quality.py --seconds 20 --threads 1 [--out DIR]
+    PYTHONPATH=src python tools/int8_quality.py --seconds 20 --threads 1 [--out DIR]
 
 With --out, every render is also written as DIR/<style>-<fp32|int8|fp32-seed1>.wav, for `lmdm judge`.
 """

@@ -143,9 +143,9 @@ def load_autoencoder_dir(folder: str | Path):
     autoencoder.safetensors), loaded strictly, in eval mode."""
     from safetensors.torch import load_file
 
-    from .models.autoencoder import Autoencoder, AutoencoderConfig
+    from .models.codec import build_autoencoder   # Oobleck, or the spectral codec by "kind"
     folder = Path(folder)
-    ae = Autoencoder(AutoencoderConfig.from_dict(json.loads((folder / "autoencoder.json").read_text())))
+    ae = build_autoencoder(json.loads((folder / "autoencoder.json").read_text()))
     load_strict(ae, load_file(str(folder / "autoencoder.safetensors")), str(folder))
     return ae.eval()
 

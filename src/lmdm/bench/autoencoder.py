@@ -15,7 +15,8 @@ from typing import Any, Callable
 import torch
 
 from ..errors import ConfigError
-from ..models.autoencoder import Autoencoder, AutoencoderConfig
+from ..models.autoencoder import AutoencoderConfig
+from ..models.codec import build_autoencoder
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -62,7 +63,7 @@ def bench_autoencoder(config: AutoencoderConfig | None = None, seconds: float = 
         raise ConfigError(f"bench_autoencoder: dtypes must be among {sorted(DTYPES)} (got {list(dtypes)}), "
                           f"seconds, block_frames and repeats positive (got {seconds}, {block_frames}, {repeats})")
     torch.manual_seed(seed)
-    base = Autoencoder(cfg).eval()
+    base = build_autoencoder(cfg.to_dict()).eval()   # Oobleck, or a CodecConfig's spectral codec
     ratio = cfg.downsampling_ratio
     frames = max(1, math.ceil(seconds * cfg.sample_rate / ratio))
     audio_seconds = frames * ratio / cfg.sample_rate
@@ -104,12 +105,12 @@ def bench_autoencoder(config: AutoencoderConfig | None = None, seconds: float = 
     return result
 
 
-def preset_autoencoder(preset: str) -> AutoencoderConfig:
-    """The autoencoder `lmdm bench --autoencoder` times for a model preset: the embedded default
-    model's own, a toy one for `tiny`, SAO-small's shape for the others."""
+def preset_autoencoder(preset: str):
+    """The autoencoder config `lmdm bench --autoencoder` times for a model preset: the embedded default
+    model's own (Oobleck or spectral codec), a toy one for `tiny`, SAO-small's shape for the others."""
     if preset == "default":
         from ..checkpoints import default_config
-        return AutoencoderConfig.from_dict(default_config().autoencoder)
+        return build_autoencoder(default_config().autoencoder).config
     if preset == "tiny":
         return AutoencoderConfig(channels=8, c_mults=[1, 2], strides=[2, 4], latent_dim=8)
     return AutoencoderConfig()

@@ -22,6 +22,9 @@ def _run(args) -> int:
     elif args.objective == "arc-forcing":
         from ..train.arc_forcing import arc_forcing
         last = arc_forcing(cfg, resume=args.resume, stop_at=args.stop_at)
+    elif cfg.autoencoder.model.get("kind") == "spectral":   # the spectral codec (lmdm.train.codec)
+        from .codec import train_codec
+        last = train_codec(cfg, resume=args.resume, stop_at=args.stop_at)
     else:
         from ..train.autoencoder import train_autoencoder
         last = train_autoencoder(cfg, resume=args.resume, stop_at=args.stop_at)
@@ -48,7 +51,8 @@ def register(subparsers) -> None:
     for name, text in (("finetune", "stage-1 fine-tuning: context-router objective on pre-encoded latents"),
                        ("arc-forcing", "stage-2 ARC-Forcing: adversarial relativistic-contrastive post-training "
                                        "on the model's own rollouts (configure the arc section)"),
-                       ("autoencoder", "train an Oobleck VAE: multi-resolution STFT + KL + adversarial")):
+                       ("autoencoder", "train an autoencoder: the Oobleck VAE, or the spectral codec when autoencoder.model "
+                                       "has \"kind\": \"spectral\" (multi-resolution STFT + mel + KL + adversarial)")):
         p = kinds.add_parser(name, help=text, description=text)
         p.add_argument("--config", help="training config JSON (see configs/train/); fields not given keep "
                                         "their documented defaults (lmdm/train/config.py)")

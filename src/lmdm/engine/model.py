@@ -25,11 +25,11 @@ class LiveMusicModel(nn.Module):
         self.seconds_total = NumberConditioner(d.cond_token_dim, 0.0, t.seconds_max) if t.seconds_total else None
         self.autoencoder = None
         if config.autoencoder is not None:
-            from ..models.autoencoder import Autoencoder, AutoencoderConfig
-            ae = AutoencoderConfig.from_dict(config.autoencoder)
-            if ae.latent_dim != d.io_channels:
-                raise ConfigError(f"autoencoder latent_dim {ae.latent_dim} != dit.io_channels {d.io_channels}")
-            self.autoencoder = Autoencoder(ae)
+            from ..models.codec import build_autoencoder   # Oobleck, or the spectral codec by "kind"
+            self.autoencoder = build_autoencoder(config.autoencoder)
+            if self.autoencoder.latent_dim != d.io_channels:
+                raise ConfigError(f"autoencoder latent_dim {self.autoencoder.latent_dim} != dit.io_channels "
+                                  f"{d.io_channels}")
         self.prompt_probe = None
         if config.prompt_probe is not None:   # prompt guidance's latent-text model (lmdm.engine.prompt_guidance)
             from .prompt_guidance import PromptProbe

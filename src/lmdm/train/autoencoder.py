@@ -122,7 +122,7 @@ class AutoencoderObjective(Objective):
         self.phases = [Phase("generator", trained)]
         self.disc = None
         if a.adv_weight > 0:
-            self.disc = STFTDiscriminator(ae.config.audio_channels, a.disc_channels, a.fft_sizes[:3])
+            self.disc = STFTDiscriminator(ae.config.audio_channels, a.disc_channels, a.disc_fft_sizes or a.fft_sizes[:3])
             self.modules["discriminator"] = self.disc
             self.phases.append(Phase("discriminator", list(self.disc.named_parameters()), lr=a.disc_lr,
                                      betas=(0.5, 0.9)))
@@ -147,6 +147,16 @@ class AutoencoderObjective(Objective):
     def describe(self, batch: dict) -> str:
         return ", ".join(f"{p}@{s}" for p, s in zip(batch["paths"], batch["start"]))
 
+    def _disc_view(self, x: torch.Tensor, key: int) -> torch.Tensor:
+        """What the discriminator sees of a batch: with `disc_crop_seconds`, one window of the crop
+        (drawn from the batch key, the same for real and fake in both phases), which cuts its cost
+        by crop / window; otherwise all of it."""
+        n = round(self.a.disc_crop_seconds * self.ae.sample_rate)
+        if not 0 < n < x.shape[-1]:
+            return x
+        start = int(torch.randint(0, x.shape[-1] - n + 1, (1,), generator=item_generator(self.cfg.run.seed, key, 1)))
+        return x[..., start:start + n]
+
     def _adv(self, step: int) -> bool:
         return self.disc is not None and step >= self.a.adv_start
 
@@ -164,18 +174,14 @@ class AutoencoderObjective(Objective):
                         z = z + a.latent_noise * torch.randn(z.shape, generator=gen, device=z.device, dtype=z.dtype)
                 fake, kl = self.ae.decode(z)[..., :real.shape[-1]], torch.zeros((), device=real.device)
             else:
-                fake, kl = self.ae(real, generator=gen, noise_scale=a.noise_scale)
+                fake, kl = self.forward_train(real, gen)
             fake = fake.to(real.dtype)
             self._fake[key] = fake.detach()
-            stft = mrstft_loss(fake, real, a.fft_sizes)
-            loss = a.stft_weight * stft + a.kl_weight * kl
-            metrics = {"stft": float(stft.detach()), "kl": float(kl.detach())}
-            if a.wave_weight:
-                wave = (fake.float() - real.float()).abs().mean() / real.float().abs().mean().clamp_min(1e-5)
-                loss = loss + a.wave_weight * wave
-                metrics["wave"] = float(wave.detach())
+            loss, metrics = self.reconstruction_terms(fake, real)
+            loss = loss + a.kl_weight * kl
+            metrics["kl"] = float(kl.detach())
             if self._adv(step):
-                d_fake, d_real = self.disc(fake), self.disc(real)
+                d_fake, d_real = self.disc(self._disc_view(fake, key)), self.disc(self._disc_view(real, key))
                 adv = sum((F.relu(1 - lf).mean() if a.adv_loss == "hinge" else (lf - 1).square().mean())
                           for lf, _ in d_fake) / len(d_fake)
                 fm = sum(F.l1_loss(ff, fr.detach()) for (_, fs), (_, rs) in zip(d_fake, d_real)
@@ -186,12 +192,27 @@ class AutoencoderObjective(Objective):
         fake = self._fake.pop(key)
         if not self._adv(step):
             return torch.zeros((), requires_grad=True), {}
-        d_fake, d_real = self.disc(fake), self.disc(real)
+        d_fake, d_real = self.disc(self._disc_view(fake, key)), self.disc(self._disc_view(real, key))
         if a.adv_loss == "hinge":
             loss = sum(F.relu(1 + lf).mean() + F.relu(1 - lr).mean() for (lf, _), (lr, _) in zip(d_fake, d_real))
         else:
             loss = sum(lf.square().mean() + (lr - 1).square().mean() for (lf, _), (lr, _) in zip(d_fake, d_real))
         return loss / len(d_fake), {}
+
+    def forward_train(self, real: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reconstruction, KL) of a batch with a trained encoder."""
+        return self.ae(real, generator=gen, noise_scale=self.a.noise_scale)
+
+    def reconstruction_terms(self, fake: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The generator's reconstruction loss (weighted) and its parts: MR-STFT and the waveform L1."""
+        a = self.a
+        stft = mrstft_loss(fake, real, a.fft_sizes)
+        loss, metrics = a.stft_weight * stft, {"stft": float(stft.detach())}
+        if a.wave_weight:
+            wave = (fake.float() - real.float()).abs().mean() / real.float().abs().mean().clamp_min(1e-5)
+            loss = loss + a.wave_weight * wave
+            metrics["wave"] = float(wave.detach())
+        return loss, metrics
 
     def on_step(self, step: int) -> None:
         self._fake.clear()
@@ -256,12 +277,15 @@ def latent_std(ae: Autoencoder, clips: list, max_clips: int = 48, seconds: float
     return max(square / count - mean * mean, 1e-12) ** 0.5
 
 
-def train_autoencoder(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None) -> dict:
+def train_autoencoder(cfg: TrainConfig, resume: bool = False, stop_at: int | None = None,
+                      build=None, objective=AutoencoderObjective) -> dict:
+    """Train the Oobleck VAE of `autoencoder.model`; `build(model_dict)` / `objective`: another codec
+    and its objective on the same data and loop (lmdm.train.codec)."""
     a = cfg.autoencoder
     if not a.manifest:
         raise ConfigError("autoencoder.manifest is not set: point it at a manifest.jsonl of audio clips")
     torch.manual_seed(cfg.run.seed)
-    ae = Autoencoder(AutoencoderConfig.from_dict(a.model)).float()
+    ae = (build or (lambda d: Autoencoder(AutoencoderConfig.from_dict(d))))(a.model).float()
     if a.init:
         from safetensors.torch import load_file
         from ..checkpoints import load_strict
@@ -275,7 +299,7 @@ def train_autoencoder(cfg: TrainConfig, resume: bool = False, stop_at: int | Non
     train, held = clips[:len(clips) - a.heldout_clips], clips[len(clips) - a.heldout_clips:]
     ddp = init_distributed()
     ae.to(ddp.device)
-    obj = AutoencoderObjective(ae, train, held, cfg)
+    obj = objective(ae, train, held, cfg)
     if obj.disc is not None:
         obj.disc.to(ddp.device)
     return Trainer(obj, cfg, ddp).fit(resume=resume, stop_at=stop_at)

@@ -142,6 +142,11 @@ class AutoencoderTrainConfig:
     disc_lr: float = 1e-4            # discriminator learning rate (AdamW, betas 0.5, 0.9)
     disc_channels: int = 32          # STFT discriminator width
     fft_sizes: list[int] = field(default_factory=lambda: [2048, 1024, 512, 256, 128])  # STFT loss / disc scales
+    disc_fft_sizes: list[int] = field(default_factory=list)  # discriminator scales; empty = fft_sizes[:3]
+    disc_crop_seconds: float = 0.0   # the discriminator sees one window this long of each crop; 0 = all of it
+    mel_weight: float = 0.0          # spectral codec: weight of the log-mel L1 loss (at every fft_sizes >= 512)
+    spectral_weight: float = 0.0     # spectral codec: L1 of the decoder's log magnitudes against the input's STFT
+    phase_weight: float = 0.0        # spectral codec: anti-wrapped phase losses against the input's STFT (APNet)
 
 
 @dataclass
@@ -220,6 +225,8 @@ class TrainConfig:
              "finetune.block_frames_choices must be positive integers"),
             (a.adv_loss in ("hinge", "lsgan"), "autoencoder.adv_loss must be hinge or lsgan"),
             (a.crop_seconds > 0, "autoencoder.crop_seconds must be > 0"),
+            (min(a.disc_crop_seconds, a.mel_weight, a.spectral_weight, a.phase_weight) >= 0,
+             "autoencoder.disc_crop_seconds, mel_weight, spectral_weight and phase_weight must be >= 0"),
             (a.latent_noise >= 0, "autoencoder.latent_noise must be >= 0"),
             (self.arc.chunks >= 1 and self.arc.max_steps >= 2, "arc.chunks must be >= 1 and arc.max_steps >= 2"),
             (self.arc.tempo_loss_weight >= 0, "arc.tempo_loss_weight must be >= 0"),

@@ -31,7 +31,7 @@ from .oobleck import OobleckDecoder, OobleckEncoder
 from .streaming_autoencoder import StreamingDecoder, StreamingEncoder
 from .streaming_conv import from_channels_last, to_channels_last
 
-__all__ = ["Autoencoder", "AutoencoderConfig", "StreamingDecoder", "StreamingEncoder", "kl_divergence",
+__all__ = ["Autoencoder", "AutoencoderConfig", "LatentAutoencoder", "posterior_draw", "StreamingDecoder", "StreamingEncoder", "kl_divergence",
            "vae_moments"]
 
 Tensor = torch.Tensor
@@ -54,14 +54,20 @@ def kl_divergence(mean: Tensor, std: Tensor) -> Tensor:
     return (mean * mean + var - var.log() - 1).sum(1).mean()
 
 
-class Autoencoder(nn.Module):
-    """Oobleck VAE: `encoder`, `decoder` and the VAE bottleneck."""
+class LatentAutoencoder(nn.Module):
+    """What every codec offers the runtime: a VAE bottleneck between an `encoder` and a `decoder` that
+    map (B, C, L) to (B, C', L'), plus `config` with sample_rate, latent_dim, audio_channels and
+    downsampling_ratio. Subclasses build the networks and say how to run them (`_encode_net`,
+    `_decode_net`) and which weight names the dtype and device (`_weight`)."""
 
-    def __init__(self, config: AutoencoderConfig | None = None):
-        super().__init__()
-        self.config = c = (config or AutoencoderConfig()).validate()
-        self.encoder = OobleckEncoder(c.audio_channels, c.channels, c.c_mults, c.strides, 2 * c.latent_dim)
-        self.decoder = OobleckDecoder(c.audio_channels, c.channels, c.c_mults, c.strides, c.latent_dim, c.final_tanh)
+    def _encode_net(self, audio: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _decode_net(self, latents: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _weight(self) -> Tensor:
+        raise NotImplementedError
 
     @property
     def downsampling_ratio(self) -> int:
@@ -77,44 +83,68 @@ class Autoencoder(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.decoder.layers[0].weight_v.dtype
+        return self._weight().dtype
 
     @property
     def device(self) -> torch.device:
-        return self.decoder.layers[0].weight_v.device
+        return self._weight().device
 
     def encode_moments(self, audio: Tensor) -> tuple[Tensor, Tensor]:
         """audio (B, audio_channels, L) -> (mean, std), each (B, latent_dim, ceil(L / ratio)), in the
         model's dtype. The end of the audio is zero-padded to a multiple of the downsampling ratio."""
         check_signal(audio, self.config.audio_channels, "audio")
         pad = -audio.shape[-1] % self.downsampling_ratio
-        h = self.encoder(to_channels_last(F.pad(audio.to(self.dtype), (0, pad))))
-        return vae_moments(from_channels_last(h))
+        return vae_moments(self._encode_net(F.pad(audio.to(self.dtype), (0, pad))))
 
     def encode(self, audio: Tensor, sample: bool = False, generator: torch.Generator | None = None) -> Tensor:
         """audio (B, audio_channels, L) -> latents (B, latent_dim, ceil(L / ratio)): the posterior
         mean, or with `sample=True` a draw mean + std * noise. End zero-padded as in `encode_moments`."""
         mean, std = self.encode_moments(audio)
-        if sample:
-            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-            mean = mean + std * noise
-        return mean.to(audio.dtype)
+        return posterior_draw(mean, std, 1.0 if sample else 0.0, generator).to(audio.dtype)
 
     def decode(self, latents: Tensor) -> Tensor:
         """latents (B, latent_dim, T) -> audio (B, audio_channels, T * ratio)."""
         check_signal(latents, self.latent_dim, "latents")
-        return from_channels_last(self.decoder(to_channels_last(latents.to(self.dtype)))).to(latents.dtype)
+        return self._decode_net(latents.to(self.dtype)).to(latents.dtype)
 
     def forward(self, audio: Tensor, generator: torch.Generator | None = None, noise_scale: float = 1.0
                 ) -> tuple[Tensor, Tensor]:
         """Training pass: (reconstruction from latents mean + noise_scale * std * noise, KL term).
         noise_scale 0 trains a plain autoencoder on the posterior mean (see AutoencoderTrainConfig)."""
         mean, std = self.encode_moments(audio)
-        z = mean
-        if noise_scale:
-            z = mean + noise_scale * std * torch.randn(mean.shape, generator=generator, device=mean.device,
-                                                       dtype=mean.dtype)
-        return from_channels_last(self.decoder(to_channels_last(z))), kl_divergence(mean, std)
+        return self._decode_net(posterior_draw(mean, std, noise_scale, generator)), kl_divergence(mean, std)
+
+    def streaming_decoder(self) -> StreamingDecoder:
+        return StreamingDecoder(self)
+
+    def streaming_encoder(self) -> StreamingEncoder:
+        return StreamingEncoder(self)
+
+
+def posterior_draw(mean: Tensor, std: Tensor, scale: float, generator: torch.Generator | None) -> Tensor:
+    """mean + scale * std * noise (just the mean when scale is 0)."""
+    if not scale:
+        return mean
+    return mean + scale * std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+
+
+class Autoencoder(LatentAutoencoder):
+    """Oobleck VAE: `encoder`, `decoder` and the VAE bottleneck."""
+
+    def __init__(self, config: AutoencoderConfig | None = None):
+        super().__init__()
+        self.config = c = (config or AutoencoderConfig()).validate()
+        self.encoder = OobleckEncoder(c.audio_channels, c.channels, c.c_mults, c.strides, 2 * c.latent_dim)
+        self.decoder = OobleckDecoder(c.audio_channels, c.channels, c.c_mults, c.strides, c.latent_dim, c.final_tanh)
+
+    def _encode_net(self, audio: Tensor) -> Tensor:
+        return from_channels_last(self.encoder(to_channels_last(audio)))
+
+    def _decode_net(self, latents: Tensor) -> Tensor:
+        return from_channels_last(self.decoder(to_channels_last(latents)))
+
+    def _weight(self) -> Tensor:
+        return self.decoder.layers[0].weight_v
 
     @torch.no_grad()
     def rescale_latents(self, factor: float) -> None:
@@ -129,9 +159,3 @@ class Autoencoder(nn.Module):
         # std = softplus(s) + 1e-4 cannot be scaled exactly through s; the KL-free use of latents
         # (posterior mean) is exact, and sampling keeps the std of the unscaled posterior.
         dec.weight_g /= factor
-
-    def streaming_decoder(self) -> StreamingDecoder:
-        return StreamingDecoder(self)
-
-    def streaming_encoder(self) -> StreamingEncoder:
-        return StreamingEncoder(self)

@@ -80,12 +80,7 @@ class AutoencoderConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AutoencoderConfig":
-        if not isinstance(data, dict):
-            raise ConfigError(f"autoencoder config must be a dict, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown autoencoder config field(s): {unknown}")
+        check_fields(cls, data, "autoencoder")
         for name, value in data.items():
             if name in ("c_mults", "strides"):
                 ok = isinstance(value, (list, tuple)) and all(_is_int(v) for v in value)
@@ -193,3 +188,12 @@ def check_signal(x: Any, channels: int, what: str, min_length: int = 1) -> torch
     if not bool(torch.isfinite(x).all()):
         raise ShapeError(f"{what} of shape {tuple(x.shape)} contains NaN or infinite values")
     return x
+
+
+def check_fields(cls, data: Any, what: str) -> None:
+    """A ConfigError unless `data` is a dict whose keys are all fields of the dataclass `cls`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"autoencoder config must be a dict, got {type(data).__name__}")
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(f"unknown {what} config field(s): {unknown}")

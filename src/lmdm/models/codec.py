@@ -32,10 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .autoencoder import Autoencoder, kl_divergence, vae_moments
-from .autoencoder_config import AutoencoderConfig, check_signal
+from .autoencoder import Autoencoder, LatentAutoencoder, kl_divergence, posterior_draw
+from .autoencoder_config import AutoencoderConfig, check_fields
 from .codec_streaming import CausalConvTwin, ConvNeXtTwin, Flat, FrameTwin, GroupTwin, OverlapAddTwin
-from .streaming_autoencoder import StreamingDecoder, StreamingEncoder
 from .streaming_conv import StreamingSequential, streaming
 
 Tensor = torch.Tensor
@@ -105,12 +104,7 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CodecConfig":
-        if not isinstance(data, dict):
-            raise ConfigError(f"autoencoder config must be a dict, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown spectral codec config field(s): {unknown}")
+        check_fields(cls, data, "spectral codec")
         for name, value in data.items():
             if name == "phase_advance":
                 if not isinstance(value, bool):
@@ -324,7 +318,7 @@ class _Stack(nn.Sequential):
 # The codec
 
 
-class SpectralCodec(nn.Module):
+class SpectralCodec(LatentAutoencoder):
     """Encoder, decoder and the VAE bottleneck (mean, softplus std), with Autoencoder's interface."""
 
     def __init__(self, config: CodecConfig | None = None):
@@ -342,59 +336,26 @@ class SpectralCodec(nn.Module):
             ChannelLinear(c.latent_dim, w), *blocks(c.decoder_latent_blocks), FrameUpsample(w, f),
             *blocks(c.decoder_frame_blocks), ChannelNorm(w), ISTFTHead(w, c.audio_channels, c.n_fft, c.hop, c.phase_advance))
 
-    @property
-    def downsampling_ratio(self) -> int:
-        return self.config.downsampling_ratio
+    def _encode_net(self, audio: Tensor) -> Tensor:
+        return self.encoder(audio)
 
-    @property
-    def latent_dim(self) -> int:
-        return self.config.latent_dim
+    def _decode_net(self, latents: Tensor) -> Tensor:
+        return self.decoder(latents)
 
-    @property
-    def sample_rate(self) -> int:
-        return self.config.sample_rate
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.decoder[0].weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.decoder[0].weight.device
+    def _weight(self) -> Tensor:
+        return self.decoder[0].weight
 
     @property
     def tail_samples(self) -> int:
         """The last samples of an offline decode that frames past its end would still add to."""
         return self.config.decoder_delay_samples
 
-    def encode_moments(self, audio: Tensor) -> tuple[Tensor, Tensor]:
-        """audio (B, audio_channels, L) -> (mean, std), each (B, latent_dim, ceil(L / ratio)); the end
-        is zero-padded to a whole latent frame."""
-        check_signal(audio, self.config.audio_channels, "audio")
-        pad = -audio.shape[-1] % self.downsampling_ratio
-        return vae_moments(self.encoder(F.pad(audio.to(self.dtype), (0, pad))))
-
-    def encode(self, audio: Tensor, sample: bool = False, generator: torch.Generator | None = None) -> Tensor:
-        mean, std = self.encode_moments(audio)
-        if sample:
-            mean = mean + std * torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return mean.to(audio.dtype)
-
-    def decode(self, latents: Tensor) -> Tensor:
-        """latents (B, latent_dim, T) -> audio (B, audio_channels, T * ratio)."""
-        check_signal(latents, self.latent_dim, "latents")
-        return self.decoder(latents.to(self.dtype)).to(latents.dtype)
-
     def forward(self, audio: Tensor, generator: torch.Generator | None = None, noise_scale: float = 1.0,
                 spectra: bool = False) -> tuple[Tensor, ...]:
         """Training pass: (reconstruction from mean + noise_scale * std * noise, KL term), and with
         `spectra` the decoder's complex spectra (B, Ca, frames, bins) too, to score against `stft`."""
         mean, std = self.encode_moments(audio)
-        z = mean
-        if noise_scale:
-            z = mean + noise_scale * std * torch.randn(mean.shape, generator=generator, device=mean.device,
-                                                       dtype=mean.dtype)
-        kl = kl_divergence(mean, std)
+        z, kl = posterior_draw(mean, std, noise_scale, generator), kl_divergence(mean, std)
         if not spectra:
             return self.decoder(z), kl
         spec = self.decoder[-1].spectra(self.decoder[:-1](z))
@@ -411,8 +372,3 @@ class SpectralCodec(nn.Module):
         last.bias[:d] *= factor
         first.weight /= factor
 
-    def streaming_decoder(self) -> StreamingDecoder:
-        return StreamingDecoder(self)
-
-    def streaming_encoder(self) -> StreamingEncoder:
-        return StreamingEncoder(self)

@@ -11,6 +11,7 @@ from torch import nn
 from lmdm.errors import ConfigError, ShapeError
 from lmdm.models.autoencoder import Autoencoder, AutoencoderConfig, kl_divergence
 from lmdm.models.streaming_conv import WNConv1d, WNConvTranspose1d, to_channels_last
+from streaming_pieces import stream_in_pieces
 
 TINY = dict(channels=8, c_mults=[1, 2], strides=[2, 4], latent_dim=4)  # ratio 8
 
@@ -303,16 +304,6 @@ def test_latency_values_from_the_architecture():
     assert sao.encoder_lookahead_samples == 16933 - 2048 == 14885
 
 
-def _stream(streamer, x, sizes):
-    outs, i, k = [], 0, 0
-    while i < x.shape[-1]:
-        n = sizes[k % len(sizes)]
-        outs.append(streamer.push(x[..., i:i + n]))
-        i, k = i + n, k + 1
-        yield outs[-1], min(i, x.shape[-1])
-    yield streamer.flush(), None
-
-
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-4), (torch.float64, 1e-9)])
 def test_streaming_decoder_equals_offline(dtype, tol):
     model = tiny(dtype=dtype)
@@ -324,7 +315,7 @@ def test_streaming_decoder_equals_offline(dtype, tol):
     assert sd.delay_samples == 149 and sd.lookahead_frames == 19
     for sizes in ([1], [7], [48], [0, 3, 1, 13, 2]):
         pieces = []
-        for out, frames_in in _stream(sd, z, sizes):
+        for out, frames_in in stream_in_pieces(sd, z, sizes):
             pieces.append(out)
             if frames_in is not None:  # everything whose receptive field is complete, no more
                 assert sd.produced == max(0, frames_in * 8 - 149)
@@ -353,7 +344,7 @@ def test_streaming_encoder_equals_offline(dtype, tol):
     assert se.lookahead_samples == 133
     for sizes in ([1, 2, 0, 5], [37], [500], [4096]):
         pieces = []
-        for out, samples_in in _stream(se, audio, sizes):
+        for out, samples_in in stream_in_pieces(se, audio, sizes):
             pieces.append(out)
             if samples_in is not None:
                 assert se.produced == max(0, (samples_in - 133) // 8)

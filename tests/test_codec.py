@@ -9,6 +9,7 @@ import torch
 from lmdm.errors import ConfigError, ShapeError
 from lmdm.models.autoencoder import Autoencoder
 from lmdm.models.codec import CodecConfig, SpectralCodec, build_autoencoder
+from streaming_pieces import stream_in_pieces
 
 TINY = dict(n_fft=64, hop=16, frames_per_latent=2, latent_dim=4, channels=16, encoder_frame_blocks=1,
             encoder_latent_blocks=1, decoder_latent_blocks=1, decoder_frame_blocks=2)
@@ -63,16 +64,6 @@ def test_encode_decode_shapes_padding_and_bad_input():
             call(x)
 
 
-def _stream(streamer, x, sizes):
-    outs, i, k = [], 0, 0
-    while i < x.shape[-1]:
-        n = sizes[k % len(sizes)]
-        outs.append(streamer.push(x[..., i:i + n]))
-        i, k = i + n, k + 1
-        yield outs[-1], min(i, x.shape[-1])
-    yield streamer.flush(), None
-
-
 @pytest.mark.parametrize("dtype, tol, advance", [(torch.float32, 1e-5, False), (torch.float64, 1e-12, False),
                                                  (torch.float32, 1e-5, True)])
 def test_streaming_decoder_equals_offline(dtype, tol, advance):
@@ -85,7 +76,7 @@ def test_streaming_decoder_equals_offline(dtype, tol, advance):
     assert sd.delay_samples == 48 and sd.lookahead_frames == 2 and sd.delay_ms == pytest.approx(48 / 44.1)
     for sizes in ([1], [7], [50], [0, 3, 1, 13, 2]):
         pieces = []
-        for out, frames_in in _stream(sd, z, sizes):
+        for out, frames_in in stream_in_pieces(sd, z, sizes):
             pieces.append(out)
             if frames_in is not None:   # every sample whose frames all exist, no more
                 assert sd.produced == max(0, frames_in * 32 - 48)
@@ -104,7 +95,7 @@ def test_streaming_encoder_equals_offline(dtype, tol):
     assert se.lookahead_samples == 0
     for sizes in ([1, 2, 0, 5], [37], [500], [4096]):
         pieces = []
-        for out, samples_in in _stream(se, audio, sizes):
+        for out, samples_in in stream_in_pieces(se, audio, sizes):
             pieces.append(out)
             if samples_in is not None:   # a latent frame as soon as its own span is in
                 assert se.produced == samples_in // 32
